@@ -1,0 +1,27 @@
+# The two commands of the README: `make demo` and `make test`. Each creates .venv and
+# installs what it needs (Python packages from PyPI, the Kafka broker jars from Maven Central).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+
+.PHONY: install test demo bench clean
+
+$(INSTALLED): pyproject.toml
+	$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "mailstream needs Python >= 3.11")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	$(BIN)/mailstream kafka fetch
+	touch $@
+
+install: $(INSTALLED)
+
+test: $(INSTALLED)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+demo: $(INSTALLED)
+	$(BIN)/mailstream demo
+
+clean:
+	rm -rf $(VENV) var .pytest_cache

@@ -1,0 +1,53 @@
+"""`mailstream kafka up|down|status|purge`: the local broker from the command line."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from mailstream.broker import BrokerError, LocalBroker, cache_dir, ensure_jars
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "kafka",
+        help="run a local single-node Kafka broker (KRaft) from Maven Central jars",
+        description="Start, stop or inspect a local Apache Kafka broker bound to 127.0.0.1; "
+        "`fetch` only resolves its jars from Maven Central into the cache.",
+    )
+    parser.add_argument("action", choices=("up", "down", "status", "purge", "fetch"))
+    parser.add_argument(
+        "--dir",
+        type=Path,
+        default=cache_dir() / "broker",
+        help="broker directory: config, data, logs, pid (default: %(default)s)",
+    )
+    parser.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for readiness")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    broker = LocalBroker(args.dir)
+    try:
+        if args.action == "fetch":
+            print(f"Kafka jars in {ensure_jars()}")
+        elif args.action == "up":
+            bootstrap = broker.start(timeout=args.timeout)
+            print(f"export MAILSTREAM_KAFKA_BOOTSTRAP_SERVERS={bootstrap}")
+            print(f"# broker log: {broker.log_file}")
+        elif args.action == "down":
+            broker.stop()
+            print("stopped")
+        elif args.action == "purge":
+            broker.purge()
+            print(f"stopped and removed {args.dir}")
+        else:
+            pid = broker.pid()
+            if pid is None:
+                print("down")
+                return 1
+            print(f"up pid={pid} bootstrap={broker.bootstrap_servers}")
+    except BrokerError as error:
+        print(f"mailstream kafka {args.action}: {error}")
+        return 1
+    return 0

@@ -1,0 +1,196 @@
+"""One typed place for configuration: environment variables prefixed `MAILSTREAM_`.
+
+Every Kafka client of the project (faust worker, confluent-kafka producers, consumers and
+the admin client) is configured from `KafkaSettings`, so a shared platform bus with SASL_SSL
+or mutual TLS needs its credentials set once. Secrets never appear in `repr()` or logs.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "MAILSTREAM_"
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+class SettingsError(ValueError):
+    """A configuration value is missing or malformed; the message names the variable."""
+
+
+def _secret() -> Any:
+    return field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class KafkaSettings:
+    """Connection settings shared by every Kafka client.
+
+    | variable | default |
+    |---|---|
+    | MAILSTREAM_KAFKA_BOOTSTRAP_SERVERS (or KAFKA_BOOTSTRAP_SERVERS) | 127.0.0.1:9092 |
+    | MAILSTREAM_KAFKA_SECURITY_PROTOCOL | PLAINTEXT (SSL, SASL_PLAINTEXT, SASL_SSL) |
+    | MAILSTREAM_KAFKA_SASL_MECHANISM | PLAIN when a SASL protocol is set (SCRAM-SHA-256/512) |
+    | MAILSTREAM_KAFKA_SASL_USERNAME / _SASL_PASSWORD | unset |
+    | MAILSTREAM_KAFKA_SSL_CA_FILE | system trust store |
+    | MAILSTREAM_KAFKA_SSL_CERT_FILE / _SSL_KEY_FILE / _SSL_KEY_PASSWORD | unset (mutual TLS) |
+    """
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = _secret()
+    ssl_ca_file: Path | None = None
+    ssl_cert_file: Path | None = None
+    ssl_key_file: Path | None = None
+    ssl_key_password: str | None = _secret()
+
+    def __post_init__(self) -> None:
+        if self.security_protocol not in SECURITY_PROTOCOLS:
+            raise SettingsError(
+                f"{ENV_PREFIX}KAFKA_SECURITY_PROTOCOL={self.security_protocol!r}: "
+                f"expected one of {', '.join(SECURITY_PROTOCOLS)}"
+            )
+        if self.uses_sasl:
+            if self.sasl_mechanism is None:
+                object.__setattr__(self, "sasl_mechanism", "PLAIN")
+            if self.sasl_mechanism not in SASL_MECHANISMS:
+                raise SettingsError(
+                    f"{ENV_PREFIX}KAFKA_SASL_MECHANISM={self.sasl_mechanism!r}: "
+                    f"expected one of {', '.join(SASL_MECHANISMS)}"
+                )
+            if not self.sasl_username or self.sasl_password is None:
+                raise SettingsError(
+                    f"{self.security_protocol} needs {ENV_PREFIX}KAFKA_SASL_USERNAME "
+                    f"and {ENV_PREFIX}KAFKA_SASL_PASSWORD"
+                )
+        if (self.ssl_cert_file is None) != (self.ssl_key_file is None):
+            raise SettingsError(
+                f"mutual TLS needs both {ENV_PREFIX}KAFKA_SSL_CERT_FILE and "
+                f"{ENV_PREFIX}KAFKA_SSL_KEY_FILE"
+            )
+
+    @property
+    def uses_sasl(self) -> bool:
+        return self.security_protocol.startswith("SASL_")
+
+    @property
+    def uses_ssl(self) -> bool:
+        return self.security_protocol in ("SSL", "SASL_SSL")
+
+    def librdkafka_config(self) -> dict[str, str]:
+        """The connection part of a confluent-kafka Producer/Consumer/AdminClient config."""
+        config = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "security.protocol": self.security_protocol,
+        }
+        if self.uses_sasl:
+            config["sasl.mechanism"] = str(self.sasl_mechanism)
+            config["sasl.username"] = str(self.sasl_username)
+            config["sasl.password"] = str(self.sasl_password)
+        if self.ssl_ca_file is not None:
+            config["ssl.ca.location"] = str(self.ssl_ca_file)
+        if self.ssl_cert_file is not None and self.ssl_key_file is not None:
+            config["ssl.certificate.location"] = str(self.ssl_cert_file)
+            config["ssl.key.location"] = str(self.ssl_key_file)
+            if self.ssl_key_password is not None:
+                config["ssl.key.password"] = self.ssl_key_password
+        return config
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        if not self.uses_ssl:
+            return None
+        context = ssl.create_default_context(
+            cafile=str(self.ssl_ca_file) if self.ssl_ca_file else None
+        )
+        if self.ssl_cert_file is not None and self.ssl_key_file is not None:
+            context.load_cert_chain(
+                str(self.ssl_cert_file), str(self.ssl_key_file), self.ssl_key_password
+            )
+        return context
+
+    def faust_broker_options(self) -> dict[str, Any]:
+        """`broker` and `broker_credentials` for `faust.App` (aiokafka underneath)."""
+        import faust
+
+        options: dict[str, Any] = {
+            "broker": ";".join(f"kafka://{host}" for host in self.bootstrap_servers.split(","))
+        }
+        context = self.ssl_context()
+        if self.uses_sasl:
+            options["broker_credentials"] = faust.SASLCredentials(
+                username=self.sasl_username,
+                password=self.sasl_password,
+                mechanism=self.sasl_mechanism,
+                ssl_context=context,
+            )
+        elif context is not None:
+            options["broker_credentials"] = faust.SSLCredentials(context)
+        return options
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the services read at start-up.
+
+    | variable | default | meaning |
+    |---|---|---|
+    | MAILSTREAM_TOPIC_PREFIX | "" | prepended to every topic name (e.g. `staging.`) |
+    | MAILSTREAM_PARTITIONS | 4 | partitions of the topics `mailstream topics create` makes |
+    | MAILSTREAM_REPLICATION_FACTOR | 1 | their replication factor (3 on a production bus) |
+    | MAILSTREAM_APP_ID | mailstream | Faust application id (consumer group, changelog names) |
+    | MAILSTREAM_STORE | memory:// | Faust table store; rocksdb:// keeps tables on disk |
+    | MAILSTREAM_DATA_DIR | ./var | worker data (RocksDB tables) |
+    | MAILSTREAM_POLICY_FILE | unset | YAML overriding the default scoring/suppression policy |
+    | MAILSTREAM_SCHEMA_REGISTRY_URL | unset | use the Confluent wire format with this registry |
+    | MAILSTREAM_WEB_HOST / MAILSTREAM_WEB_PORT | 127.0.0.1 / 6066 | worker web server |
+    """
+
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
+    topic_prefix: str = ""
+    partitions: int = 4
+    replication_factor: int = 1
+    app_id: str = "mailstream"
+    store: str = "memory://"
+    data_dir: Path = Path("var")
+    policy_file: Path | None = None
+    schema_registry_url: str | None = None
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        kafka_values = _read_fields(KafkaSettings, env, ENV_PREFIX + "KAFKA_")
+        if "bootstrap_servers" not in kafka_values and env.get("KAFKA_BOOTSTRAP_SERVERS"):
+            kafka_values["bootstrap_servers"] = env["KAFKA_BOOTSTRAP_SERVERS"]
+        values = _read_fields(cls, env, ENV_PREFIX)
+        return cls(kafka=KafkaSettings(**kafka_values), **values)
+
+
+def _read_fields(cls: type, env: Mapping[str, str], prefix: str) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for spec in fields(cls):
+        name = prefix + spec.name.upper()
+        raw = env.get(name)
+        if raw is None or raw == "" or spec.name == "kafka":
+            continue
+        values[spec.name] = _convert(name, raw, str(spec.type))
+    return values
+
+
+def _convert(name: str, raw: str, type_name: str) -> Any:
+    if type_name.startswith("int"):
+        try:
+            return int(raw)
+        except ValueError:
+            raise SettingsError(f"{name}={raw!r}: expected an integer") from None
+    if type_name.startswith("Path"):
+        return Path(raw)
+    return raw
