@@ -1,0 +1,219 @@
+"""The scoring and suppression policy: `policy.yaml` beside this module, optionally overridden.
+
+`load_policy(None)` gives the documented defaults; `load_policy(path)` overrides them with a
+user file holding any subset of the keys (`score` merged key by key, lists replaced). Unknown
+keys, wrong types and out-of-range values raise `PolicyError` naming the key. What each key
+means, and where its default comes from, is documented in `policy.yaml`.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULT_POLICY_FILE = Path(__file__).with_name("policy.yaml")
+_MS_PER_DAY = 86_400_000
+# User agents repeat heavily; a cold check of the default lists costs several µs.
+_USER_AGENT_VERDICTS_CACHED = 4096
+
+
+class PolicyError(ValueError):
+    """An unreadable policy file, an unknown key or a bad value; the message says which."""
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreWeights:
+    """Points per human signal (non-negative, so a score is never negative)."""
+
+    delivered: int
+    first_open: int
+    third_open_bonus: int
+    click: int
+    reply: int
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """The rules' parameters (`load_policy` validates them); matchers compiled once, here."""
+
+    machine_window_seconds: float
+    machine_user_agents: tuple[str, ...]
+    machine_user_agent_patterns: tuple[str, ...]
+    unsubscribe_url_patterns: tuple[str, ...]
+    score: ScoreWeights
+    inactivity_reset_days: float
+    soft_bounce_limit: int
+    delivery_resets_soft_bounces: bool
+    dedupe_window: int
+    max_pending_per_message: int
+    machine_window_ms: int = field(init=False, repr=False, compare=False)
+    inactivity_reset_ms: int = field(init=False, repr=False, compare=False)
+    _machine_user_agent: Callable[[str], bool] = field(init=False, repr=False, compare=False)
+    _unsubscribe_url: re.Pattern[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        set_derived = functools.partial(object.__setattr__, self)
+        set_derived("machine_window_ms", round(self.machine_window_seconds * 1000))
+        set_derived("inactivity_reset_ms", round(self.inactivity_reset_days * _MS_PER_DAY))
+        set_derived(
+            "_machine_user_agent",
+            _user_agent_matcher(self.machine_user_agents, self.machine_user_agent_patterns),
+        )
+        set_derived("_unsubscribe_url", _substring_matcher(self.unsubscribe_url_patterns))
+
+    def is_machine_user_agent(self, user_agent: str) -> bool:
+        return self._machine_user_agent(user_agent)
+
+    def is_unsubscribe_url(self, url: str) -> bool:
+        return self._unsubscribe_url.search(url.lower()) is not None
+
+
+def load_policy(path: Path | None = None) -> Policy:
+    """The default policy, overridden by the YAML file at `path` when one is given."""
+    settings = _read_mapping(DEFAULT_POLICY_FILE)
+    if path is not None:
+        settings = _merge(settings, _read_mapping(path), str(path))
+    return _build(settings, str(path or DEFAULT_POLICY_FILE))
+
+
+@functools.cache
+def default_policy() -> Policy:
+    """`load_policy(None)`, read once."""
+    return load_policy(None)
+
+
+def _user_agent_matcher(
+    substrings: tuple[str, ...], patterns: tuple[str, ...]
+) -> Callable[[str], bool]:
+    literal = _substring_matcher(substrings)
+    regex = re.compile("|".join(f"(?:{p})" for p in patterns) or "(?!)", re.IGNORECASE)
+
+    @functools.lru_cache(maxsize=_USER_AGENT_VERDICTS_CACHED)
+    def is_machine(user_agent: str) -> bool:
+        return bool(literal.search(user_agent.lower()) or regex.search(user_agent))
+
+    return is_machine
+
+
+def _substring_matcher(substrings: tuple[str, ...]) -> re.Pattern[str]:
+    """Matches a lower-cased text containing any of `substrings` (a literal alternation is fast)."""
+    return re.compile("|".join(re.escape(s.lower()) for s in substrings) or "(?!)")
+
+
+def _read_mapping(path: Path) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PolicyError(f"{path}: cannot read the policy file: {exc}") from exc
+    except yaml.YAMLError as exc:
+        raise PolicyError(f"{path}: not valid YAML: {exc}") from exc
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise PolicyError(f"{path}: expected a mapping of policy keys, got {type(loaded).__name__}")
+    return loaded
+
+
+def _merge(defaults: dict[str, Any], overrides: dict[str, Any], source: str) -> dict[str, Any]:
+    merged = dict(defaults)
+    for key, value in overrides.items():
+        if key not in _CHECKS:
+            raise PolicyError(f"{source}: unknown key {key!r} (known: {', '.join(_CHECKS)})")
+        if key == "score" and isinstance(value, dict):
+            value = _merge_weights(defaults["score"], value, source)
+        merged[key] = value
+    return merged
+
+
+def _merge_weights(
+    defaults: dict[str, Any], overrides: dict[str, Any], source: str
+) -> dict[str, Any]:
+    for key in overrides:
+        if key not in _WEIGHT_NAMES:
+            raise PolicyError(
+                f"{source}: unknown key 'score.{key}' (known: {', '.join(_WEIGHT_NAMES)})"
+            )
+    return {**defaults, **overrides}
+
+
+def _build(settings: dict[str, Any], source: str) -> Policy:
+    missing = [key for key in _CHECKS if key not in settings]
+    if missing:
+        raise PolicyError(f"{source}: missing key(s) {', '.join(missing)}")
+    try:
+        values = {key: check(key, settings[key]) for key, check in _CHECKS.items()}
+    except PolicyError as exc:
+        raise PolicyError(f"{source}: {exc}") from None
+    return Policy(**values)
+
+
+def _integer(minimum: int) -> Callable[[str, Any], int]:
+    def check(key: str, value: Any) -> int:
+        if type(value) is not int or value < minimum:
+            raise PolicyError(f"{key}: expected an integer >= {minimum}, got {value!r}")
+        return value
+
+    return check
+
+
+def _number(minimum: float, *, exclusive: bool = False) -> Callable[[str, Any], float]:
+    def check(key: str, value: Any) -> float:
+        if type(value) not in (int, float) or (value <= minimum if exclusive else value < minimum):
+            bound = f"> {minimum}" if exclusive else f">= {minimum}"
+            raise PolicyError(f"{key}: expected a number {bound}, got {value!r}")
+        return value
+
+    return check
+
+
+def _boolean(key: str, value: Any) -> bool:
+    if type(value) is not bool:
+        raise PolicyError(f"{key}: expected true or false, got {value!r}")
+    return value
+
+
+def _strings(key: str, value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(s, str) and s for s in value):
+        raise PolicyError(f"{key}: expected a list of non-empty strings, got {value!r}")
+    return tuple(value)
+
+
+def _regexes(key: str, value: Any) -> tuple[str, ...]:
+    patterns = _strings(key, value)
+    for pattern in patterns:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise PolicyError(f"{key}: {pattern!r} is not a valid regular expression: {exc}")
+    return patterns
+
+
+def _weights(key: str, value: Any) -> ScoreWeights:
+    if not isinstance(value, Mapping):
+        raise PolicyError(f"{key}: expected a mapping of {', '.join(_WEIGHT_NAMES)}")
+    missing = [name for name in _WEIGHT_NAMES if name not in value]
+    if missing:
+        raise PolicyError(f"{key}: missing {', '.join(missing)}")
+    weight = _integer(0)
+    return ScoreWeights(**{name: weight(f"{key}.{name}", value[name]) for name in _WEIGHT_NAMES})
+
+
+_WEIGHT_NAMES = ("delivered", "first_open", "third_open_bonus", "click", "reply")
+_CHECKS: dict[str, Callable[[str, Any], Any]] = {
+    "machine_window_seconds": _number(0),
+    "machine_user_agents": _strings,
+    "machine_user_agent_patterns": _regexes,
+    "unsubscribe_url_patterns": _strings,
+    "score": _weights,
+    "inactivity_reset_days": _number(0, exclusive=True),
+    "soft_bounce_limit": _integer(1),
+    "delivery_resets_soft_bounces": _boolean,
+    "dedupe_window": _integer(1),
+    "max_pending_per_message": _integer(0),
+}

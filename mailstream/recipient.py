@@ -1,0 +1,408 @@
+"""Per-recipient state and the rules that update it, as pure functions.
+
+`apply(state, event, policy)` is the one place the scoring and suppression rules live; the
+recipients agent and `mailstream simulate` both call it. It returns the SAME object when the
+event changes nothing (a duplicate event id), so callers can skip publishing.
+
+The rules (parameters in `policy.yaml`):
+- Engagement counts human opens and clicks only. An open or click is a machine event when the
+  provider flags it, its user agent is listed, or it comes less than `machine_window_seconds`
+  after its message's delivery (or before it): counted in machine_opens / machine_clicks only.
+- Score: the 1st human open since the last reset scores `first_open`, the 3rd adds
+  `third_open_bonus`, other opens nothing; each human click `click`, each reply `reply`, each
+  delivery `delivered`. An event more than `inactivity_reset_days` after `last_signal_at`
+  first resets the score AND the open count toward those bonuses (`opens_since_reset`): the
+  next open is a first open again. The lifetime `opens` total is kept.
+- A human click on an unsubscribe URL and an UNSUBSCRIBED event suppress (UNSUBSCRIBE) and
+  score nothing. A machine click on such a URL does not: scanners follow every link.
+- BOUNCED: HARD suppresses (HARD_BOUNCE); SOFT counts toward `soft_bounce_limit`, reaching it
+  suppresses (SOFT_BOUNCE_LIMIT), a delivery resets the count; EXPIRED, BLOCK and
+  UNDETERMINED (or a missing class) are counted and never suppress. COMPLAINED suppresses
+  (COMPLAINT). REJECTED (the provider refused to send, e.g. Maileroo's own suppression list)
+  is counted and never suppresses: it names no cause we could act on. QUEUED, SENT, DEFERRED
+  and UNKNOWN count nothing but still create the recipient's state.
+- Suppression is sticky: later events update counters and score, never the status. The first
+  cause stays, except that a complaint replaces any other cause, so that lifting it needs
+  `force`. Only `lift_suppression` (an operator) makes a recipient ACTIVE again.
+- Idempotent: the last `dedupe_window` event ids are remembered; a repeat changes nothing.
+- Out of order: last_* and updated_at take the maximum; an event older than last_signal_at
+  never resets the score.
+"""
+
+from __future__ import annotations
+
+import enum
+import operator
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from mailstream.events import BounceClass, EventType
+from mailstream.policy import Policy, ScoreWeights
+
+
+class RecipientStatus(enum.StrEnum):
+    ACTIVE = "ACTIVE"  # may be mailed
+    SUPPRESSED = "SUPPRESSED"  # must not be mailed (see suppression_reason)
+
+
+class SuppressionReason(enum.StrEnum):
+    HARD_BOUNCE = "HARD_BOUNCE"  # a hard bounce: the address does not exist
+    SOFT_BOUNCE_LIMIT = "SOFT_BOUNCE_LIMIT"  # soft_bounce_limit soft bounces without a delivery
+    COMPLAINT = "COMPLAINT"  # the recipient reported mail as spam; lifting needs force
+    UNSUBSCRIBE = "UNSUBSCRIBE"  # an unsubscribe event or a human unsubscribe-link click
+    MANUAL = "MANUAL"  # an operator suppressed the recipient
+    UNKNOWN = "UNKNOWN"  # read from a record whose reason this version does not know
+
+
+class SuppressionError(ValueError):
+    """An operator change the rules refuse (lifting a complaint without force)."""
+
+
+TIMESTAMP_FIELDS: tuple[str, ...] = (
+    "suppressed_at",
+    "last_open_at",
+    "last_click_at",
+    "last_signal_at",
+    "updated_at",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientState:
+    """Everything known about one recipient; timestamps are epoch milliseconds (event time).
+
+    `soft_bounces` is the current count toward the soft-bounce limit (a delivery resets it);
+    the other counters are lifetime totals. `recent_event_ids` is internal: the idempotency
+    memory, kept in the state table but not part of the published record.
+    """
+
+    recipient: str
+    score: int = 0
+    opens_since_reset: int = 0  # human opens counted toward the 1st/3rd-open points
+    status: RecipientStatus = RecipientStatus.ACTIVE
+    suppression_reason: SuppressionReason | None = None
+    suppressed_at: int | None = None
+    suppression_event_id: str | None = None  # the event that caused it; None: an operator
+    suppression_note: str | None = None  # the operator's note
+    opens: int = 0
+    clicks: int = 0
+    replies: int = 0
+    machine_opens: int = 0
+    machine_clicks: int = 0
+    delivered: int = 0
+    hard_bounces: int = 0
+    soft_bounces: int = 0
+    expired: int = 0
+    blocked: int = 0
+    undetermined_bounces: int = 0
+    rejected: int = 0
+    complaints: int = 0
+    unsubscribes: int = 0
+    last_open_at: int | None = None
+    last_click_at: int | None = None
+    last_signal_at: int | None = None  # the last human open, click or reply
+    updated_at: int | None = None  # the newest event (or operator change) applied
+    recent_event_ids: tuple[str, ...] = ()
+
+    @property
+    def suppressed(self) -> bool:
+        return self.status is RecipientStatus.SUPPRESSED
+
+    def to_record(self) -> dict[str, Any]:
+        """The published record (schemas/recipient_state.avsc): enums as symbols, no internals."""
+        record = dict(zip(_PUBLISHED_FIELDS, _get_published(self), strict=True))
+        record["status"] = self.status.value
+        if self.suppression_reason is not None:
+            record["suppression_reason"] = self.suppression_reason.value
+        return record
+
+    def to_table_record(self) -> dict[str, Any]:
+        """`to_record()` plus the internal fields: what the state table stores (JSON-able)."""
+        return self.to_record() | {"recent_event_ids": list(self.recent_event_ids)}
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> RecipientState:
+        """Reads `to_record()` or `to_table_record()` output (timestamps as epoch-ms ints, as
+        `mailstream.codec` decodes them); fields the record lacks take their defaults."""
+        values = {name: record[name] for name in _FIELD_NAMES if name in record}
+        values["status"] = RecipientStatus(values.get("status", RecipientStatus.ACTIVE))
+        if values.get("suppression_reason") is not None:
+            values["suppression_reason"] = SuppressionReason(values["suppression_reason"])
+        values["recent_event_ids"] = tuple(values.get("recent_event_ids", ()))
+        return cls(**values)
+
+
+_FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in fields(RecipientState))
+_INTERNAL_FIELDS = ("recent_event_ids",)
+_PUBLISHED_FIELDS: tuple[str, ...] = tuple(n for n in _FIELD_NAMES if n not in _INTERNAL_FIELDS)
+_FIELD_INDEX: dict[str, int] = {name: index for index, name in enumerate(_FIELD_NAMES)}
+_get_all = operator.attrgetter(*_FIELD_NAMES)
+_get_published = operator.attrgetter(*_PUBLISHED_FIELDS)
+
+_Event = Mapping[str, Any]
+_Changes = dict[str, Any]
+
+
+def apply(state: RecipientState | None, event: Mapping[str, Any], policy: Policy) -> RecipientState:
+    """The state after `event`; `state` itself when the event changes nothing (a duplicate).
+
+    `event` is a canonical event dict whose recipient is known (resolve it first, see
+    `mailstream.messages.route`); `state` is None for a recipient seen for the first time.
+    """
+    recipient = event["recipient"]
+    if not recipient:
+        raise ValueError(f"event {event['event_id']} has no recipient: resolve it first")
+    if state is None:
+        state = RecipientState(recipient=recipient)
+    elif state.recipient != recipient:
+        raise ValueError(f"event for {recipient!r} applied to the state of {state.recipient!r}")
+    event_id = event["event_id"]
+    if event_id in state.recent_event_ids:
+        return state
+    occurred_at = event["occurred_at"]
+    if _inactive_too_long(state, occurred_at, policy):
+        state = _evolve(state, {"score": 0, "opens_since_reset": 0})
+    changes = _RULES.get(event["event_type"], _counts_nothing)(state, event, policy)
+    changes["recent_event_ids"] = _remember(state.recent_event_ids, event_id, policy.dedupe_window)
+    if state.updated_at is None or occurred_at > state.updated_at:
+        changes["updated_at"] = occurred_at
+    return _evolve(state, changes)
+
+
+def is_machine(event: Mapping[str, Any], policy: Policy) -> bool:
+    """Whether an open or click was made by software rather than by the recipient."""
+    if event.get("provider_flagged_machine"):
+        return True
+    user_agent = event.get("user_agent")
+    if user_agent and policy.is_machine_user_agent(user_agent):
+        return True
+    delivered_at = event.get("delivered_at")
+    return (
+        delivered_at is not None and event["occurred_at"] - delivered_at < policy.machine_window_ms
+    )
+
+
+def suppress_manually(
+    state: RecipientState,
+    reason: SuppressionReason,
+    at: int,
+    note: str | None = None,
+    *,
+    force: bool = False,
+) -> RecipientState:
+    """An operator suppresses the recipient (usually with reason MANUAL); replaces the current
+    cause, except that replacing COMPLAINT by another reason needs `force`."""
+    current = state.suppression_reason
+    if current is SuppressionReason.COMPLAINT and reason != current:
+        _require_force(state, force)
+    return _evolve(
+        state,
+        {
+            "status": RecipientStatus.SUPPRESSED,
+            "suppression_reason": SuppressionReason(reason),
+            "suppressed_at": at,
+            "suppression_event_id": None,
+            "suppression_note": note,
+            "updated_at": _latest(state.updated_at, at),
+        },
+    )
+
+
+def lift_suppression(state: RecipientState, at: int, *, force: bool = False) -> RecipientState:
+    """An operator makes the recipient ACTIVE again; the same object if it was not suppressed.
+
+    Lifting a COMPLAINT needs `force`. The soft-bounce count restarts at 0 (lifting means
+    trying again); lifetime counters and the score are kept.
+    """
+    if not state.suppressed:
+        return state
+    if state.suppression_reason is SuppressionReason.COMPLAINT:
+        _require_force(state, force)
+    return _evolve(
+        state,
+        {
+            "status": RecipientStatus.ACTIVE,
+            "suppression_reason": None,
+            "suppressed_at": None,
+            "suppression_event_id": None,
+            "suppression_note": None,
+            "soft_bounces": 0,
+            "updated_at": _latest(state.updated_at, at),
+        },
+    )
+
+
+def suppression_record(state: RecipientState, actor: str | None = None) -> dict[str, Any] | None:
+    """The Suppression record (schemas/suppression.avsc) of a suppressed state, else None."""
+    if not state.suppressed or state.suppression_reason is None or state.suppressed_at is None:
+        return None
+    return {
+        "recipient": state.recipient,
+        "reason": state.suppression_reason.value,
+        "since": state.suppressed_at,
+        "event_id": state.suppression_event_id,
+        "source": "event" if state.suppression_event_id is not None else "operator",
+        "actor": actor,
+        "note": state.suppression_note,
+    }
+
+
+def _require_force(state: RecipientState, force: bool) -> None:
+    if not force:
+        raise SuppressionError(
+            f"{state.recipient} is suppressed for a COMPLAINT: changing that needs force"
+        )
+
+
+def _evolve(state: RecipientState, changes: _Changes) -> RecipientState:
+    """`dataclasses.replace` at half the cost (measured 3.7 µs against 7.5 µs here)."""
+    values = list(_get_all(state))
+    for name, value in changes.items():
+        values[_FIELD_INDEX[name]] = value
+    return RecipientState(*values)
+
+
+def _remember(recent: tuple[str, ...], event_id: str, window: int) -> tuple[str, ...]:
+    keep = window - 1
+    if len(recent) > keep:
+        recent = recent[len(recent) - keep :]
+    return (*recent, event_id)
+
+
+def _inactive_too_long(state: RecipientState, occurred_at: int, policy: Policy) -> bool:
+    last_signal_at = state.last_signal_at
+    return (
+        last_signal_at is not None
+        and occurred_at - last_signal_at > policy.inactivity_reset_ms
+        and (state.score != 0 or state.opens_since_reset != 0)
+    )
+
+
+def _latest(current: int | None, candidate: int) -> int:
+    return candidate if current is None or candidate > current else current
+
+
+def _suppression(state: RecipientState, reason: SuppressionReason, event: _Event) -> _Changes:
+    """The fields that suppress the recipient for `reason`, unless a suppression stays."""
+    if state.suppressed and (
+        reason is not SuppressionReason.COMPLAINT
+        or state.suppression_reason is SuppressionReason.COMPLAINT
+    ):
+        return {}
+    return {
+        "status": RecipientStatus.SUPPRESSED,
+        "suppression_reason": reason,
+        "suppressed_at": event["occurred_at"],
+        "suppression_event_id": event["event_id"],
+        "suppression_note": None,
+    }
+
+
+def _counts_nothing(state: RecipientState, event: _Event, policy: Policy) -> _Changes:
+    return {}
+
+
+def _delivered(state: RecipientState, event: _Event, policy: Policy) -> _Changes:
+    changes: _Changes = {"delivered": state.delivered + 1}
+    if policy.delivery_resets_soft_bounces:
+        changes["soft_bounces"] = 0
+    if policy.score.delivered:
+        changes["score"] = state.score + policy.score.delivered
+    return changes
+
+
+def _opened(state: RecipientState, event: _Event, policy: Policy) -> _Changes:
+    if is_machine(event, policy):
+        return {"machine_opens": state.machine_opens + 1}
+    opens_since_reset = state.opens_since_reset + 1
+    at = event["occurred_at"]
+    return {
+        "opens": state.opens + 1,
+        "opens_since_reset": opens_since_reset,
+        "score": state.score + _open_points(opens_since_reset, policy.score),
+        "last_open_at": _latest(state.last_open_at, at),
+        "last_signal_at": _latest(state.last_signal_at, at),
+    }
+
+
+def _open_points(opens_since_reset: int, weights: ScoreWeights) -> int:
+    if opens_since_reset == 1:
+        return weights.first_open
+    if opens_since_reset == 3:
+        return weights.third_open_bonus
+    return 0
+
+
+def _clicked(state: RecipientState, event: _Event, policy: Policy) -> _Changes:
+    if is_machine(event, policy):
+        return {"machine_clicks": state.machine_clicks + 1}
+    url = event.get("url")
+    if url and policy.is_unsubscribe_url(url):
+        return _unsubscribed(state, event, policy)
+    at = event["occurred_at"]
+    return {
+        "clicks": state.clicks + 1,
+        "score": state.score + policy.score.click,
+        "last_click_at": _latest(state.last_click_at, at),
+        "last_signal_at": _latest(state.last_signal_at, at),
+    }
+
+
+def _replied(state: RecipientState, event: _Event, policy: Policy) -> _Changes:
+    return {
+        "replies": state.replies + 1,
+        "score": state.score + policy.score.reply,
+        "last_signal_at": _latest(state.last_signal_at, event["occurred_at"]),
+    }
+
+
+def _unsubscribed(state: RecipientState, event: _Event, policy: Policy) -> _Changes:
+    return {
+        "unsubscribes": state.unsubscribes + 1,
+        **_suppression(state, SuppressionReason.UNSUBSCRIBE, event),
+    }
+
+
+def _complained(state: RecipientState, event: _Event, policy: Policy) -> _Changes:
+    return {
+        "complaints": state.complaints + 1,
+        **_suppression(state, SuppressionReason.COMPLAINT, event),
+    }
+
+
+def _rejected(state: RecipientState, event: _Event, policy: Policy) -> _Changes:
+    return {"rejected": state.rejected + 1}
+
+
+def _bounced(state: RecipientState, event: _Event, policy: Policy) -> _Changes:
+    bounce_class = event.get("bounce_class")
+    if bounce_class == BounceClass.HARD:
+        return {
+            "hard_bounces": state.hard_bounces + 1,
+            **_suppression(state, SuppressionReason.HARD_BOUNCE, event),
+        }
+    if bounce_class == BounceClass.SOFT:
+        soft_bounces = state.soft_bounces + 1
+        changes: _Changes = {"soft_bounces": soft_bounces}
+        if soft_bounces >= policy.soft_bounce_limit:
+            changes.update(_suppression(state, SuppressionReason.SOFT_BOUNCE_LIMIT, event))
+        return changes
+    if bounce_class == BounceClass.EXPIRED:
+        return {"expired": state.expired + 1}
+    if bounce_class == BounceClass.BLOCK:
+        return {"blocked": state.blocked + 1}
+    return {"undetermined_bounces": state.undetermined_bounces + 1}
+
+
+_Rule = Callable[[RecipientState, _Event, Policy], _Changes]
+_RULES: dict[str, _Rule] = {
+    EventType.DELIVERED.value: _delivered,
+    EventType.OPENED.value: _opened,
+    EventType.CLICKED.value: _clicked,
+    EventType.REPLIED.value: _replied,
+    EventType.UNSUBSCRIBED.value: _unsubscribed,
+    EventType.COMPLAINED.value: _complained,
+    EventType.BOUNCED.value: _bounced,
+    EventType.REJECTED.value: _rejected,
+}
