@@ -21,12 +21,9 @@ class ParseError(MailstreamError):
         self.kind = kind
         self.message = message
 
-    def __str__(self) -> str:
-        return f"{self.kind}: {self.message}"
-
 
 class SignatureError(MailstreamError):
-    """A webhook request whose authenticity cannot be established (answer HTTP 401 with `reason`)."""
+    """A webhook request whose authenticity is not established: answer 401 with `reason`."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -43,6 +40,3 @@ class DecodeError(MailstreamError):
         super().__init__(message)
         self.kind = kind
         self.message = message
-
-    def __str__(self) -> str:
-        return f"{self.kind}: {self.message}"

@@ -1,0 +1,335 @@
+"""The provider contract and the helpers every connector shares.
+
+A provider module (mailbot.py, inboxroad.py, maileroo.py) opens with its mapping tables, then
+holds pure functions: `normalize(item, received_at)` for one decoded JSON object, `verify`,
+`sign` and `message_id_of`. `WebhookProvider` assembles them into a `Provider`, adding what is
+the same for all: size limit, JSON decoding, batches, and the never-raising `message_key`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import orjson
+
+from mailstream.errors import ParseError, SignatureError
+
+MAX_BODY_BYTES = 8 * 1024 * 1024  # far above any real webhook batch; a larger body is abuse
+AuthMode = Literal["hmac", "api_key", "basic"]
+AUTH_MODES: tuple[AuthMode, ...] = ("hmac", "api_key", "basic")
+Event = dict[str, Any]
+Item = Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyConfig:
+    """How one provider's webhooks are authenticated.
+
+    secrets: accepted HMAC secrets (or API keys in api_key mode); several at once while a
+        secret is rotated. allow_unsigned: accept requests presenting no credential (local
+        testing, or while signing is rolled out); a credential that is presented is still
+        checked when secrets are configured. signature_header / api_key_header: override
+        the provider's header name. max_age_seconds: freshness window of timestamped
+        signatures (mailbot). mode: Inboxroad only ("hmac", "api_key" or "basic").
+        basic_auth: accepted (username, password) pairs for mode "basic".
+    """
+
+    secrets: tuple[str, ...] = field(default=(), repr=False)
+    allow_unsigned: bool = False
+    signature_header: str | None = None
+    max_age_seconds: int = 300
+    mode: AuthMode = "hmac"
+    api_key_header: str | None = None
+    basic_auth: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.secrets, str):
+            raise TypeError("secrets must be a tuple of strings, not one string")
+        if self.mode not in AUTH_MODES:
+            raise ValueError(f"mode must be one of {AUTH_MODES}, not {self.mode!r}")
+        if self.max_age_seconds <= 0:
+            raise ValueError("max_age_seconds must be positive")
+
+
+@runtime_checkable
+class Provider(Protocol):
+    name: str
+
+    def parse(
+        self, body: bytes, headers: Mapping[str, str] | None = None, received_at: int | None = None
+    ) -> list[Event]:
+        """Canonical events of a webhook body (one JSON object or an array of them).
+        Raises only ParseError; an unknown event type gives an UNKNOWN event."""
+        ...
+
+    def verify(
+        self, body: bytes, headers: Mapping[str, str], config: VerifyConfig, now: float
+    ) -> None:
+        """Raises SignatureError unless the request is authentic under `config` at `now`."""
+        ...
+
+    def sign(self, body: bytes, config: VerifyConfig, now: float) -> dict[str, str]:
+        """Headers that make `body` pass `verify` with `config` (tests, demo, benchmarks)."""
+        ...
+
+    def message_key(self, body: bytes) -> bytes | None:
+        """Best-effort message id of the body's first event, for the Kafka key. Never raises."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookProvider:
+    name: str
+    normalize: Callable[[Item, int | None], list[Event]]
+    verify_request: Callable[[bytes, Mapping[str, str], VerifyConfig, float], None]
+    sign_request: Callable[[bytes, VerifyConfig, float], dict[str, str]]
+    message_id_of: Callable[[Item], str | None]
+
+    def parse(
+        self, body: bytes, headers: Mapping[str, str] | None = None, received_at: int | None = None
+    ) -> list[Event]:
+        items = decode_items(body)
+        if len(items) == 1:
+            return self.normalize(items[0], received_at)
+        events: list[Event] = []
+        for index, item in enumerate(items):
+            try:
+                events.extend(self.normalize(item, received_at))
+            except ParseError as exc:
+                raise ParseError(exc.kind, f"batch item {index}: {exc.message}") from exc
+        return events
+
+    def verify(
+        self, body: bytes, headers: Mapping[str, str], config: VerifyConfig, now: float
+    ) -> None:
+        self.verify_request(body, headers, config, now)
+
+    def sign(self, body: bytes, config: VerifyConfig, now: float) -> dict[str, str]:
+        return self.sign_request(body, config, now)
+
+    def message_key(self, body: bytes) -> bytes | None:
+        try:
+            document = orjson.loads(body)
+            item = document[0] if isinstance(document, list) and document else document
+            message_id = self.message_id_of(item) if isinstance(item, dict) else None
+            return message_id.encode() if message_id else None
+        except Exception:  # a best-effort key must never fail the ingest
+            return None
+
+
+# --- Decoding -------------------------------------------------------------------------------
+
+_JSON_TYPE_NAMES = {
+    dict: "an object", list: "an array", str: "a string", int: "a number", float: "a number",
+    bool: "a boolean", type(None): "null",
+}
+
+
+def json_type(value: Any) -> str:
+    return _JSON_TYPE_NAMES.get(type(value), type(value).__name__)
+
+
+def decode_items(body: bytes) -> list[Item]:
+    """The JSON objects of a webhook body: one object, or each object of a top-level array."""
+    if len(body) > MAX_BODY_BYTES:
+        raise ParseError(
+            "too_large", f"body is {len(body)} bytes, the limit is {MAX_BODY_BYTES}"
+        )
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        try:
+            bytes(body).decode("utf-8")
+        except UnicodeDecodeError as utf8_error:
+            raise ParseError(
+                "not_utf8", f"body is not UTF-8 (byte {utf8_error.start}); send JSON in UTF-8"
+            ) from exc
+        raise ParseError("invalid_json", f"body is not JSON: {exc}") from exc
+    if isinstance(document, dict):
+        return [document]
+    if isinstance(document, list):
+        for index, item in enumerate(document):
+            if not isinstance(item, dict):
+                raise ParseError(
+                    "wrong_type", f"batch item {index} is {json_type(item)}, expected an object"
+                )
+        return document
+    raise ParseError(
+        "wrong_type", f"body is {json_type(document)}, expected an object or an array of them"
+    )
+
+
+def get_str(item: Item, key: str) -> str | None:
+    value = item.get(key)
+    if value is None or isinstance(value, str):
+        return value
+    raise ParseError("wrong_type", f"{key!r} is {json_type(value)}, expected a string")
+
+
+def get_id(item: Item, key: str) -> str | None:
+    """An identifier that providers send as a string or a number, as a string."""
+    value = item.get(key)
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    raise ParseError("wrong_type", f"{key!r} is {json_type(value)}, expected a string or number")
+
+
+def get_object(item: Item, key: str) -> Item | None:
+    value = item.get(key)
+    if value is None or isinstance(value, dict):
+        return value
+    raise ParseError("wrong_type", f"{key!r} is {json_type(value)}, expected an object")
+
+
+def string_map(value: Any, key: str) -> dict[str, str]:
+    """Provider tags as str -> str: null is empty, scalars become strings, nested JSON is
+    kept as compact JSON text."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ParseError("wrong_type", f"{key!r} is {json_type(value)}, expected an object")
+    return {name: _tag_text(tag) for name, tag in value.items()}
+
+
+def _tag_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return ""
+    return orjson.dumps(value).decode()  # true -> "true", 3 -> "3", [1] -> "[1]"
+
+
+# --- Normalizing values ---------------------------------------------------------------------
+
+
+def clean_address(value: str | None) -> str | None:
+    """Trimmed, lower-cased address; "Name <a@b>" gives "a@b"; blank gives None."""
+    if value is None:
+        return None
+    if value.endswith(">") and "<" in value:
+        value = value[value.rindex("<") + 1 : -1]
+    return value.strip().lower() or None
+
+
+def clean_message_id(value: str | None) -> str | None:
+    """Message id without surrounding whitespace and angle brackets; blank gives None."""
+    if value is None:
+        return None
+    return value.strip().removeprefix("<").removesuffix(">").strip() or None
+
+
+def deterministic_event_id(provider: str, item: Item) -> str:
+    """sha256 of the provider name and the item's canonical JSON (sorted keys): redeliveries
+    of the same payload get the same id, so they deduplicate."""
+    payload = orjson.dumps(item, option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(provider.encode() + b"\n" + payload).hexdigest()
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MAX_EPOCH_SECONDS = 253402300799  # 9999-12-31T23:59:59Z
+_ONE_MS = timedelta(milliseconds=1)
+
+
+def epoch_ms(value: Any, key: str) -> int:
+    """Epoch milliseconds from unix seconds (number or numeric string) or ISO 8601 text
+    (without a zone it is read as UTC)."""
+    if isinstance(value, str):
+        return _epoch_ms_from_text(value.strip(), key)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ParseError(
+            "wrong_type", f"{key!r} is {json_type(value)}, expected unix seconds or ISO 8601"
+        )
+    if not 0 <= value <= _MAX_EPOCH_SECONDS:
+        raise ParseError("invalid_value", f"{key!r} = {value!r} is not unix seconds in 1970-9999")
+    return int(value) * 1000 if isinstance(value, int) else round(value * 1000)
+
+
+def _epoch_ms_from_text(text: str, key: str) -> int:
+    if text.isascii() and text.replace(".", "", 1).isdigit():
+        return epoch_ms(float(text) if "." in text else int(text), key)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ParseError(
+            "invalid_value", f"{key!r} = {text[:40]!r} is neither unix seconds nor ISO 8601"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    if moment < _EPOCH:
+        raise ParseError("invalid_value", f"{key!r} = {text[:40]!r} is before 1970")
+    return (moment - _EPOCH) // _ONE_MS
+
+
+# --- Authentication -------------------------------------------------------------------------
+
+
+def lookup_header(headers: Mapping[str, str], name: str) -> str | None:
+    """Case-insensitive header lookup (works for plain dicts and multidicts alike)."""
+    value = headers.get(name)
+    if value is not None:
+        return value
+    wanted = name.lower()
+    for key, candidate in headers.items():
+        if key.lower() == wanted:
+            return candidate
+    return None
+
+
+def presented_credential(
+    headers: Mapping[str, str], header: str, config: VerifyConfig, configured: bool, provider: str
+) -> str | None:
+    """The credential the request carries in `header`, or None when the request may pass
+    unchecked (allow_unsigned). Raises SignatureError when neither holds."""
+    if not configured:
+        if config.allow_unsigned:
+            return None
+        raise SignatureError(
+            f"no secret configured for {provider}: configure one "
+            "(or allow_unsigned, for local testing only)"
+        )
+    value = lookup_header(headers, header)
+    if value is None:
+        if config.allow_unsigned:
+            return None
+        raise SignatureError(f"missing {header} header")
+    return value
+
+
+def require_mode(config: VerifyConfig, mode: AuthMode, provider: str) -> None:
+    if config.mode != mode:
+        raise SignatureError(f"{provider} supports only mode={mode!r}, configured {config.mode!r}")
+
+
+def hmac_hex(secret: str, message: bytes) -> str:
+    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+
+
+def hmac_matches(candidate_hex: str, message: bytes, secrets: tuple[str, ...]) -> bool:
+    """Constant-time check of a hex HMAC-SHA256 against every accepted secret."""
+    candidate = candidate_hex.strip().lower().encode("utf-8", "replace")
+    matched = False
+    for secret in secrets:
+        matched |= hmac.compare_digest(hmac_hex(secret, message).encode(), candidate)
+    return matched
+
+
+def secret_matches(candidate: str, accepted: tuple[str, ...]) -> bool:
+    """Constant-time comparison of a presented key with every accepted one."""
+    presented = candidate.encode("utf-8", "replace")
+    matched = False
+    for value in accepted:
+        matched |= hmac.compare_digest(value.encode(), presented)
+    return matched
+
+
+def first_secret(config: VerifyConfig, provider: str) -> str:
+    if not config.secrets:
+        raise ValueError(f"signing a {provider} request needs a secret in VerifyConfig.secrets")
+    return config.secrets[0]

@@ -1,0 +1,158 @@
+"""Inboxroad webhooks (PowerMTA accounting records posted as JSON).
+
+Evidence: seeds/003_0a896b36dcf4e7b1.txt (English) and seeds/001_f8486717a5abc87f.txt (Dutch
+edition, same sample) give the field list, the one sample payload (type "d") and
+BOUNCE_MAPPER. seeds/README.md: `rb` is a remote bounce that can arrive after a `d` for the
+same message; PowerMTA's other bounce categories; HMAC and API-key authentication of newer
+setups. Quirks: `timeLogged` is unix seconds as a string; `dsnStatus` is a code followed by
+its meaning ("2.0.0 (success)"); `header_Message-Id` keeps its angle brackets; payloads carry
+no event id, so the id is derived from the payload.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Mapping
+
+from connectors.base import (
+    Event,
+    Item,
+    VerifyConfig,
+    WebhookProvider,
+    clean_address,
+    clean_message_id,
+    deterministic_event_id,
+    epoch_ms,
+    first_secret,
+    get_str,
+    hmac_hex,
+    hmac_matches,
+    lookup_header,
+    presented_credential,
+    secret_matches,
+)
+from mailstream.classify import classify_bounce, extract_status
+from mailstream.errors import ParseError, SignatureError
+from mailstream.events import BounceClass, EventType, new_event
+
+NAME = "inboxroad"
+SIGNATURE_HEADER = "X-Inboxroad-Signature"
+API_KEY_HEADER = "X-Api-Key"
+
+# seeds/003 section 1: "b" bounced, "rb" remote bounced, "d" delivered, "f" complaint.
+EVENT_TYPES: dict[str, EventType] = {
+    "d": EventType.DELIVERED,
+    "b": EventType.BOUNCED,
+    "rb": EventType.BOUNCED,
+    "f": EventType.COMPLAINED,
+}
+
+BOUNCE_CATEGORIES: dict[str, BounceClass] = {
+    # seeds/003 section 4, BOUNCE_MAPPER verbatim.
+    "message-expired": BounceClass.EXPIRED,
+    "bad-mailbox": BounceClass.HARD,
+    "bad-domain": BounceClass.HARD,
+    "quota-issues": BounceClass.SOFT,
+    "inactive-mailbox": BounceClass.SOFT,
+    "no-answer-from-host": BounceClass.SOFT,
+    "relaying-issues": BounceClass.SOFT,
+    "routing-errors": BounceClass.SOFT,
+    # seeds/README.md: PowerMTA's remaining categories are problems of the sender or its
+    # content, not of the recipient's mailbox. "other" (and no bounceCat) is left to the
+    # classifier, which reads dsnStatus and dsnDiag.
+    "policy-related": BounceClass.BLOCK,
+    "spam-related": BounceClass.BLOCK,
+    "content-related": BounceClass.BLOCK,
+    "virus-related": BounceClass.BLOCK,
+    "invalid-sender": BounceClass.BLOCK,
+    "bad-configuration": BounceClass.BLOCK,
+    "bad-connection": BounceClass.BLOCK,
+    "protocol-errors": BounceClass.BLOCK,
+}
+
+
+def normalize(item: Item, received_at: int | None) -> list[Event]:
+    event_type = EVENT_TYPES.get(get_str(item, "type") or "", EventType.UNKNOWN)
+    time_logged = item.get("timeLogged")
+    if time_logged is None:
+        raise ParseError("missing_field", "Inboxroad event has no timeLogged")
+    category = get_str(item, "bounceCat")
+    status = get_str(item, "dsnStatus")
+    diagnostic = get_str(item, "dsnDiag")
+    bounce_class, bounce_reason = None, None
+    if event_type is EventType.BOUNCED:
+        category_class = BOUNCE_CATEGORIES.get(category.strip().lower()) if category else None
+        bounce_class, bounce_reason = classify_bounce(category_class, status, diagnostic)
+    event = new_event(
+        event_id=deterministic_event_id(NAME, item),
+        provider=NAME,
+        event_type=event_type,
+        recipient=clean_address(get_str(item, "rcpt")),
+        sender=clean_address(get_str(item, "orig")),
+        message_id=message_id_of(item),
+        occurred_at=epoch_ms(time_logged, "timeLogged"),
+        received_at=received_at,
+        bounce_class=bounce_class,
+        bounce_reason=bounce_reason,
+        provider_category=category,
+        smtp_status=extract_status(status) or extract_status(diagnostic),
+        diagnostic=diagnostic,
+        tenant=get_str(item, "rcvSmtpUser"),
+    )
+    return [event]
+
+
+def message_id_of(item: Item) -> str | None:
+    return clean_message_id(get_str(item, "header_Message-Id"))
+
+
+def verify(body: bytes, headers: Mapping[str, str], config: VerifyConfig, now: float) -> None:
+    """mode "hmac": hex HMAC-SHA256 of the raw body in X-Inboxroad-Signature; "api_key": one
+    of `secrets` in X-Api-Key; "basic": HTTP basic auth with one of `basic_auth`."""
+    if config.mode == "basic":
+        _verify_basic(headers, config)
+        return
+    if config.mode == "api_key":
+        header = config.api_key_header or API_KEY_HEADER
+        key = presented_credential(headers, header, config, bool(config.secrets), NAME)
+        if key is not None and not secret_matches(key, config.secrets):
+            raise SignatureError(f"{header} is not an accepted API key")
+        return
+    header = config.signature_header or SIGNATURE_HEADER
+    signature = presented_credential(headers, header, config, bool(config.secrets), NAME)
+    if signature is not None and not hmac_matches(signature, body, config.secrets):
+        raise SignatureError(f"{header} does not match: wrong secret or altered body")
+
+
+def _verify_basic(headers: Mapping[str, str], config: VerifyConfig) -> None:
+    authorization = presented_credential(
+        headers, "Authorization", config, bool(config.basic_auth), NAME
+    )
+    if authorization is None:
+        return
+    scheme, _, encoded = authorization.strip().partition(" ")
+    try:
+        if scheme.lower() != "basic":
+            raise ValueError(scheme)
+        presented = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except (ValueError, binascii.Error):
+        raise SignatureError("Authorization must be 'Basic <base64 of user:password>'") from None
+    accepted = tuple(f"{user}:{password}" for user, password in config.basic_auth)
+    if not secret_matches(presented, accepted):
+        raise SignatureError("Authorization: unknown user or wrong password")
+
+
+def sign(body: bytes, config: VerifyConfig, now: float) -> dict[str, str]:
+    if config.mode == "basic":
+        if not config.basic_auth:
+            raise ValueError("signing an inboxroad request in basic mode needs basic_auth")
+        user, password = config.basic_auth[0]
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        return {"Authorization": f"Basic {token}"}
+    if config.mode == "api_key":
+        return {config.api_key_header or API_KEY_HEADER: first_secret(config, NAME)}
+    return {config.signature_header or SIGNATURE_HEADER: hmac_hex(first_secret(config, NAME), body)}
+
+
+PROVIDER = WebhookProvider(NAME, normalize, verify, sign, message_id_of)

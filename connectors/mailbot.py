@@ -1,0 +1,304 @@
+"""mailbot (getmail.bot) webhooks.
+
+Evidence. seeds/000_c1e942596ef2f9c1.txt: the example handler reads `event.event_type`
+("message.opened"), `event.message_id`, `event.created_at` and `event.url` straight off the
+body, so the documented shape is flat; the send call shows the message's own fields
+(`inbox_id`, `to` as a list, `labels` such as "campaign:xyz" and "outbound"). seeds/README.md:
+signatures, message.received (inbound mail), at-least-once delivery (dedupe on event_id).
+No complete sample payload is published, and webhook APIs commonly wrap the event in a
+`data` envelope holding a `message` object. So each field is read from the top level first,
+then from `data`, then from the `message` object (top-level or in `data`), and only under
+names that mean that field: the flat seed shape and the nested one parse the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from connectors.base import (
+    Event,
+    Item,
+    VerifyConfig,
+    WebhookProvider,
+    clean_address,
+    clean_message_id,
+    deterministic_event_id,
+    epoch_ms,
+    first_secret,
+    get_id,
+    get_str,
+    hmac_hex,
+    hmac_matches,
+    json_type,
+    lookup_header,
+    presented_credential,
+    require_mode,
+)
+from mailstream.classify import classify_bounce, extract_status
+from mailstream.errors import ParseError, SignatureError
+from mailstream.events import BounceClass, EventType, new_event
+
+NAME = "mailbot"
+SIGNATURE_HEADER = "X-Mailbot-Signature"
+TIMESTAMP_HEADER = "X-Mailbot-Timestamp"
+SIGNATURE_PREFIX = "sha256="
+
+# seeds/000 "What gets tracked"; message.replied: the "Replied" signal of its scoring rubric.
+EVENT_TYPES: dict[str, EventType] = {
+    "message.sent": EventType.SENT,
+    "message.delivered": EventType.DELIVERED,
+    "message.opened": EventType.OPENED,
+    "message.clicked": EventType.CLICKED,
+    "message.bounced": EventType.BOUNCED,
+    "message.replied": EventType.REPLIED,
+}
+# seeds/README.md: inbound mail. It is a REPLIED event when it references an outbound message
+# (its message_id is then that outbound message's id), otherwise UNKNOWN.
+INBOUND_TYPE = "message.received"
+REPLY_REFERENCE_FIELDS = ("in_reply_to", "reply_to_message_id", "in_reply_to_message_id")
+
+# seeds/000 "Suppress on bounce" speaks of hard and soft bounces without naming a field;
+# these are the words ESPs use for a bounce type. Others are classified from status and text.
+BOUNCE_TYPES: dict[str, BounceClass] = {
+    "hard": BounceClass.HARD,
+    "permanent": BounceClass.HARD,
+    "soft": BounceClass.SOFT,
+    "transient": BounceClass.SOFT,
+    "temporary": BounceClass.SOFT,
+    "block": BounceClass.BLOCK,
+    "blocked": BounceClass.BLOCK,
+}
+
+EVENT_TYPE_FIELDS = ("event_type", "type", "event")
+TIMESTAMP_FIELDS = ("created_at", "timestamp")
+# Bounce details: in a `bounce` object, or beside the other fields.
+BOUNCE_STATUS_FIELDS = ("status", "smtp_status")
+BOUNCE_DIAGNOSTIC_FIELDS = ("diagnostic", "diagnostic_code", "reason", "message")
+STATUS_FIELDS = ("smtp_status",)
+DIAGNOSTIC_FIELDS = ("diagnostic", "diagnostic_code", "bounce_reason")
+
+Layers = tuple[Item, ...]
+
+
+def normalize(item: Item, received_at: int | None) -> list[Event]:
+    envelope, message = _layers(item)
+    layers = envelope + (message,) if message else envelope
+    raw_type = _first_str(envelope, EVENT_TYPE_FIELDS)
+    occurred_at = _occurred_at(envelope)
+    event_id = _first_str(envelope, ("event_id",)) or deterministic_event_id(NAME, item)
+    reply_to = _first_str(layers, REPLY_REFERENCE_FIELDS)
+    if raw_type == INBOUND_TYPE:
+        event_type = EventType.REPLIED if reply_to else EventType.UNKNOWN
+        return [_inbound_event(event_id, event_type, layers, reply_to, occurred_at, received_at)]
+    event_type = EVENT_TYPES.get(raw_type or "", EventType.UNKNOWN)
+    common: dict[str, Any] = {
+        "provider": NAME,
+        "event_type": event_type,
+        "sender": _address(_first_value(layers, ("from", "sender")), "from"),
+        "message_id": _message_id(layers, message),
+        "occurred_at": occurred_at,
+        "received_at": received_at,
+        "url": _first_str(envelope, ("url",)),
+        "user_agent": _first_str(envelope, ("user_agent",)),
+        "ip": _first_str(envelope, ("ip",)),
+        "tenant": _first_id(layers, "inbox_id"),
+        **_bounce_fields(layers, event_type),
+    }
+    recipients = _recipients(layers)
+    tags = _tags(layers)
+    if len(recipients) <= 1:
+        recipient = recipients[0] if recipients else None
+        return [new_event(event_id=event_id, recipient=recipient, tags=tags, **common)]
+    # One provider event for several recipients: one canonical event each, with distinct ids.
+    return [
+        new_event(event_id=f"{event_id}/{address}", recipient=address, tags=dict(tags), **common)
+        for address in recipients
+    ]
+
+
+def message_id_of(item: Item) -> str | None:
+    """The outbound message id: for inbound replies, the message they answer."""
+    envelope, message = _layers(item)
+    layers = envelope + (message,) if message else envelope
+    if _first_str(envelope, EVENT_TYPE_FIELDS) == INBOUND_TYPE:
+        return clean_message_id(_first_str(layers, REPLY_REFERENCE_FIELDS))
+    return _message_id(layers, message)
+
+
+def verify(body: bytes, headers: Mapping[str, str], config: VerifyConfig, now: float) -> None:
+    """`X-Mailbot-Signature: sha256=<hex>`, HMAC-SHA256 of f"{X-Mailbot-Timestamp}." + body,
+    with the timestamp (unix seconds) inside the freshness window in either direction."""
+    require_mode(config, "hmac", NAME)
+    header = config.signature_header or SIGNATURE_HEADER
+    signature = presented_credential(headers, header, config, bool(config.secrets), NAME)
+    if signature is None:
+        return
+    timestamp = lookup_header(headers, TIMESTAMP_HEADER)
+    if timestamp is None:
+        raise SignatureError(f"missing {TIMESTAMP_HEADER} header")
+    if not (timestamp.isascii() and timestamp.isdigit()):
+        raise SignatureError(f"{TIMESTAMP_HEADER} must be unix seconds")
+    skew = now - int(timestamp)
+    if abs(skew) > config.max_age_seconds:
+        raise SignatureError(
+            f"{TIMESTAMP_HEADER} is {skew:.0f} s from now, outside the "
+            f"{config.max_age_seconds} s window: a replay, or a clock is off"
+        )
+    if not signature.startswith(SIGNATURE_PREFIX):
+        raise SignatureError(f"{header} must look like {SIGNATURE_PREFIX}<hex>")
+    signed = timestamp.encode() + b"." + body
+    if not hmac_matches(signature[len(SIGNATURE_PREFIX) :], signed, config.secrets):
+        raise SignatureError(f"{header} does not match: wrong secret or altered body")
+
+
+def sign(body: bytes, config: VerifyConfig, now: float) -> dict[str, str]:
+    timestamp = str(int(now))
+    digest = hmac_hex(first_secret(config, NAME), timestamp.encode() + b"." + body)
+    return {
+        TIMESTAMP_HEADER: timestamp,
+        config.signature_header or SIGNATURE_HEADER: SIGNATURE_PREFIX + digest,
+    }
+
+
+PROVIDER = WebhookProvider(NAME, normalize, verify, sign, message_id_of)
+
+
+# --- Field lookup ---------------------------------------------------------------------------
+
+
+def _layers(item: Item) -> tuple[Layers, Item | None]:
+    """(the event-level objects, outermost first; the message object). A `data` or `message`
+    that is not an object (e.g. a message text) is not a layer."""
+    data = _object(item.get("data"))
+    message = _object(item.get("message")) or (_object(data.get("message")) if data else None)
+    return ((item, data) if data else (item,)), message
+
+
+def _object(value: Any) -> Item | None:
+    return value if isinstance(value, dict) else None
+
+
+def _first_value(layers: Layers, names: tuple[str, ...]) -> Any:
+    for layer in layers:
+        for name in names:
+            value = layer.get(name)
+            if value is not None:
+                return value
+    return None
+
+
+def _first_str(layers: Layers, names: tuple[str, ...]) -> str | None:
+    for layer in layers:
+        for name in names:
+            value = get_str(layer, name)
+            if value is not None:
+                return value
+    return None
+
+
+def _first_id(layers: Layers, name: str) -> str | None:
+    for layer in layers:
+        value = get_id(layer, name)
+        if value is not None:
+            return value
+    return None
+
+
+def _occurred_at(envelope: Layers) -> int:
+    for layer in envelope:
+        for name in TIMESTAMP_FIELDS:
+            value = layer.get(name)
+            if value is not None:
+                return epoch_ms(value, name)
+    raise ParseError("missing_field", "mailbot event has neither created_at nor timestamp")
+
+
+def _message_id(layers: Layers, message: Item | None) -> str | None:
+    message_id = _first_str(layers, ("message_id",))
+    if message_id is None and message is not None:
+        message_id = get_str(message, "id")
+    return clean_message_id(message_id)
+
+
+def _address(value: Any, key: str) -> str | None:
+    """An address given as "a@b", "Name <a@b>" or {"email": "a@b"}."""
+    if value is None or isinstance(value, str):
+        return clean_address(value)
+    if isinstance(value, dict):
+        return clean_address(get_str(value, "email"))
+    raise ParseError("wrong_type", f"{key!r} is {json_type(value)}, expected an address")
+
+
+def _recipients(layers: Layers) -> list[str]:
+    recipient = _address(_first_value(layers, ("recipient",)), "recipient")
+    if recipient is not None:
+        return [recipient]
+    to = _first_value(layers, ("to",))
+    values = to if isinstance(to, list) else [to]
+    addresses = (_address(value, "to") for value in values)
+    return list(dict.fromkeys(address for address in addresses if address))
+
+
+def _tags(layers: Layers) -> dict[str, str]:
+    """labels ["campaign:xyz", "outbound"] -> {"campaign": "xyz", "outbound": ""}."""
+    labels = _first_value(layers, ("labels",))
+    if labels is None:
+        return {}
+    if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
+        raise ParseError("wrong_type", "'labels' must be an array of strings")
+    tags: dict[str, str] = {}
+    for label in labels:
+        name, _, value = label.partition(":")
+        tags[name.strip()] = value.strip()
+    return tags
+
+
+def _bounce_fields(layers: Layers, event_type: EventType) -> dict[str, Any]:
+    bounce = _object(_first_value(layers, ("bounce",)))
+    category = _bounce_detail(bounce, ("type",), layers, ("bounce_type",))
+    status = _bounce_detail(bounce, BOUNCE_STATUS_FIELDS, layers, STATUS_FIELDS)
+    diagnostic = _bounce_detail(bounce, BOUNCE_DIAGNOSTIC_FIELDS, layers, DIAGNOSTIC_FIELDS)
+    fields: dict[str, Any] = {
+        "provider_category": category,
+        "smtp_status": extract_status(status) or extract_status(diagnostic),
+        "diagnostic": diagnostic,
+    }
+    if event_type is EventType.BOUNCED:
+        category_class = BOUNCE_TYPES.get(category.strip().lower()) if category else None
+        fields["bounce_class"], fields["bounce_reason"] = classify_bounce(
+            category_class, status, diagnostic
+        )
+    return fields
+
+
+def _bounce_detail(
+    bounce: Item | None, bounce_names: tuple[str, ...], layers: Layers, names: tuple[str, ...]
+) -> str | None:
+    found = _first_str((bounce,), bounce_names) if bounce else None
+    return found if found is not None else _first_str(layers, names)
+
+
+def _inbound_event(
+    event_id: str,
+    event_type: EventType,
+    layers: Layers,
+    reply_to: str | None,
+    occurred_at: int,
+    received_at: int | None,
+) -> Event:
+    """Inbound mail: the contact is its sender, our address its recipient."""
+    to = _first_value(layers, ("to",))
+    our_address = to[0] if isinstance(to, list) and to else to
+    return new_event(
+        event_id=event_id,
+        provider=NAME,
+        event_type=event_type,
+        recipient=_address(_first_value(layers, ("from", "sender")), "from"),
+        sender=_address(our_address, "to"),
+        message_id=clean_message_id(reply_to),
+        occurred_at=occurred_at,
+        received_at=received_at,
+        tenant=_first_id(layers, "inbox_id"),
+        tags=_tags(layers),
+    )

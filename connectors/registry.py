@@ -1,0 +1,38 @@
+"""The providers by name, and the Python API: `parse(provider, body, headers)`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
+
+from connectors import inboxroad, mailbot, maileroo
+from connectors.base import Provider
+from mailstream.errors import ParseError
+
+PROVIDERS: Mapping[str, Provider] = MappingProxyType(
+    {p.name: p for p in (inboxroad.PROVIDER, mailbot.PROVIDER, maileroo.PROVIDER)}
+)
+
+
+def get_provider(name: str) -> Provider:
+    provider = PROVIDERS.get(name)
+    if provider is None:
+        raise ParseError(
+            "unknown_provider", f"no provider {name!r}; known: {', '.join(sorted(PROVIDERS))}"
+        )
+    return provider
+
+
+def parse(
+    provider: str,
+    body: bytes,
+    headers: Mapping[str, str] | None = None,
+    received_at: int | None = None,
+) -> list[dict[str, Any]]:
+    """Canonical events of one webhook body (see `connectors.base.Provider.parse`).
+
+    Raises ParseError (with `kind` and an actionable message) for a body it cannot parse or
+    an unknown provider; unknown event types are UNKNOWN events, never errors.
+    """
+    return get_provider(provider).parse(body, headers, received_at)

@@ -1,0 +1,193 @@
+"""Avro encoding of Kafka record values, with the schema parsed once per codec.
+
+Two wire formats:
+- Avro single-object encoding (the default, no registry): C3 01, the 8-byte little-endian
+  CRC-64-AVRO fingerprint of the schema's Parsing Canonical Form, then the Avro body.
+- Confluent Schema Registry framing: byte 0, the 4-byte big-endian schema id, then the body.
+
+Hot path: fastavro turns timestamp-millis into datetimes, which costs time on both sides and
+is not what the rest of the code uses. The codec parses a copy of the schema without its
+`logicalType` keys, so epoch-millisecond ints go in and come out. The bytes are identical and
+so is the fingerprint: the Parsing Canonical Form drops logical types anyway.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping
+from io import BytesIO
+from typing import TYPE_CHECKING, Any
+
+from fastavro import parse_schema, schemaless_reader, schemaless_writer
+from fastavro.schema import fingerprint, to_parsing_canonical_form
+
+from mailstream.errors import DecodeError
+from schemas import history_versions, load_schema
+
+if TYPE_CHECKING:
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+
+SINGLE_OBJECT_MARKER = b"\xc3\x01"
+CONFLUENT_MAGIC = 0
+
+
+def strip_logical_types(schema: Any) -> Any:
+    """A copy of `schema` without logicalType annotations (same bytes, ints for timestamps)."""
+    if isinstance(schema, dict):
+        return {k: strip_logical_types(v) for k, v in schema.items() if k != "logicalType"}
+    if isinstance(schema, list):
+        return [strip_logical_types(item) for item in schema]
+    return schema
+
+
+def schema_fingerprint(schema: Mapping[str, Any]) -> bytes:
+    """The 8-byte CRC-64-AVRO fingerprint that single-object encoding puts in its header."""
+    canonical_form = to_parsing_canonical_form(parse_schema(dict(schema)))
+    return bytes.fromhex(fingerprint(canonical_form, "CRC-64-AVRO"))
+
+
+def record_full_name(schema: Mapping[str, Any]) -> str:
+    namespace = schema.get("namespace")
+    return f"{namespace}.{schema['name']}" if namespace else str(schema["name"])
+
+
+def _parse_for_hot_path(schema: Mapping[str, Any]) -> Any:
+    return parse_schema(strip_logical_types(dict(schema)))
+
+
+class AvroCodec(ABC):
+    """Encodes records of one schema; decodes records written with it or with a schema the
+    codec can resolve (older versions), returning them in the codec's schema."""
+
+    def __init__(self, schema: Mapping[str, Any], header: bytes) -> None:
+        self.schema = dict(schema)
+        self.full_name = record_full_name(schema)
+        self._parsed = _parse_for_hot_path(schema)
+        self._header = header
+
+    def encode(self, record: Mapping[str, Any]) -> bytes:
+        buffer = BytesIO()
+        buffer.write(self._header)
+        schemaless_writer(buffer, self._parsed, record)
+        return buffer.getvalue()
+
+    def decode(self, data: bytes) -> dict[str, Any]:
+        writer, body_offset = self._writer_for(data)
+        buffer = BytesIO(data)
+        buffer.seek(body_offset)
+        reader = None if writer is self._parsed else self._parsed
+        try:
+            record: dict[str, Any] = schemaless_reader(buffer, writer, reader)
+        except Exception as exc:  # fastavro raises EOFError, ValueError, IndexError, ...
+            raise DecodeError(
+                "corrupt_body", f"bytes after the header are not a {self.full_name}: {exc!r}"
+            ) from exc
+        return record
+
+    @abstractmethod
+    def _writer_for(self, data: bytes) -> tuple[Any, int]:
+        """The parsed writer schema named by the header of `data`, and where the body starts."""
+
+
+class SingleObjectCodec(AvroCodec):
+    """Avro single-object encoding; reads the current schema and the given older versions."""
+
+    def __init__(
+        self, schema: Mapping[str, Any], older_versions: Iterable[Mapping[str, Any]] = ()
+    ) -> None:
+        own_fingerprint = schema_fingerprint(schema)
+        super().__init__(schema, SINGLE_OBJECT_MARKER + own_fingerprint)
+        self.fingerprint = own_fingerprint
+        self._writers: dict[bytes, Any] = {
+            schema_fingerprint(old): _parse_for_hot_path(old) for old in older_versions
+        }
+        self._writers[own_fingerprint] = self._parsed
+
+    def _writer_for(self, data: bytes) -> tuple[Any, int]:
+        if data[:2] != SINGLE_OBJECT_MARKER or len(data) < 10:
+            raise DecodeError(
+                "bad_magic",
+                f"not Avro single-object encoding (expected C3 01 and an 8-byte fingerprint, "
+                f"got {bytes(data[:10]).hex(' ')})",
+            )
+        writer = self._writers.get(bytes(data[2:10]))
+        if writer is None:
+            raise DecodeError(
+                "unknown_schema",
+                f"schema fingerprint {bytes(data[2:10]).hex()} is not {self.full_name} nor one "
+                f"of its versions in schemas/history: written by a newer producer? Upgrade this "
+                f"consumer (known: {', '.join(fp.hex() for fp in self._writers)})",
+            )
+        return writer, 10
+
+
+class ConfluentCodec(AvroCodec):
+    """Confluent Schema Registry framing; unknown writer ids are fetched once and cached."""
+
+    def __init__(
+        self,
+        schema: Mapping[str, Any],
+        client: SchemaRegistryClient,
+        subject: str,
+        auto_register: bool = True,
+    ) -> None:
+        from confluent_kafka.schema_registry import Schema
+
+        registered = Schema(json.dumps(schema), "AVRO")
+        if auto_register:
+            schema_id = client.register_schema(subject, registered)
+        else:
+            schema_id = client.lookup_schema(subject, registered).schema_id
+        super().__init__(schema, bytes([CONFLUENT_MAGIC]) + schema_id.to_bytes(4, "big"))
+        self.schema_id = schema_id
+        self._client = client
+        self._writers: dict[int, Any] = {schema_id: self._parsed}
+
+    def _writer_for(self, data: bytes) -> tuple[Any, int]:
+        if len(data) < 5 or data[0] != CONFLUENT_MAGIC:
+            raise DecodeError(
+                "bad_magic",
+                f"not Confluent framing (expected byte 00 and a 4-byte schema id, "
+                f"got {bytes(data[:5]).hex(' ')})",
+            )
+        schema_id = int.from_bytes(data[1:5], "big")
+        writer = self._writers.get(schema_id)
+        if writer is None:
+            writer = self._writers[schema_id] = self._fetch_writer(schema_id)
+        return writer, 5
+
+    def _fetch_writer(self, schema_id: int) -> Any:
+        from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+        try:
+            found = self._client.get_schema(schema_id)
+        except SchemaRegistryError as exc:
+            if exc.http_status_code != 404:
+                raise  # an unreachable registry is an outage, not a bad record
+            raise DecodeError(
+                "unknown_schema", f"schema id {schema_id} is not in the registry"
+            ) from exc
+        return _parse_for_hot_path(json.loads(found.schema_str))
+
+
+def codec_for(
+    schema_name: str,
+    registry_url: str | None = None,
+    *,
+    registry_client: SchemaRegistryClient | None = None,
+    subject: str | None = None,
+    auto_register: bool = True,
+) -> AvroCodec:
+    """The codec of `schemas/<schema_name>.avsc`: single-object encoding by default, Confluent
+    framing when a registry URL (or client) is given. The registry subject defaults to the
+    record's full name (RecordNameStrategy), e.g. mailstream.v1.EmailEvent."""
+    schema = load_schema(schema_name)
+    if registry_url is None and registry_client is None:
+        return SingleObjectCodec(schema, (old for _, old in history_versions(schema_name)))
+    if registry_client is None:
+        from confluent_kafka.schema_registry import SchemaRegistryClient
+
+        registry_client = SchemaRegistryClient.new_client({"url": registry_url})
+    subject = subject or record_full_name(schema)
+    return ConfluentCodec(schema, registry_client, subject, auto_register)

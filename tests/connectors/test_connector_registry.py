@@ -1,0 +1,44 @@
+"""The registry and the `parse(provider, body, headers)` Python API."""
+
+from __future__ import annotations
+
+import pytest
+
+from connectors import registry
+from connectors.base import Provider
+from mailstream.errors import ParseError
+from tests.connectors.provider_contract import PAYLOADS
+
+
+def test_every_provider_is_registered_under_its_name() -> None:
+    assert sorted(registry.PROVIDERS) == ["inboxroad", "mailbot", "maileroo"]
+    for name, provider in registry.PROVIDERS.items():
+        assert provider.name == name
+        assert isinstance(provider, Provider)
+
+
+def test_get_provider_of_an_unknown_name_is_a_typed_error() -> None:
+    with pytest.raises(ParseError) as error:
+        registry.get_provider("sendgrid")
+    assert error.value.kind == "unknown_provider"
+    assert "inboxroad, mailbot, maileroo" in error.value.message
+
+
+def test_parse_dispatches_to_the_provider() -> None:
+    body = (PAYLOADS / "maileroo" / "seed_clicked.json").read_bytes()
+    (event,) = registry.parse("maileroo", body, {"Content-Type": "application/json"}, 5)
+    assert (event["provider"], event["event_type"], event["received_at"]) == (
+        "maileroo",
+        "CLICKED",
+        5,
+    )
+
+
+def test_parse_with_an_unknown_provider_raises_before_reading_the_body() -> None:
+    with pytest.raises(ParseError, match="no provider"):
+        registry.parse("nope", b"\xff")
+
+
+def test_providers_mapping_is_read_only() -> None:
+    with pytest.raises(TypeError):
+        registry.PROVIDERS["x"] = registry.PROVIDERS["mailbot"]  # type: ignore[index]

@@ -1,0 +1,113 @@
+"""Every schema in schemas/ can read every released version kept in schemas/history/
+(BACKWARD compatibility, checked with fastavro schema resolution), every enum has a default
+(so readers on an older schema can read newer symbols), and every field is documented."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from io import BytesIO
+from typing import Any
+
+import pytest
+from fastavro import parse_schema, schemaless_reader, schemaless_writer
+from fastavro.utils import generate_many
+
+from schemas import history_versions, load_schema, schema_names
+
+SAMPLES_PER_VERSION = 50
+
+SCHEMAS = schema_names()
+RELEASES = [
+    pytest.param(name, version, old, id=f"{name}-v{version}")
+    for name in SCHEMAS
+    for version, old in history_versions(name)
+]
+
+
+def named_types(schema: Any) -> Iterator[dict[str, Any]]:
+    """Every record and enum definition inside a schema."""
+    if isinstance(schema, list):
+        for branch in schema:
+            yield from named_types(branch)
+    elif isinstance(schema, dict):
+        if schema.get("type") in {"record", "enum"}:
+            yield schema
+        for field in schema.get("fields", []):
+            yield from named_types(field["type"])
+        for key in ("items", "values"):
+            if key in schema:
+                yield from named_types(schema[key])
+        if isinstance(schema.get("type"), dict | list):
+            yield from named_types(schema["type"])
+
+
+def test_there_are_schemas() -> None:
+    assert {"email_event", "dead_letter"} <= set(SCHEMAS)
+
+
+@pytest.mark.parametrize("name", SCHEMAS)
+def test_schema_parses(name: str) -> None:
+    parse_schema(load_schema(name))
+
+
+@pytest.mark.parametrize("name", SCHEMAS)
+def test_every_schema_has_a_released_version(name: str) -> None:
+    assert history_versions(name), (
+        f"copy schemas/{name}.avsc to schemas/history/{name}/v1.avsc when it is first released"
+    )
+
+
+@pytest.mark.parametrize("name", SCHEMAS)
+def test_versions_are_numbered_from_one_without_gaps(name: str) -> None:
+    versions = [version for version, _ in history_versions(name)]
+    assert versions == list(range(1, len(versions) + 1))
+
+
+@pytest.mark.parametrize("name", SCHEMAS)
+def test_every_enum_has_a_default(name: str) -> None:
+    for definition in named_types(load_schema(name)):
+        if definition["type"] == "enum":
+            assert definition.get("default") in definition["symbols"], definition["name"]
+
+
+@pytest.mark.parametrize("name", SCHEMAS)
+def test_every_field_is_documented(name: str) -> None:
+    for definition in named_types(load_schema(name)):
+        for field in definition.get("fields", []):
+            assert field.get("doc"), f"{definition['name']}.{field['name']} has no doc"
+
+
+def read_samples_of(old: dict[str, Any], new: dict[str, Any], seed: str) -> None:
+    """Write generated records with `old`, read them back with `new` as the reader schema."""
+    writer, reader = parse_schema(old), parse_schema(new)
+    random.seed(seed)
+    for record in generate_many(old, SAMPLES_PER_VERSION):
+        buffer = BytesIO()
+        schemaless_writer(buffer, writer, record)
+        buffer.seek(0)
+        schemaless_reader(buffer, writer, reader)
+
+
+@pytest.mark.parametrize(("name", "version", "old"), RELEASES)
+def test_current_schema_reads_data_written_with_a_release(
+    name: str, version: int, old: dict[str, Any]
+) -> None:
+    read_samples_of(old, load_schema(name), f"{name}-v{version}")
+
+
+def test_the_check_catches_a_breaking_change() -> None:
+    breaking = load_schema("email_event")
+    breaking["fields"].append({"name": "campaign", "type": "string", "doc": "no default"})
+    with pytest.raises(Exception, match="campaign"):
+        read_samples_of(load_schema("email_event"), breaking, "breaking")
+
+
+@pytest.mark.parametrize(("name", "version", "old"), RELEASES)
+def test_new_fields_have_defaults(name: str, version: int, old: dict[str, Any]) -> None:
+    """The schema resolution rule behind BACKWARD compatibility, stated directly so a
+    failure names the field."""
+    old_fields = {field["name"] for field in old.get("fields", [])}
+    for field in load_schema(name).get("fields", []):
+        if field["name"] not in old_fields:
+            assert "default" in field, f"{name}.{field['name']} is new since v{version}: add a default"
