@@ -15,6 +15,11 @@ from collections.abc import Sequence
 COMMANDS: tuple[str, ...] = (
     "mailstream.broker.cli",
     "mailstream.topics_cli",
+    "mailstream.simulate",
+    "streams.cli",
+    "streams.demo",
+    "connectors.cli",
+    "connectors.ingest.cli",
 )
 
 

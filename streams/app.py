@@ -1,0 +1,104 @@
+"""The Faust application: two agents over two tables, built from settings in a function.
+
+    email.raw.<provider> ──normalize──▶ email.events ──state──▶ email.recipient-state
+            (table: messages)     └──▶ email.events.dlq   (table: recipients)  └──▶ email.suppressions
+
+Both agents run with concurrency 1: faust-streaming can commit an offset past an unfinished
+event when an agent runs concurrently (faust-streaming issue 606).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faust
+
+from connectors.registry import PROVIDERS
+from mailstream.codec import codec_for
+from mailstream.policy import Policy
+from mailstream.settings import Settings
+from mailstream.topics import TopicNames
+from streams.normalize import Normalizer
+from streams.recipients import StateKeeper
+from streams.records import Output, SourceRecord
+
+RAW = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+
+
+def create_app(settings: Settings, policy: Policy, *, web_enabled: bool = True) -> faust.App:
+    names = TopicNames(settings.topic_prefix)
+    datadir = settings.data_dir / settings.app_id
+    datadir.mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        settings.app_id,
+        **settings.kafka.faust_broker_options(),
+        autodiscover=False,
+        store=settings.store,
+        datadir=str(datadir),
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        topic_allow_declare=True,
+        producer_acks=-1,
+        consumer_auto_offset_reset="earliest",
+        web_enabled=web_enabled,
+        web_bind=settings.web_host,
+        web_port=settings.web_port,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+    registry = settings.schema_registry_url
+    event_codec = codec_for("email_event", registry)
+    dead_letter_codec = codec_for("dead_letter", registry)
+    normalizer = Normalizer(
+        names,
+        {names.raw(provider): provider for provider in PROVIDERS},
+        policy,
+        event_codec,
+        dead_letter_codec,
+    )
+    keeper = StateKeeper(
+        names,
+        policy,
+        event_codec,
+        codec_for("recipient_state", registry),
+        codec_for("suppression", registry),
+        dead_letter_codec,
+    )
+    table_schema = faust.Schema(key_type=bytes, key_serializer="raw", value_serializer="json")
+    messages = app.Table("messages", schema=table_schema, partitions=settings.partitions)
+    recipients = app.Table("recipients", schema=table_schema, partitions=settings.partitions)
+    outputs = {
+        name: app.topic(name, **RAW)
+        for name in (names.events, names.dead_letters, names.recipient_state, names.suppressions)
+    }
+
+    async def publish(records: list[Output]) -> None:
+        for output in records:
+            await outputs[output.topic].send(key=output.key, value=output.value)
+
+    @app.agent(app.topic(*(names.raw(p) for p in PROVIDERS), **RAW), name="normalize")
+    async def normalize(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            await publish(normalizer.process(source_record(event.message), messages))
+
+    @app.agent(app.topic(names.events, **RAW), name="state")
+    async def state(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            await publish(keeper.process(source_record(event.message), recipients))
+
+    return app
+
+
+def source_record(message: Any) -> SourceRecord:
+    return SourceRecord(
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        timestamp=message.timestamp and int(message.timestamp * 1000),
+        key=message.key,
+        value=message.value,
+        headers=[
+            (name if isinstance(name, str) else name.decode(), value)
+            for name, value in (message.headers or ())
+        ],
+    )

@@ -1,0 +1,39 @@
+"""`mailstream worker`: the Faust worker running the pipeline."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "worker",
+        help="run the stream pipeline (normalize and state agents)",
+        description="Run the Faust worker: raw topics to canonical events to recipient state. "
+        "Creates missing topics first (idempotent).",
+    )
+    parser.add_argument("--web-host", help="bind the worker's web server (default 127.0.0.1)")
+    parser.add_argument("--web-port", type=int, help="web server port (default 6066)")
+    parser.add_argument("--without-web", action="store_true", help="do not start the web server")
+    parser.add_argument("--loglevel", default="warning", help="faust log level (default warning)")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import faust
+
+    from connectors.registry import PROVIDERS
+    from mailstream.policy import load_policy
+    from mailstream.settings import Settings
+    from mailstream.topics import create_topics, topic_specs
+    from streams.app import create_app
+
+    settings = Settings.from_env()
+    overrides = {"web_host": args.web_host, "web_port": args.web_port}
+    settings = dataclasses.replace(settings, **{k: v for k, v in overrides.items() if v})
+    create_topics(settings, topic_specs(settings, PROVIDERS))
+    app = create_app(settings, load_policy(settings.policy_file), web_enabled=not args.without_web)
+    worker = faust.Worker(app, loglevel=args.loglevel)
+    worker.execute_from_commandline()
+    return 0

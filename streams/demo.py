@@ -1,0 +1,208 @@
+"""`mailstream demo`: the whole product in a minute, on a local broker.
+
+Starts a broker, creates the topics, starts the worker and the ingest service, posts signed
+webhooks of all three providers that show every rule at work, waits until the published
+state equals what the offline twin computes from the same webhooks, prints the recipient
+states and suppressions, and stops everything it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from mailstream.codec import codec_for
+from mailstream.generate import HUMAN_AGENT, PROXY_AGENT, inboxroad, mailbot, maileroo
+from mailstream.recipient import RecipientState
+from mailstream.settings import KafkaSettings, Settings
+from mailstream.topics import TopicNames
+from streams.processes import service, settings_env
+from streams.reader import Records, latest_by_key, read_until
+
+T0 = 1_763_900_000_000
+MINUTE = 60_000
+SECRETS = {"mailbot": "demo-mailbot-secret", "maileroo": "demo-maileroo-secret", "inboxroad": "demo-inboxroad-secret"}
+STATE_COLUMNS = (
+    "recipient", "status", "suppression_reason", "score", "delivered", "opens", "machine_opens",
+    "clicks", "replies", "soft_bounces", "hard_bounces", "complaints",
+)
+
+
+def story() -> list[dict[str, Any]]:
+    """Webhooks that exercise every rule, as envelopes (the format `simulate` reads)."""
+
+    def at(minutes: float) -> int:
+        return T0 + int(minutes * MINUTE)
+
+    alice = [
+        mailbot("message.delivered", "alice@example.com", "a1@demo", at(0), "a-1"),
+        *(mailbot("message.opened", None, "a1@demo", at(10 + n), f"a-o{n}", user_agent=HUMAN_AGENT) for n in range(3)),
+        mailbot("message.clicked", None, "a1@demo", at(20), "a-c", url="https://example.com/pricing", user_agent=HUMAN_AGENT),
+        mailbot("message.replied", "alice@example.com", "a1@demo", at(30), "a-r"),
+    ]
+    carol = [
+        maileroo("failed", "carol@example.com", f"c{n}@demo", at(n * 60), f"c-{n}",
+                 reason="452-4.2.2 The recipient's inbox is out of storage space.")
+        for n in range(5)
+    ]
+    frank = [
+        maileroo("delivered", "frank@example.com", "f1@demo", at(0), "f-1"),
+        maileroo("opened", None, "f1@demo", at(0) + 2_000, "f-2", user_agent=PROXY_AGENT, ip="66.249.84.1"),
+        maileroo("opened", None, "f1@demo", at(45), "f-3", user_agent=HUMAN_AGENT, ip="203.0.113.7"),
+    ]
+    erin = [
+        maileroo("delivered", "erin@example.com", "e1@demo", at(0), "e-1"),
+        maileroo("clicked", None, "e1@demo", at(5), "e-2", original_url="https://example.com/unsubscribe?u=erin",
+                 user_agent=HUMAN_AGENT, ip="203.0.113.8"),
+    ]
+    payloads = [
+        *(("mailbot", p) for p in alice),
+        ("inboxroad", inboxroad("b", "bob@example.com", "b1@demo", at(1), bounce=0)),
+        *(("maileroo", p) for p in carol),
+        ("inboxroad", inboxroad("d", "dave@example.com", "d1@demo", at(2))),
+        ("inboxroad", inboxroad("f", "dave@example.com", "d1@demo", at(50))),
+        *(("maileroo", p) for p in erin),
+        *(("maileroo", p) for p in frank),
+        ("mailbot", mailbot("message.deferred", "grace@example.com", "g1@demo", at(3), "g-1")),
+    ]
+    return [{"provider": provider, "payload": payload} for provider, payload in payloads]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "demo",
+        help="run the pipeline end to end on a local broker and print the results",
+        description=__doc__,
+    )
+    parser.add_argument("--port", type=int, default=0, help="ingest port (default: a free one)")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from connectors.registry import PROVIDERS
+    from mailstream.broker import LocalBroker, free_port
+    from mailstream.policy import default_policy
+    from mailstream.simulate import simulate
+    from mailstream.topics import create_topics, topic_specs
+
+    with tempfile.TemporaryDirectory(prefix="mailstream-demo-") as workdir, contextlib.ExitStack() as stack:
+        root = Path(workdir)
+        print("1. starting a local Kafka broker (jars from Maven Central, cached) ...", flush=True)
+        broker = LocalBroker(root / "broker")
+        stack.callback(broker.stop)
+        settings = Settings(kafka=KafkaSettings(bootstrap_servers=broker.start()), data_dir=root / "data")
+        print(f"   broker at {settings.kafka.bootstrap_servers}")
+        print("2. creating topics")
+        create_topics(settings, topic_specs(settings, PROVIDERS))
+        env = _service_env(settings)
+        port = args.port or free_port()
+        print("3. starting the worker and the ingest service", flush=True)
+        stack.enter_context(service(["worker", "--without-web"], env, root / "worker.log"))
+        stack.enter_context(service(["ingest", "--port", str(port)], env, root / "ingest.log"))
+        base = f"http://127.0.0.1:{port}"
+        _wait_http(f"{base}/readyz", 60)
+        envelopes = story()
+        print(f"4. posting {len(envelopes)} signed webhooks, a forged one and a malformed one")
+        _post_story(base, envelopes)
+        expected = simulate(envelopes, default_policy())
+        print("5. waiting for the published state to equal the offline twin (mailstream simulate)")
+        states, suppressions = _wait_for_state(settings, {k: s.to_record() for k, s in expected.items()})
+        _print_table("Recipient states (email.recipient-state)", STATE_COLUMNS, states.values())
+        _print_table("Suppressions (email.suppressions)", ("recipient", "reason", "event_id", "source"), suppressions.values())
+        print("6. stopping everything the demo started")
+    return 0
+
+
+def _service_env(settings: Settings) -> dict[str, str]:
+    env = settings_env(settings)
+    for provider, secret in SECRETS.items():
+        env[f"MAILSTREAM_INGEST_{provider.upper()}_SECRETS"] = secret
+    return env
+
+
+def _wait_http(url: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError):
+            pass
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{url} did not answer 200 within {timeout}s")
+        time.sleep(0.2)
+
+
+def _post(url: str, body: bytes, headers: dict[str, str]) -> int:
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json", **headers})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return int(error.code)
+
+
+def _post_story(base: str, envelopes: list[dict[str, Any]]) -> None:
+    from connectors.base import VerifyConfig
+    from connectors.registry import get_provider
+
+    for envelope in envelopes:
+        provider = get_provider(envelope["provider"])
+        body = orjson.dumps(envelope["payload"])
+        headers = provider.sign(body, VerifyConfig(secrets=(SECRETS[envelope["provider"]],)), time.time())
+        status = _post(f"{base}/webhooks/{envelope['provider']}", body, headers)
+        if status != 200:
+            raise SystemExit(f"ingest answered {status} to a valid {envelope['provider']} webhook")
+    forged = _post(f"{base}/webhooks/maileroo", b'{"event_type":"delivered"}', {"X-Maileroo-Signature": "00" * 32})
+    print(f"   forged maileroo webhook: HTTP {forged} (refused, nothing stored)")
+    maileroo_provider = get_provider("maileroo")
+    malformed = b'{"event_type": "delivered", "event_data": '
+    headers = maileroo_provider.sign(malformed, VerifyConfig(secrets=(SECRETS["maileroo"],)), time.time())
+    status = _post(f"{base}/webhooks/maileroo", malformed, headers)
+    print(f"   signed but malformed maileroo webhook: HTTP {status} (stored; the normalizer dead-letters it)")
+
+
+def _wait_for_state(
+    settings: Settings, expected: dict[str, dict[str, Any]]
+) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    state_codec, suppression_codec = codec_for("recipient_state"), codec_for("suppression")
+
+    def published(records: Records) -> dict[str, dict[str, Any]]:
+        return {
+            key.decode(): RecipientState.from_record(state_codec.decode(value)).to_record()
+            for key, value in latest_by_key(records).items()
+            if value is not None
+        }
+
+    names = TopicNames(settings.topic_prefix)
+    states = published(read_until(settings, names.recipient_state, lambda r: published(r) == expected, 90))
+    wanted = sum(1 for state in expected.values() if state["status"] == "SUPPRESSED")
+    suppressions = {
+        key.decode(): suppression_codec.decode(value)
+        for key, value in latest_by_key(
+            read_until(settings, names.suppressions, lambda r: len(latest_by_key(r)) >= wanted, 30)
+        ).items()
+        if value is not None
+    }
+    return states, suppressions
+
+
+def _print_table(title: str, columns: tuple[str, ...], rows: Any) -> None:
+    rows = sorted(rows, key=lambda row: row["recipient"])
+    widths = [max(len(column), *(len(str(row.get(column))) for row in rows)) for column in columns]
+    print(f"\n{title}")
+    print("  ".join(column.ljust(width) for column, width in zip(columns, widths, strict=True)))
+    print("  ".join("-" * width for width in widths))
+    for row in rows:
+        print("  ".join(str(row.get(column)).ljust(width) for column, width in zip(columns, widths, strict=True)))
+    print()
+

@@ -1,0 +1,75 @@
+"""Canonical events to per-recipient state, published on the compacted topics.
+
+The rules themselves live in `mailstream.recipient.apply`; this step decodes, keeps the table
+and decides what to publish. Every processed event republishes the recipient's state, even a
+duplicate: after a crash between the table write and the publish, the redelivered event finds
+the state already updated (apply changes nothing) and the publish still happens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import MutableMapping
+from typing import Any
+
+from mailstream.codec import AvroCodec
+from mailstream.errors import MailstreamError
+from mailstream.policy import Policy
+from mailstream.recipient import RecipientState, apply, suppression_record
+from mailstream.topics import TopicNames
+from streams.records import Output, SourceRecord, dead_letter
+
+RecipientTable = MutableMapping[bytes, dict[str, Any]]
+
+
+class StateKeeper:
+    def __init__(
+        self,
+        names: TopicNames,
+        policy: Policy,
+        event_codec: AvroCodec,
+        state_codec: AvroCodec,
+        suppression_codec: AvroCodec,
+        dead_letter_codec: AvroCodec,
+    ) -> None:
+        self._names = names
+        self._policy = policy
+        self._event_codec = event_codec
+        self._state_codec = state_codec
+        self._suppression_codec = suppression_codec
+        self._dead_letter_codec = dead_letter_codec
+
+    def process(self, record: SourceRecord, recipients: RecipientTable) -> list[Output]:
+        try:
+            event = self._event_codec.decode(record.value or b"")
+        except MailstreamError as error:
+            return [self._dead_letter(record, getattr(error, "kind", "invalid"), str(error))]
+        recipient = event.get("recipient")
+        if not recipient:
+            return [self._dead_letter(record, "unresolved", "canonical event without recipient")]
+        key = recipient.encode()
+        stored = recipients.get(key)
+        before = RecipientState.from_record(stored) if stored is not None else None
+        after = apply(before, event, self._policy)
+        if after is not before:
+            recipients[key] = after.to_table_record()
+        return [
+            Output(self._names.recipient_state, key, self._state_codec.encode(after.to_record())),
+            *self._suppression_change(key, before, after, event["event_id"]),
+        ]
+
+    def _suppression_change(
+        self, key: bytes, before: RecipientState | None, after: RecipientState, event_id: str
+    ) -> list[Output]:
+        was_suppressed = before is not None and before.suppressed
+        caused_by_this_event = after.suppressed and after.suppression_event_id == event_id
+        if after.suppressed and (not was_suppressed or caused_by_this_event):
+            record = suppression_record(after)
+            return [Output(self._names.suppressions, key, self._suppression_codec.encode(record))]
+        if was_suppressed and not after.suppressed:
+            return [Output(self._names.suppressions, key, None)]
+        return []
+
+    def _dead_letter(self, record: SourceRecord, kind: str, message: str) -> Output:
+        return dead_letter(
+            self._dead_letter_codec, self._names.dead_letters, record, kind, message, None
+        )

@@ -1,0 +1,65 @@
+"""What the stream processors read and write, independent of Faust.
+
+The processors take a `SourceRecord` and return `Output`s; the Faust agents (streams/app.py)
+and the plain confluent-kafka loop of the benchmarks both drive them, so the per-record logic
+exists once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from mailstream.codec import AvroCodec
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRecord:
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int | None  # epoch ms of the Kafka record
+    key: bytes | None
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes | None]] = ()
+
+    def header(self, name: str) -> bytes | None:
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    topic: str
+    key: bytes | None
+    value: bytes | None  # None is a tombstone (compacted topics)
+
+
+def dead_letter(
+    codec: AvroCodec,
+    dead_letter_topic: str,
+    source: SourceRecord,
+    error_kind: str,
+    error_message: str,
+    provider: str | None,
+) -> Output:
+    """The record of one input that could not be processed, with its cause and coordinates."""
+    record: dict[str, Any] = {
+        "source_topic": source.topic,
+        "source_partition": source.partition,
+        "source_offset": source.offset,
+        "source_timestamp": source.timestamp,
+        "key": source.key,
+        "payload": source.value if source.value is not None else b"",
+        "headers": {name: value or b"" for name, value in source.headers},
+        "error_kind": error_kind,
+        "error_message": error_message,
+        "failed_at": int(time.time() * 1000),
+        "provider": provider,
+        "redrive_count": 0,
+    }
+    return Output(dead_letter_topic, source.key, codec.encode(record))
