@@ -18,6 +18,7 @@ COMMANDS: tuple[str, ...] = (
     "mailstream.simulate",
     "streams.cli",
     "streams.demo",
+    "streams.suppress_cli",
     "connectors.cli",
     "connectors.ingest.cli",
 )

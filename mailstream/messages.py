@@ -14,6 +14,11 @@ simulate` run on every event before `recipient.apply`:
 
 Every ready event gets `delivered_at` from the table when it is known, which lets the rules
 judge an open or click that came seconds after delivery as a machine's.
+
+Released events stay in the table (`released`, with the id of the event that released them)
+until another batch is released: after a crash between the table write and the sends, the
+redelivered releasing event releases them again, and the state step's idempotency makes the
+repeat harmless. Without that, the released events would be lost.
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ class MessageInfo:
     recipient: str | None = None
     delivered_at: int | None = None
     pending: tuple[Event, ...] = ()
+    released_by: str | None = None  # the event id that released `released`
+    released: tuple[Event, ...] = ()
 
     def to_record(self) -> dict[str, Any]:
         """A JSON-able dict for the message table."""
@@ -43,6 +50,8 @@ class MessageInfo:
             "recipient": self.recipient,
             "delivered_at": self.delivered_at,
             "pending": list(self.pending),
+            "released_by": self.released_by,
+            "released": list(self.released),
         }
 
     @classmethod
@@ -51,6 +60,8 @@ class MessageInfo:
             recipient=record.get("recipient"),
             delivered_at=record.get("delivered_at"),
             pending=tuple(record.get("pending", ())),
+            released_by=record.get("released_by"),
+            released=tuple(record.get("released", ())),
         )
 
 
@@ -76,9 +87,14 @@ def route(
     updated = _record_delivery(_record_recipient(current, event), event)
     if updated.recipient is None:
         return _park(event, current, updated, policy)
-    ready = [_resolved(waiting, updated) for waiting in (*updated.pending, event)]
     if updated.pending:
-        updated = replace(updated, pending=())
+        updated = replace(updated, pending=(), released_by=event["event_id"], released=updated.pending)
+        waiting = updated.released
+    elif event["event_id"] == updated.released_by:
+        waiting = updated.released  # a redelivery of the releasing event: release again
+    else:
+        waiting = ()
+    ready = [_resolved(parked, updated) for parked in (*waiting, event)]
     return _if_changed(updated, current), ready, []
 
 

@@ -170,6 +170,23 @@ def apply(state: RecipientState | None, event: Mapping[str, Any], policy: Policy
     return _evolve(state, changes)
 
 
+def reset_if_inactive(state: RecipientState, now: int, policy: Policy) -> RecipientState:
+    """The inactivity reset by wall clock (the worker's periodic sweep): score and the open
+    count toward the bonuses go to 0 when `now` is more than `inactivity_reset_days` after the
+    last human signal; the same object when no reset is due."""
+    if not _inactive_too_long(state, now, policy):
+        return state
+    return _evolve(
+        state, {"score": 0, "opens_since_reset": 0, "updated_at": _latest(state.updated_at, now)}
+    )
+
+
+def remember(state: RecipientState, event_id: str, policy: Policy) -> RecipientState:
+    """The state with `event_id` added to its idempotency memory (operator commands)."""
+    recent = _remember(state.recent_event_ids, event_id, policy.dedupe_window)
+    return _evolve(state, {"recent_event_ids": recent})
+
+
 def is_machine(event: Mapping[str, Any], policy: Policy) -> bool:
     """Whether an open or click was made by software rather than by the recipient."""
     if event.get("provider_flagged_machine"):

@@ -12,7 +12,10 @@ import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from connectors.base import VerifyConfig
 
 ENV_PREFIX = "MAILSTREAM_"
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
@@ -150,6 +153,9 @@ class Settings:
     | MAILSTREAM_POLICY_FILE | unset | YAML overriding the default scoring/suppression policy |
     | MAILSTREAM_SCHEMA_REGISTRY_URL | unset | use the Confluent wire format with this registry |
     | MAILSTREAM_WEB_HOST / MAILSTREAM_WEB_PORT | 127.0.0.1 / 6066 | worker web server |
+    | MAILSTREAM_WEB_TOKEN | unset | when set, queries need `Authorization: Bearer <token>` |
+    | MAILSTREAM_SWEEP_INTERVAL_SECONDS | 3600 | inactivity sweep period; 0 disables it |
+    | MAILSTREAM_INGEST_* | see `IngestSettings` | webhook ingest: secrets, body limit, timeout |
     """
 
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
@@ -163,6 +169,9 @@ class Settings:
     schema_registry_url: str | None = None
     web_host: str = "127.0.0.1"
     web_port: int = 6066
+    web_token: str | None = field(default=None, repr=False)
+    sweep_interval_seconds: int = 3600
+    ingest: IngestSettings = field(default_factory=lambda: IngestSettings())
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -171,7 +180,9 @@ class Settings:
         if "bootstrap_servers" not in kafka_values and env.get("KAFKA_BOOTSTRAP_SERVERS"):
             kafka_values["bootstrap_servers"] = env["KAFKA_BOOTSTRAP_SERVERS"]
         values = _read_fields(cls, env, ENV_PREFIX)
-        return cls(kafka=KafkaSettings(**kafka_values), **values)
+        return cls(
+            kafka=KafkaSettings(**kafka_values), ingest=IngestSettings.from_env(env), **values
+        )
 
 
 def _read_fields(cls: type, env: Mapping[str, str], prefix: str) -> dict[str, Any]:
@@ -179,7 +190,7 @@ def _read_fields(cls: type, env: Mapping[str, str], prefix: str) -> dict[str, An
     for spec in fields(cls):
         name = prefix + spec.name.upper()
         raw = env.get(name)
-        if raw is None or raw == "" or spec.name == "kafka":
+        if raw is None or raw == "" or str(spec.type).endswith("Settings"):
             continue
         values[spec.name] = _convert(name, raw, str(spec.type))
     return values
@@ -191,6 +202,109 @@ def _convert(name: str, raw: str, type_name: str) -> Any:
             return int(raw)
         except ValueError:
             raise SettingsError(f"{name}={raw!r}: expected an integer") from None
+    if type_name.startswith("float"):
+        try:
+            return float(raw)
+        except ValueError:
+            raise SettingsError(f"{name}={raw!r}: expected a number") from None
+    if type_name.startswith("bool"):
+        if raw.lower() not in _BOOLEANS:
+            raise SettingsError(f"{name}={raw!r}: expected true or false")
+        return _BOOLEANS[raw.lower()]
+    if type_name.startswith("tuple[tuple[str, str]"):
+        return tuple(_split_pair(name, item) for item in _split_list(raw))
+    if type_name.startswith("tuple[str"):
+        return _split_list(raw)
     if type_name.startswith("Path"):
         return Path(raw)
     return raw
+
+
+_BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
+def _split_list(raw: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+
+def _split_pair(name: str, item: str) -> tuple[str, str]:
+    left, colon, right = item.partition(":")
+    if not colon or not left:
+        raise SettingsError(f"{name}: expected comma-separated user:password entries")
+    return left, right
+
+
+INGEST_AUTH_MODES = ("hmac", "api_key", "basic")  # as connectors.base.AUTH_MODES
+
+
+@dataclass(frozen=True)
+class ProviderAuthSettings:
+    """How one provider's webhooks are authenticated; read from
+    `MAILSTREAM_INGEST_<PROVIDER>_<FIELD>` (see `IngestSettings`)."""
+
+    secrets: tuple[str, ...] = field(default=(), repr=False)
+    allow_unsigned: bool = False
+    signature_header: str | None = None
+    max_age_seconds: int = 300
+    mode: str = "hmac"
+    api_key_header: str | None = None
+    basic_auth: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+
+
+@dataclass(frozen=True)
+class IngestSettings:
+    """The webhook ingest service (`mailstream ingest`). A provider without secrets is
+    refused (401) unless its ALLOW_UNSIGNED is true. `<PROVIDER>` is MAILBOT, MAILEROO or
+    INBOXROAD; lists are comma-separated, several secrets are accepted at once for rotation.
+
+    | variable | default | meaning |
+    |---|---|---|
+    | MAILSTREAM_INGEST_<PROVIDER>_SECRETS | unset | HMAC secrets (API keys in api_key mode) |
+    | MAILSTREAM_INGEST_<PROVIDER>_ALLOW_UNSIGNED | false | accept requests without credential |
+    | MAILSTREAM_INGEST_<PROVIDER>_SIGNATURE_HEADER | the provider's (X-Maileroo-Signature, ...) | signature header name |
+    | MAILSTREAM_INGEST_MAILBOT_MAX_AGE_SECONDS | 300 | freshness window of X-Mailbot-Timestamp |
+    | MAILSTREAM_INGEST_INBOXROAD_MODE | hmac | hmac, api_key or basic |
+    | MAILSTREAM_INGEST_INBOXROAD_API_KEY_HEADER | the provider's | header carrying the API key |
+    | MAILSTREAM_INGEST_INBOXROAD_BASIC_AUTH | unset | user:password entries for mode basic |
+    | MAILSTREAM_INGEST_MAX_BODY_BYTES | 1048576 | larger bodies are answered 413 |
+    | MAILSTREAM_INGEST_PRODUCE_TIMEOUT_SECONDS | 10 | Kafka write deadline, then 503 |
+    """
+
+    mailbot: ProviderAuthSettings = field(default_factory=ProviderAuthSettings)
+    maileroo: ProviderAuthSettings = field(default_factory=ProviderAuthSettings)
+    inboxroad: ProviderAuthSettings = field(default_factory=ProviderAuthSettings)
+    max_body_bytes: int = 1024 * 1024
+    produce_timeout_seconds: float = 10.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> IngestSettings:
+        prefix = ENV_PREFIX + "INGEST_"
+        providers = {}
+        for spec in fields(cls):
+            if spec.type == "ProviderAuthSettings":
+                provider_prefix = f"{prefix}{spec.name.upper()}_"
+                values = _read_fields(ProviderAuthSettings, env, provider_prefix)
+                if values.get("mode", "hmac") not in INGEST_AUTH_MODES:
+                    raise SettingsError(
+                        f"{provider_prefix}MODE={values['mode']!r}: "
+                        f"expected one of {', '.join(INGEST_AUTH_MODES)}"
+                    )
+                providers[spec.name] = ProviderAuthSettings(**values)
+        return cls(**providers, **_read_fields(cls, env, prefix))
+
+    def verify_config(self, provider: str) -> VerifyConfig:
+        """The `VerifyConfig` a provider's `verify()` checks requests against."""
+        from connectors.base import VerifyConfig
+
+        auth = getattr(self, provider, None)
+        if not isinstance(auth, ProviderAuthSettings):
+            raise SettingsError(f"no {ENV_PREFIX}INGEST_* settings for provider {provider!r}")
+        return VerifyConfig(
+            secrets=auth.secrets,
+            allow_unsigned=auth.allow_unsigned,
+            signature_header=auth.signature_header,
+            max_age_seconds=auth.max_age_seconds,
+            mode=auth.mode,  # type: ignore[arg-type]  # checked in from_env
+            api_key_header=auth.api_key_header,
+            basic_auth=auth.basic_auth,
+        )

@@ -38,6 +38,10 @@ class TopicNames:
     def suppressions(self) -> str:
         return f"{self.prefix}email.suppressions"
 
+    @property
+    def commands(self) -> str:
+        return f"{self.prefix}email.commands"
+
 
 @dataclass(frozen=True)
 class TopicSpec:
@@ -48,8 +52,10 @@ class TopicSpec:
 
 
 def topic_specs(settings: Settings, providers: Iterable[str]) -> list[TopicSpec]:
-    """Raw topics keep everything (they are the source of truth for replays); published
-    state topics are compacted so a new subscriber reads the latest value per recipient."""
+    """Raw topics keep everything (they are the source of truth for replays), and so do the
+    dead letters and the operator commands (an audit trail); published state topics are
+    compacted so a new subscriber reads the latest value per recipient. The commands topic
+    has the partitions of email.events: the state agent reads both, keyed by recipient."""
     names = TopicNames(settings.topic_prefix)
 
     def spec(name: str, **configs: str) -> TopicSpec:
@@ -62,6 +68,7 @@ def topic_specs(settings: Settings, providers: Iterable[str]) -> list[TopicSpec]
         spec(names.dead_letters, **{"retention.ms": FOREVER}),
         spec(names.recipient_state, **compacted),
         spec(names.suppressions, **compacted),
+        spec(names.commands, **{"retention.ms": FOREVER}),
     ]
 
 

@@ -1,7 +1,8 @@
 """The Faust application: two agents over two tables, built from settings in a function.
 
     email.raw.<provider> ──normalize──▶ email.events ──state──▶ email.recipient-state
-            (table: messages)     └──▶ email.events.dlq   (table: recipients)  └──▶ email.suppressions
+            (table: messages)     └──▶ email.events.dlq    ▲  (table: recipients)  └──▶ email.suppressions
+                                       email.commands ──────┘  (operators, the inactivity sweep)
 
 Both agents run with concurrency 1: faust-streaming can commit an offset past an unfinished
 event when an agent runs concurrently (faust-streaming issue 606).
@@ -19,8 +20,10 @@ from mailstream.policy import Policy
 from mailstream.settings import Settings
 from mailstream.topics import TopicNames
 from streams.normalize import Normalizer
+from streams.queries import add_queries
 from streams.recipients import StateKeeper
 from streams.records import Output, SourceRecord
+from streams.sweep import add_inactivity_sweep
 
 RAW = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
 
@@ -56,12 +59,14 @@ def create_app(settings: Settings, policy: Policy, *, web_enabled: bool = True) 
         event_codec,
         dead_letter_codec,
     )
+    command_codec = codec_for("operator_command", registry)
     keeper = StateKeeper(
         names,
         policy,
         event_codec,
         codec_for("recipient_state", registry),
         codec_for("suppression", registry),
+        command_codec,
         dead_letter_codec,
     )
     table_schema = faust.Schema(key_type=bytes, key_serializer="raw", value_serializer="json")
@@ -69,23 +74,32 @@ def create_app(settings: Settings, policy: Policy, *, web_enabled: bool = True) 
     recipients = app.Table("recipients", schema=table_schema, partitions=settings.partitions)
     outputs = {
         name: app.topic(name, **RAW)
-        for name in (names.events, names.dead_letters, names.recipient_state, names.suppressions)
+        for name in (
+            names.events, names.dead_letters, names.recipient_state, names.suppressions, names.commands,
+        )
     }
 
     async def publish(records: list[Output]) -> None:
         for output in records:
-            await outputs[output.topic].send(key=output.key, value=output.value)
+            await outputs[output.topic].send(
+                key=output.key, value=output.value, headers=list(output.headers) or None
+            )
 
     @app.agent(app.topic(*(names.raw(p) for p in PROVIDERS), **RAW), name="normalize")
     async def normalize(stream: faust.StreamT) -> None:
         async for event in stream.events():
             await publish(normalizer.process(source_record(event.message), messages))
 
-    @app.agent(app.topic(names.events, **RAW), name="state")
+    @app.agent(app.topic(names.events, names.commands, **RAW), name="state")
     async def state(stream: faust.StreamT) -> None:
         async for event in stream.events():
             await publish(keeper.process(source_record(event.message), recipients))
 
+    add_queries(app, recipients, settings.web_token)
+    if settings.sweep_interval_seconds > 0:
+        add_inactivity_sweep(
+            app, recipients, outputs[names.commands], command_codec, policy, settings.sweep_interval_seconds
+        )
     return app
 
 

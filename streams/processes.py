@@ -64,8 +64,11 @@ def settings_env(settings: object, base: dict[str, str] | None = None) -> dict[s
             "MAILSTREAM_APP_ID": settings.app_id,
             "MAILSTREAM_STORE": settings.store,
             "MAILSTREAM_DATA_DIR": str(settings.data_dir),
+            "MAILSTREAM_SWEEP_INTERVAL_SECONDS": str(settings.sweep_interval_seconds),
         }
     )
+    if settings.web_token is not None:
+        env["MAILSTREAM_WEB_TOKEN"] = settings.web_token
     if settings.policy_file is not None:
         env["MAILSTREAM_POLICY_FILE"] = str(settings.policy_file)
     return env

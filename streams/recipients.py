@@ -4,6 +4,10 @@ The rules themselves live in `mailstream.recipient.apply`; this step decodes, ke
 and decides what to publish. Every processed event republishes the recipient's state, even a
 duplicate: after a crash between the table write and the publish, the redelivered event finds
 the state already updated (apply changes nothing) and the publish still happens.
+
+Operator commands (manual suppression, lifting it, the inactivity sweep's reset) arrive on the
+commands topic, co-partitioned with email.events, and go through the same table; what they
+publish carries the command id and actor in its headers.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from collections.abc import MutableMapping
 from typing import Any
 
 from mailstream.codec import AvroCodec
+from mailstream.commands import CommandAction, CommandError, OperatorCommand, apply_command
 from mailstream.errors import MailstreamError
 from mailstream.policy import Policy
 from mailstream.recipient import RecipientState, apply, suppression_record
@@ -29,6 +34,7 @@ class StateKeeper:
         event_codec: AvroCodec,
         state_codec: AvroCodec,
         suppression_codec: AvroCodec,
+        command_codec: AvroCodec,
         dead_letter_codec: AvroCodec,
     ) -> None:
         self._names = names
@@ -36,9 +42,12 @@ class StateKeeper:
         self._event_codec = event_codec
         self._state_codec = state_codec
         self._suppression_codec = suppression_codec
+        self._command_codec = command_codec
         self._dead_letter_codec = dead_letter_codec
 
     def process(self, record: SourceRecord, recipients: RecipientTable) -> list[Output]:
+        if record.topic == self._names.commands:
+            return self._command(record, recipients)
         try:
             event = self._event_codec.decode(record.value or b"")
         except MailstreamError as error:
@@ -68,6 +77,34 @@ class StateKeeper:
         if was_suppressed and not after.suppressed:
             return [Output(self._names.suppressions, key, None)]
         return []
+
+    def _command(self, record: SourceRecord, recipients: RecipientTable) -> list[Output]:
+        try:
+            command = OperatorCommand.from_record(self._command_codec.decode(record.value or b""))
+        except (MailstreamError, ValueError, KeyError) as error:
+            return [self._dead_letter(record, "invalid_command", str(error))]
+        key = command.recipient.encode()
+        stored = recipients.get(key)
+        before = RecipientState.from_record(stored) if stored is not None else None
+        try:
+            after = apply_command(before, command, self._policy)
+        except CommandError as error:
+            return [self._dead_letter(record, "command_refused", str(error))]
+        if after is not before:
+            recipients[key] = after.to_table_record()
+        audit = (
+            ("mailstream.command_id", command.command_id.encode()),
+            ("mailstream.actor", command.actor.encode()),
+        )
+        outputs = [
+            Output(self._names.recipient_state, key, self._state_codec.encode(after.to_record()), audit)
+        ]
+        if command.action is CommandAction.RESET_INACTIVE:
+            return outputs
+        suppression = suppression_record(after, actor=command.actor)
+        value = self._suppression_codec.encode(suppression) if suppression is not None else None
+        outputs.append(Output(self._names.suppressions, key, value, audit))
+        return outputs
 
     def _dead_letter(self, record: SourceRecord, kind: str, message: str) -> Output:
         return dead_letter(

@@ -37,6 +37,7 @@ class Output:
     topic: str
     key: bytes | None
     value: bytes | None  # None is a tombstone (compacted topics)
+    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 def dead_letter(

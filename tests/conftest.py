@@ -25,11 +25,14 @@ def kafka_bootstrap(kafka_cluster: Cluster) -> str:
 
 @pytest.fixture
 def settings(kafka_bootstrap: str) -> Settings:
-    """Settings for one test: its own topic prefix and app id, so tests never share topics."""
+    """Settings for one test: its own topic prefix and app id, so tests never share topics.
+    The inactivity sweep is off (generated streams are years old by wall clock); the tests
+    that exercise it turn it on."""
     unique = uuid.uuid4().hex[:10]
     return Settings(
         kafka=KafkaSettings(bootstrap_servers=kafka_bootstrap),
         topic_prefix=f"t{unique}.",
         partitions=2,
         app_id=f"mailstream-test-{unique}",
+        sweep_interval_seconds=0,
     )

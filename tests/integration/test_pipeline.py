@@ -6,12 +6,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import orjson
 import pytest
 
-from confluent_kafka import Producer
-
-from connectors.registry import PROVIDERS, get_provider
+from connectors.registry import PROVIDERS
 from mailstream.codec import codec_for
 from mailstream.generate import HUMAN_AGENT, campaign_rounds, inboxroad, mailbot, maileroo
 from mailstream.policy import default_policy
@@ -20,7 +17,7 @@ from mailstream.settings import Settings
 from mailstream.simulate import simulate
 from mailstream.topics import TopicNames, create_topics, topic_specs
 from streams.reader import latest_by_key, read_until
-from tests.integration.harness import running_worker
+from tests.integration.harness import running_worker, send_envelopes
 
 pytestmark = pytest.mark.kafka
 
@@ -42,17 +39,6 @@ def worker(settings: Settings, names: TopicNames, tmp_path: Path) -> Iterator[No
     with running_worker(settings, tmp_path / "worker.log") as process:
         yield
         assert process.poll() is None, (tmp_path / "worker.log").read_text()[-3000:]
-
-
-def send_envelopes(settings: Settings, names: TopicNames, envelopes: list[dict]) -> None:
-    """Produce webhook bodies as the ingest does: keyed by the provider's message id."""
-    producer = Producer({**settings.kafka.librdkafka_config(), "enable.idempotence": True})
-    for envelope in envelopes:
-        payload = envelope["payload"]
-        body = payload if isinstance(payload, bytes) else orjson.dumps(payload)
-        key = get_provider(envelope["provider"]).message_key(body)
-        producer.produce(names.raw(envelope["provider"]), value=body, key=key)
-    assert producer.flush(30) == 0
 
 
 def states_of(records: list[tuple[bytes | None, bytes | None]]) -> dict[str, RecipientState]:
@@ -77,7 +63,7 @@ def test_webhooks_of_every_provider_become_events_states_and_suppressions(
         {"provider": "maileroo", "payload": maileroo("clicked", None, "mr1@x", T0 + 60_000, "mr-e2", original_url="https://example.com/a")},
         {"provider": "maileroo", "payload": maileroo("complained", "cy@example.com", "mr1@x", T0 + 120_000, "mr-e3")},
     ]
-    send_envelopes(settings, names, envelopes)
+    send_envelopes(settings, envelopes)
 
     expected_recipients = {"ann@example.com", "gone@example.com", "cy@example.com", "dee@example.com"}
     state_records = read_until(
@@ -131,7 +117,7 @@ def test_generated_campaign_state_equals_the_offline_twin(
     order holds; messages of one recipient in different rounds are ordered by the wait)."""
     sent: list[dict] = []
     for envelopes in campaign_rounds(recipients=150, rounds=3, seed=11):
-        send_envelopes(settings, names, envelopes)
+        send_envelopes(settings, envelopes)
         sent.extend(envelopes)
         expected = {
             recipient: state.to_record()

@@ -57,7 +57,9 @@ def test_a_click_before_its_delivery_waits_for_it() -> None:
 
     delivered = event("DELIVERED", T0, RECIPIENT)
     info, ready, dead = route(delivered, info, POLICY)
-    assert info == MessageInfo(recipient=RECIPIENT, delivered_at=T0)
+    assert info == MessageInfo(
+        recipient=RECIPIENT, delivered_at=T0, released_by=delivered["event_id"], released=(click,)
+    )
     assert [each["event_id"] for each in ready] == [click["event_id"], delivered["event_id"]]
     assert all(each["recipient"] == RECIPIENT for each in ready)
     assert all(each["delivered_at"] == T0 for each in ready)
@@ -153,3 +155,24 @@ def test_records_round_trip_through_json() -> None:
     info = MessageInfo(recipient=None, delivered_at=T0, pending=(click,))
     stored = orjson.loads(orjson.dumps(info.to_record()))
     assert MessageInfo.from_record(stored) == info
+
+
+def test_a_redelivered_releasing_event_releases_the_parked_events_again() -> None:
+    """After a crash between the table write and the sends, the releasing event comes back;
+    the events it released must come out again (the state step drops true duplicates)."""
+    click = event("CLICKED", T0 + 3 * SECOND)
+    delivered = event("DELIVERED", T0, RECIPIENT)
+    parked, _, _ = route(click, None, POLICY)
+    assert parked is not None
+    released, ready, _ = route(delivered, parked, POLICY)
+    assert released is not None
+    assert [e["event_id"] for e in ready] == [click["event_id"], delivered["event_id"]]
+    stored = MessageInfo.from_record(orjson.loads(orjson.dumps(released.to_record())))
+    unchanged, again, dead = route(delivered, stored, POLICY)
+    assert unchanged is None
+    assert [e["event_id"] for e in again] == [click["event_id"], delivered["event_id"]]
+    assert again[0]["recipient"] == RECIPIENT
+    assert dead == []
+    opened = event("OPENED", T0 + 60 * SECOND)
+    _, later, _ = route(opened, stored, POLICY)
+    assert [e["event_id"] for e in later] == [opened["event_id"]], "only the releasing event re-releases"

@@ -1,0 +1,123 @@
+"""Operator commands: manual suppression, lifting it, and the inactivity reset.
+
+Commands travel on the commands topic to the state agent, which applies them with
+`apply_command`, so every change goes through the recipients table (one writer) and is
+published like any event's. A command's id joins the state's idempotency memory: a command
+redelivered after a crash changes nothing the second time.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from mailstream.policy import Policy
+from mailstream.recipient import (
+    RecipientState,
+    SuppressionReason,
+    lift_suppression,
+    remember,
+    reset_if_inactive,
+    suppress_manually,
+)
+
+# Deliberately loose (RFC 5321 allows far more than any regex checks well): one @, a dot in
+# the domain, no spaces. It catches typos such as a missing @ or a pasted name.
+_ADDRESS = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+class CommandAction(enum.StrEnum):
+    SUPPRESS = "SUPPRESS"
+    LIFT = "LIFT"
+    RESET_INACTIVE = "RESET_INACTIVE"
+    UNKNOWN = "UNKNOWN"
+
+
+class CommandError(ValueError):
+    """A command that is malformed or that the rules refuse; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorCommand:
+    action: CommandAction
+    recipient: str
+    actor: str
+    requested_at: int
+    reason: SuppressionReason | None = None
+    note: str | None = None
+    force: bool = False
+    command_id: str = ""
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "command_id": self.command_id or uuid.uuid4().hex,
+            "action": self.action.value,
+            "recipient": self.recipient,
+            "reason": self.reason.value if self.reason else None,
+            "note": self.note,
+            "actor": self.actor,
+            "requested_at": self.requested_at,
+            "force": self.force,
+        }
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> OperatorCommand:
+        return cls(
+            action=CommandAction(record["action"]),
+            recipient=record["recipient"],
+            actor=record["actor"],
+            requested_at=record["requested_at"],
+            reason=SuppressionReason(record["reason"]) if record.get("reason") else None,
+            note=record.get("note"),
+            force=bool(record.get("force")),
+            command_id=record["command_id"],
+        )
+
+
+def normalize_address(text: str) -> str:
+    """The canonical form of an address typed by an operator; CommandError if it is none."""
+    address = text.strip().lower()
+    if not _ADDRESS.match(address):
+        raise CommandError(f"{text!r} is not an email address (expected local@domain.tld)")
+    return address
+
+
+def parse_reason(text: str) -> SuppressionReason:
+    try:
+        reason = SuppressionReason(text.strip().upper().replace("-", "_"))
+    except ValueError:
+        reason = SuppressionReason.UNKNOWN
+    if reason is SuppressionReason.UNKNOWN:
+        known = ", ".join(r.value.lower() for r in SuppressionReason if r is not SuppressionReason.UNKNOWN)
+        raise CommandError(f"unknown reason {text!r}: expected one of {known}")
+    return reason
+
+
+def apply_command(
+    state: RecipientState | None, command: OperatorCommand, policy: Policy
+) -> RecipientState:
+    """The state after the command; the same object when it changes nothing (a repeat, a lift
+    of an active recipient, a reset of an engaged one). CommandError when the rules refuse."""
+    if state is not None and command.command_id in state.recent_event_ids:
+        return state
+    current = state or RecipientState(recipient=command.recipient)
+    try:
+        if command.action is CommandAction.SUPPRESS:
+            changed = suppress_manually(
+                current, command.reason or SuppressionReason.MANUAL, command.requested_at,
+                command.note, force=command.force,
+            )
+        elif command.action is CommandAction.LIFT:
+            changed = lift_suppression(current, command.requested_at, force=command.force)
+        elif command.action is CommandAction.RESET_INACTIVE:
+            changed = reset_if_inactive(current, command.requested_at, policy)
+        else:
+            raise CommandError(f"unknown command action {command.action!r}")
+    except ValueError as error:
+        raise CommandError(str(error)) from error
+    if changed is current and state is not None:
+        return state
+    return remember(changed, command.command_id, policy)

@@ -1,0 +1,103 @@
+"""The worker's query API: one recipient's state, and the follow-up cohort.
+
+`GET /recipients/{email}/` is routed to the worker that owns the key's partition (Faust
+table routing). `GET /cohorts/?min_score=20&opened_within=7d` answers from this worker's
+partitions (the mailbot guide's follow-up cohort: active, score at least `min_score`, a human
+open within the window); with several workers, ask each. When a token is configured, every
+request needs `Authorization: Bearer <token>`.
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import faust
+from faust.web import Request, Response, View
+
+from mailstream.commands import CommandError, normalize_address
+from mailstream.events import format_timestamp_ms
+from mailstream.recipient import TIMESTAMP_FIELDS, RecipientState
+
+_DURATION = re.compile(r"^(\d+)([smhdw])$")
+_UNIT_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
+
+
+class QueryError(ValueError):
+    """A query parameter that cannot be understood; answered 400 with the message."""
+
+
+def parse_duration_ms(text: str) -> int:
+    match = _DURATION.match(text.strip())
+    if match is None:
+        raise QueryError(f"duration {text!r}: expected a number and a unit (s, m, h, d, w), e.g. 7d")
+    return int(match.group(1)) * _UNIT_MS[match.group(2)]
+
+
+def cohort(
+    states: Iterable[Mapping[str, Any]], min_score: int, opened_since: int
+) -> list[dict[str, Any]]:
+    """Active recipients scoring at least `min_score` with a human open at or after
+    `opened_since` (epoch ms), highest score first."""
+    chosen = [
+        state
+        for state in states
+        if state.get("status") == "ACTIVE"
+        and state.get("score", 0) >= min_score
+        and (state.get("last_open_at") or 0) >= opened_since
+    ]
+    return sorted(chosen, key=lambda state: (-state["score"], state["recipient"]))
+
+
+def rendered(record: Mapping[str, Any]) -> dict[str, Any]:
+    """A published state record for JSON: ISO 8601 timestamps, no internal fields."""
+    public = RecipientState.from_record(record).to_record()
+    for name in TIMESTAMP_FIELDS:
+        if public.get(name) is not None:
+            public[name] = format_timestamp_ms(public[name])
+    return public
+
+
+def add_queries(app: faust.App, recipients: faust.Table, token: str | None) -> None:
+    def refused(web: Any, request: Request) -> Response | None:
+        if token is None:
+            return None
+        presented = request.headers.get("Authorization", "")
+        if hmac.compare_digest(presented.encode(), f"Bearer {token}".encode()):
+            return None
+        reason = "missing bearer token" if not presented else "wrong bearer token"
+        return web.json({"error": reason}, status=401)
+
+    @app.page("/recipients/{email}/")
+    class RecipientView(View):
+        @app.table_route(table=recipients, match_info="email")
+        async def get(self, request: Request, email: str) -> Response:
+            denial = refused(self.web, request)
+            if denial is not None:
+                return denial
+            try:
+                address = normalize_address(email)
+            except CommandError as error:
+                return self.json({"error": str(error)}, status=400)
+            stored = recipients.get(address.encode())
+            if stored is None:
+                return self.json({"error": f"no state for {address}"}, status=404)
+            return self.json(rendered(stored))
+
+    @app.page("/cohorts/")
+    class CohortView(View):
+        async def get(self, request: Request) -> Response:
+            denial = refused(self.web, request)
+            if denial is not None:
+                return denial
+            try:
+                min_score = int(request.query.get("min_score", "20"))
+                window = parse_duration_ms(request.query.get("opened_within", "7d"))
+            except ValueError as error:
+                return self.json({"error": str(error)}, status=400)
+            since = int(time.time() * 1000) - window
+            members = cohort(recipients.values(), min_score, since)
+            return self.json({"count": len(members), "recipients": [rendered(m) for m in members]})

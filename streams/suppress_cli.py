@@ -1,0 +1,131 @@
+"""`mailstream suppress add|remove EMAIL`: manual suppression through the commands topic.
+
+The command goes to the state agent (the recipients table's single writer), which publishes
+the change on email.recipient-state and email.suppressions with the command id and actor in
+the record headers. The CLI waits for that confirmation, or for the agent's refusal (a dead
+letter of kind command_refused, e.g. lifting a COMPLAINT without --force).
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import socket
+import sys
+import time
+import uuid
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from confluent_kafka import Consumer
+
+    from mailstream.commands import OperatorCommand
+    from mailstream.topics import TopicNames
+
+COMMAND_ID_HEADER = "mailstream.command_id"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "suppress",
+        help="suppress a recipient by hand, or lift a suppression",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    actions = parser.add_subparsers(dest="action", required=True)
+    add = actions.add_parser("add", help="suppress EMAIL")
+    add.add_argument("email")
+    add.add_argument("--reason", default="manual", help="manual (default), unsubscribe, complaint, ...")
+    add.add_argument("--note", help="why, for the next person who looks")
+    add.add_argument("--force", action="store_true", help="replace a COMPLAINT suppression")
+    remove = actions.add_parser("remove", help="lift the suppression of EMAIL")
+    remove.add_argument("email")
+    remove.add_argument("--force", action="store_true", help="needed to lift a COMPLAINT")
+    for sub in (add, remove):
+        sub.add_argument("--actor", default=f"{getpass.getuser()}@{socket.gethostname()}")
+        sub.add_argument("--wait", type=float, default=30.0, help="seconds to wait for the worker (0: do not wait)")
+        sub.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from mailstream.commands import CommandAction, CommandError, OperatorCommand, normalize_address, parse_reason
+
+    try:
+        recipient = normalize_address(args.email)
+        reason = parse_reason(args.reason) if args.action == "add" else None
+    except CommandError as error:
+        print(f"mailstream suppress {args.action}: {error}", file=sys.stderr)
+        return 2
+    command = OperatorCommand(
+        action=CommandAction.SUPPRESS if args.action == "add" else CommandAction.LIFT,
+        recipient=recipient,
+        actor=args.actor,
+        requested_at=int(time.time() * 1000),
+        reason=reason,
+        note=getattr(args, "note", None),
+        force=args.force,
+        command_id=uuid.uuid4().hex,
+    )
+    return send_and_confirm(command, args.wait)
+
+
+def send_and_confirm(command: OperatorCommand, wait: float) -> int:
+    from confluent_kafka import Consumer, Producer, TopicPartition
+
+    from mailstream.codec import codec_for
+    from mailstream.settings import Settings
+    from mailstream.topics import TopicNames
+
+    settings = Settings.from_env()
+    names = TopicNames(settings.topic_prefix)
+    config = settings.kafka.librdkafka_config()
+    consumer = Consumer({**config, "group.id": f"mailstream-cli-{command.command_id}", "enable.auto.commit": False})
+    try:
+        # Watch from the current ends, set before sending, so the outcome cannot be missed.
+        consumer.assign(
+            [
+                TopicPartition(topic, partition, consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)[1])
+                for topic in (names.suppressions, names.dead_letters)
+                for partition in consumer.list_topics(topic, timeout=10).topics[topic].partitions
+            ]
+        )
+        # murmur2 like Faust's producer: the command lands on the partition of the recipient's events
+        producer = Producer({**config, "enable.idempotence": True, "partitioner": "murmur2_random"})
+        record = codec_for("operator_command", settings.schema_registry_url).encode(command.to_record())
+        producer.produce(
+            names.commands, key=command.recipient.encode(), value=record,
+            headers=[(COMMAND_ID_HEADER, command.command_id.encode())],
+        )
+        if producer.flush(30) != 0:
+            print("mailstream suppress: Kafka did not acknowledge the command", file=sys.stderr)
+            return 1
+        print(f"command {command.command_id} sent: {command.action.value} {command.recipient}")
+        return _await_outcome(consumer, names, command.command_id, wait) if wait > 0 else 0
+    finally:
+        consumer.close()
+
+
+def _await_outcome(consumer: Consumer, names: TopicNames, command_id: str, wait: float) -> int:
+    from mailstream.codec import codec_for
+
+    dead_letters = codec_for("dead_letter")
+    marker = command_id.encode()
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        for message in consumer.consume(100, timeout=0.5):
+            if message.error() is not None:
+                continue
+            if message.topic() == names.dead_letters:
+                dead = dead_letters.decode(message.value())
+                if dead["headers"].get(COMMAND_ID_HEADER) == marker:
+                    print(f"refused: {dead['error_message']}", file=sys.stderr)
+                    return 1
+            elif dict(message.headers() or ()).get(COMMAND_ID_HEADER) == marker:
+                outcome = "suppressed" if message.value() is not None else "active (suppression lifted)"
+                print(f"confirmed: {message.key().decode()} is {outcome}")
+                return 0
+    print(
+        f"no worker confirmed command {command_id} within {wait:.0f}s (is `mailstream worker` running?)",
+        file=sys.stderr,
+    )
+    return 3

@@ -1,0 +1,169 @@
+"""Operating the pipeline on the real broker: manual suppression through the commands topic,
+the query API, and the inactivity sweep."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from connectors.registry import PROVIDERS
+from mailstream.broker import free_port
+from mailstream.codec import codec_for
+from mailstream.generate import HUMAN_AGENT, inboxroad, maileroo
+from mailstream.settings import Settings
+from mailstream.topics import TopicNames, create_topics, topic_specs
+from streams.processes import settings_env
+from streams.reader import latest_by_key, read_until
+from tests.integration.harness import running_worker, send_envelopes
+
+pytestmark = pytest.mark.kafka
+
+DAY = 86_400_000
+TOKEN = "s3cret-token"
+STATE = codec_for("recipient_state")
+SUPPRESSION = codec_for("suppression")
+
+
+@pytest.fixture
+def operated(settings: Settings, tmp_path: Path) -> Iterator[tuple[Settings, str]]:
+    settings = dataclasses.replace(settings, web_token=TOKEN)
+    create_topics(settings, topic_specs(settings, PROVIDERS))
+    port = free_port()
+    with running_worker(settings, tmp_path / "worker.log", web_port=port) as process:
+        base = f"http://127.0.0.1:{port}"
+        yield settings, base
+        assert process.poll() is None, (tmp_path / "worker.log").read_text()[-3000:]
+
+
+def suppress(settings: Settings, *arguments: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mailstream.cli", "suppress", *arguments, "--actor", "ops@test"],
+        env=settings_env(settings), capture_output=True, text=True, timeout=120,
+    )
+
+
+def get(url: str, token: str | None = TOKEN) -> tuple[int, dict]:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, orjson.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, orjson.loads(error.read())
+
+
+def wait_for_states(settings: Settings, recipients: set[str]) -> dict[str, dict]:
+    names = TopicNames(settings.topic_prefix)
+
+    def states(records: list) -> dict[str, dict]:
+        return {k.decode(): STATE.decode(v) for k, v in latest_by_key(records).items() if v is not None}
+
+    return states(read_until(settings, names.recipient_state, lambda r: recipients <= states(r).keys()))
+
+
+def wait_for_web(base: str) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            status, _ = get(f"{base}/cohorts/")
+            if status == 200:
+                return
+        except (urllib.error.URLError, ConnectionError):
+            pass
+        time.sleep(0.2)
+    raise AssertionError("the worker's web server did not answer")
+
+
+def test_manual_suppression_lift_and_complaint_force(operated: tuple[Settings, str]) -> None:
+    settings, _ = operated
+    now = int(time.time() * 1000)
+    send_envelopes(settings, [
+        {"provider": "maileroo", "payload": maileroo("delivered", "ann@example.com", "m1@x", now - DAY, "e1")},
+        {"provider": "inboxroad", "payload": inboxroad("f", "dave@example.com", "m2@x", now - DAY)},
+    ])
+    wait_for_states(settings, {"ann@example.com", "dave@example.com"})
+
+    added = suppress(settings, "add", "Ann@Example.com", "--reason", "manual", "--note", "asked by phone")
+    assert added.returncode == 0, added.stderr
+    assert "confirmed: ann@example.com is suppressed" in added.stdout
+
+    refused = suppress(settings, "remove", "dave@example.com")
+    assert refused.returncode == 1
+    assert "force" in refused.stderr
+
+    forced = suppress(settings, "remove", "dave@example.com", "--force")
+    assert forced.returncode == 0, forced.stderr
+
+    names = TopicNames(settings.topic_prefix)
+    records = read_until(
+        settings, names.suppressions,
+        lambda r: latest_by_key(r).get(b"dave@example.com", b"x") is None and b"ann@example.com" in latest_by_key(r),
+    )
+    ann = SUPPRESSION.decode(latest_by_key(records)[b"ann@example.com"])
+    assert (ann["reason"], ann["source"], ann["actor"], ann["note"]) == ("MANUAL", "operator", "ops@test", "asked by phone")
+    states = wait_for_states(settings, {"ann@example.com"})
+    assert states["ann@example.com"]["status"] == "SUPPRESSED"
+
+
+def test_bad_operator_input_is_refused_before_anything_is_sent(settings: Settings) -> None:
+    for arguments, message in [
+        (("add", "not-an-address"), "not an email address"),
+        (("add", "ann@example.com", "--reason", "vacation"), "unknown reason 'vacation'"),
+    ]:
+        result = suppress(settings, *arguments)
+        assert result.returncode == 2
+        assert message in result.stderr
+
+
+def test_queries_answer_state_and_cohorts_with_a_token(operated: tuple[Settings, str]) -> None:
+    settings, base = operated
+    now = int(time.time() * 1000)
+    send_envelopes(settings, [
+        {"provider": "maileroo", "payload": maileroo("delivered", "hot@example.com", "h1@x", now - 2 * DAY, "h1")},
+        *({"provider": "maileroo", "payload": maileroo("opened", None, "h1@x", now - DAY + n * 60_000, f"h-o{n}", user_agent=HUMAN_AGENT)} for n in range(3)),
+        {"provider": "maileroo", "payload": maileroo("clicked", None, "h1@x", now - DAY + 600_000, "h-c", user_agent=HUMAN_AGENT, original_url="https://example.com/x")},
+        {"provider": "maileroo", "payload": maileroo("delivered", "cold@example.com", "c1@x", now - DAY, "c1")},
+    ])
+    wait_for_states(settings, {"hot@example.com", "cold@example.com"})
+    wait_for_web(base)
+
+    status, body = get(f"{base}/recipients/hot@example.com/")
+    assert status == 200
+    assert (body["score"], body["opens"], body["clicks"], body["status"]) == (30, 3, 1, "ACTIVE")
+    assert body["last_open_at"].endswith("Z")
+    assert get(f"{base}/recipients/hot@example.com/", token=None) == (401, {"error": "missing bearer token"})
+    assert get(f"{base}/recipients/hot@example.com/", token="wrong")[0] == 401
+    assert get(f"{base}/recipients/nobody@example.com/")[0] == 404
+    assert get(f"{base}/recipients/not-an-address/")[0] == 400
+
+    status, cohort = get(f"{base}/cohorts/?min_score=20&opened_within=7d")
+    assert status == 200
+    assert [r["recipient"] for r in cohort["recipients"]] == ["hot@example.com"]
+    status, error = get(f"{base}/cohorts/?opened_within=soon")
+    assert status == 400 and "duration" in error["error"]
+
+
+def test_inactivity_sweep_publishes_the_reset(settings: Settings, tmp_path: Path) -> None:
+    settings = dataclasses.replace(settings, sweep_interval_seconds=1)
+    create_topics(settings, topic_specs(settings, PROVIDERS))
+    long_ago = int(time.time() * 1000) - 40 * DAY
+    send_envelopes(settings, [
+        {"provider": "maileroo", "payload": maileroo("delivered", "old@example.com", "o1@x", long_ago, "o1")},
+        {"provider": "maileroo", "payload": maileroo("opened", None, "o1@x", long_ago + 3_600_000, "o2", user_agent=HUMAN_AGENT)},
+    ])
+    names = TopicNames(settings.topic_prefix)
+    with running_worker(settings, tmp_path / "worker.log"):
+        records = read_until(
+            settings, names.recipient_state,
+            lambda r: [STATE.decode(v)["score"] for k, v in r if k == b"old@example.com"][-2:] == [5, 0],
+        )
+    scores = [STATE.decode(v)["score"] for k, v in records if k == b"old@example.com"]
+    assert scores[-2:] == [5, 0], "the open scored, then the sweep published the reset"
