@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
 
 from connectors.registry import PROVIDERS, parse
 from mailstream.errors import ParseError
@@ -13,7 +12,7 @@ from mailstream.events import render_json_line
 BAD_INPUT = 2
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "normalize",
         help="print a provider webhook body as canonical events (JSON lines)",

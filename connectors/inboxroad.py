@@ -28,7 +28,6 @@ from connectors.base import (
     get_str,
     hmac_hex,
     hmac_matches,
-    lookup_header,
     presented_credential,
     secret_matches,
 )

@@ -70,7 +70,7 @@ BOUNCE_TYPES: dict[str, BounceClass] = {
     "blocked": BounceClass.BLOCK,
 }
 
-EVENT_TYPE_FIELDS = ("event_type", "type", "event")
+EVENT_TYPE_FIELDS = ("event_type", "type")
 TIMESTAMP_FIELDS = ("created_at", "timestamp")
 # Bounce details: in a `bounce` object, or beside the other fields.
 BOUNCE_STATUS_FIELDS = ("status", "smtp_status")
@@ -82,15 +82,12 @@ Layers = tuple[Item, ...]
 
 
 def normalize(item: Item, received_at: int | None) -> list[Event]:
-    envelope, message = _layers(item)
-    layers = envelope + (message,) if message else envelope
+    envelope, layers, message = _layers(item)
     raw_type = _first_str(envelope, EVENT_TYPE_FIELDS)
     occurred_at = _occurred_at(envelope)
     event_id = _first_str(envelope, ("event_id",)) or deterministic_event_id(NAME, item)
-    reply_to = _first_str(layers, REPLY_REFERENCE_FIELDS)
     if raw_type == INBOUND_TYPE:
-        event_type = EventType.REPLIED if reply_to else EventType.UNKNOWN
-        return [_inbound_event(event_id, event_type, layers, reply_to, occurred_at, received_at)]
+        return [_inbound_event(event_id, layers, occurred_at, received_at)]
     event_type = EVENT_TYPES.get(raw_type or "", EventType.UNKNOWN)
     common: dict[str, Any] = {
         "provider": NAME,
@@ -119,8 +116,7 @@ def normalize(item: Item, received_at: int | None) -> list[Event]:
 
 def message_id_of(item: Item) -> str | None:
     """The outbound message id: for inbound replies, the message they answer."""
-    envelope, message = _layers(item)
-    layers = envelope + (message,) if message else envelope
+    envelope, layers, message = _layers(item)
     if _first_str(envelope, EVENT_TYPE_FIELDS) == INBOUND_TYPE:
         return clean_message_id(_first_str(layers, REPLY_REFERENCE_FIELDS))
     return _message_id(layers, message)
@@ -167,12 +163,13 @@ PROVIDER = WebhookProvider(NAME, normalize, verify, sign, message_id_of)
 # --- Field lookup ---------------------------------------------------------------------------
 
 
-def _layers(item: Item) -> tuple[Layers, Item | None]:
-    """(the event-level objects, outermost first; the message object). A `data` or `message`
-    that is not an object (e.g. a message text) is not a layer."""
+def _layers(item: Item) -> tuple[Layers, Layers, Item | None]:
+    """(event-level objects, those plus the message object, the message object); outermost
+    first. A `data` or `message` that is not an object (e.g. a message text) is not a layer."""
     data = _object(item.get("data"))
     message = _object(item.get("message")) or (_object(data.get("message")) if data else None)
-    return ((item, data) if data else (item,)), message
+    envelope = (item, data) if data else (item,)
+    return envelope, (*envelope, message) if message else envelope, message
 
 
 def _object(value: Any) -> Item | None:
@@ -280,14 +277,12 @@ def _bounce_detail(
 
 
 def _inbound_event(
-    event_id: str,
-    event_type: EventType,
-    layers: Layers,
-    reply_to: str | None,
-    occurred_at: int,
-    received_at: int | None,
+    event_id: str, layers: Layers, occurred_at: int, received_at: int | None
 ) -> Event:
-    """Inbound mail: the contact is its sender, our address its recipient."""
+    """Inbound mail: a reply when it references an outbound message. The contact is its
+    sender, our address its recipient."""
+    reply_to = _first_str(layers, REPLY_REFERENCE_FIELDS)
+    event_type = EventType.REPLIED if reply_to else EventType.UNKNOWN
     to = _first_value(layers, ("to",))
     our_address = to[0] if isinstance(to, list) and to else to
     return new_event(

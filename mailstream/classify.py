@@ -118,28 +118,23 @@ def classify_bounce(
 ) -> tuple[BounceClass, str | None]:
     """(class, Sisimai-style reason) of a failed delivery; see the module docstring."""
     code = extract_status(status) or extract_status(diagnostic)
-    # A status's own text is the code's generic meaning ("5.7.1 (delivery not authorized,
-    # message refused)"): it is evidence only when there is no diagnostic.
-    text = (diagnostic or status or "").lower()
-    text_verdict = _classify_text(text)
-    verdict = _decide(code, text, text_verdict)
+    verdict = _specific_status(code) or _weigh_text(code, diagnostic or status or "")
     if category_class is not None:
         return category_class, verdict[1]
     return verdict
 
 
-def _decide(code: str | None, text: str, text_verdict: Verdict | None) -> Verdict:
-    specific = _specific_status(code)
-    if specific is not None:
-        return specific
+def _weigh_text(code: str | None, text: str) -> Verdict:
+    # The text is the diagnostic; a status's own text is only the code's generic meaning
+    # ("5.7.1 (delivery not authorized, message refused)"), evidence when nothing else is.
+    text = text.lower()
+    text_verdict = _classify_text(text)
     if text_verdict is not None and text_verdict[0] is EXPIRED:
         return text_verdict
     generic = _generic_status(code, text)
     if generic is not None:
         return generic, text_verdict[1] if text_verdict else None
-    if text_verdict is not None:
-        return text_verdict
-    return BounceClass.UNDETERMINED, None
+    return text_verdict or (BounceClass.UNDETERMINED, None)
 
 
 def _specific_status(code: str | None) -> Verdict | None:

@@ -30,9 +30,18 @@ from streams.reader import Records, latest_by_key, read_until
 T0 = 1_763_900_000_000
 MINUTE = 60_000
 SECRETS = {"mailbot": "demo-mailbot-secret", "maileroo": "demo-maileroo-secret", "inboxroad": "demo-inboxroad-secret"}
+RULES_SHOWN = {
+    "alice@example.com": "mailbot: 1st open +5, 3rd open +10, click +15, reply +30",
+    "bob@example.com": "Inboxroad bad-mailbox bounce: HARD, suppressed at once",
+    "carol@example.com": "Maileroo 452 4.2.2 mailbox full x5: SOFT, the 5th suppresses",
+    "dave@example.com": "Inboxroad complaint (f): suppressed",
+    "erin@example.com": "click on an unsubscribe link: suppressed, scores nothing",
+    "frank@example.com": "open 2 s after delivery is a machine's; the later one counts",
+    "grace@example.com": "only a deferral: a state, no bounce counted",
+}
 STATE_COLUMNS = (
     "recipient", "status", "suppression_reason", "score", "delivered", "opens", "machine_opens",
-    "clicks", "replies", "soft_bounces", "hard_bounces", "complaints",
+    "clicks", "replies", "soft_bounces", "hard_bounces", "complaints", "rule shown",
 )
 
 
@@ -114,9 +123,21 @@ def run(args: argparse.Namespace) -> int:
         _post_story(base, envelopes)
         expected = simulate(envelopes, default_policy())
         print("5. waiting for the published state to equal the offline twin (mailstream simulate)")
-        states, suppressions = _wait_for_state(settings, {k: s.to_record() for k, s in expected.items()})
-        _print_table("Recipient states (email.recipient-state)", STATE_COLUMNS, states.values())
+        try:
+            states, suppressions = _wait_for_state(settings, {k: s.to_record() for k, s in expected.items()})
+        except TimeoutError as error:
+            for log in ("worker.log", "ingest.log"):
+                print(f"--- {log} (last lines)\n" + "\n".join((root / log).read_text().splitlines()[-30:]))
+            raise SystemExit(f"the demo failed: {error}") from None
+        rows = [state | {"rule shown": RULES_SHOWN.get(state["recipient"], "")} for state in states.values()]
+        _print_table("Recipient states (email.recipient-state)", STATE_COLUMNS, rows)
         _print_table("Suppressions (email.suppressions)", ("recipient", "reason", "event_id", "source"), suppressions.values())
+        dead = _dead_letters(settings)
+        print(f"Dead letters (email.events.dlq): {len(dead)}")
+        for letter in dead:
+            print(f"  {letter['error_kind']}: {letter['error_message']} "
+                  f"(from {letter['source_topic']}[{letter['source_partition']}]@{letter['source_offset']})")
+        print()
         print("6. stopping everything the demo started")
     return 0
 
@@ -196,8 +217,14 @@ def _wait_for_state(
     return states, suppressions
 
 
+def _dead_letters(settings: Settings) -> list[dict[str, Any]]:
+    codec = codec_for("dead_letter")
+    records = read_until(settings, TopicNames(settings.topic_prefix).dead_letters, lambda r: len(r) >= 1, 30)
+    return [codec.decode(value) for _, value in records if value is not None]
+
+
 def _print_table(title: str, columns: tuple[str, ...], rows: Any) -> None:
-    rows = sorted(rows, key=lambda row: row["recipient"])
+    rows = sorted(rows, key=lambda row: str(row["recipient"]))
     widths = [max(len(column), *(len(str(row.get(column))) for row in rows)) for column in columns]
     print(f"\n{title}")
     print("  ".join(column.ljust(width) for column, width in zip(columns, widths, strict=True)))

@@ -234,7 +234,7 @@ class LocalBroker:
         result = subprocess.run(
             [
                 "java", "-cp", classpath, "kafka.tools.StorageTool", "format",
-                "-t", _cluster_id(), "-c", str(properties),
+                f"--cluster-id={_cluster_id()}", "--config", str(properties),
             ],
             capture_output=True,
             text=True,

@@ -50,7 +50,9 @@ def test_prints_one_json_line_per_event(capsys: pytest.CaptureFixture[str]) -> N
     assert err == ""
 
 
-def test_batch_from_stdin(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_batch_from_stdin(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     body = (PAYLOADS / "maileroo" / "batch.json").read_bytes()
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(body)))
     assert cli.main(["normalize", "--provider", "maileroo", "-"]) == 0

@@ -110,4 +110,5 @@ def test_new_fields_have_defaults(name: str, version: int, old: dict[str, Any]) 
     old_fields = {field["name"] for field in old.get("fields", [])}
     for field in load_schema(name).get("fields", []):
         if field["name"] not in old_fields:
-            assert "default" in field, f"{name}.{field['name']} is new since v{version}: add a default"
+            new_field = f"{name}.{field['name']}"
+            assert "default" in field, f"{new_field} is new since v{version}: add a default"

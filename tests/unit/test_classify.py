@@ -7,8 +7,8 @@ import pytest
 from mailstream.classify import classify_bounce, extract_status
 from mailstream.events import BounceClass
 
-HARD, SOFT, EXPIRED, BLOCK = BounceClass.HARD, BounceClass.SOFT, BounceClass.EXPIRED, BounceClass.BLOCK
-UNDETERMINED = BounceClass.UNDETERMINED
+HARD, SOFT, BLOCK = BounceClass.HARD, BounceClass.SOFT, BounceClass.BLOCK
+EXPIRED, UNDETERMINED = BounceClass.EXPIRED, BounceClass.UNDETERMINED
 
 REAL_DIAGNOSTICS: list[tuple[str, BounceClass, str | None]] = [
     # Gmail

@@ -1,0 +1,29 @@
+"""The README's first command: the demo runs green and its output shows every rule."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.kafka
+
+
+def test_demo_shows_every_rule_and_stops_what_it_started() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "mailstream.cli", "demo"], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    states_table = result.stdout.split("Recipient states")[1].split("Suppressions")[0]
+    lines = {line.split()[0]: line.split() for line in states_table.splitlines() if "@example.com" in line[:20]}
+    assert lines["alice@example.com"][1:4] == ["ACTIVE", "None", "60"]
+    assert lines["bob@example.com"][1:3] == ["SUPPRESSED", "HARD_BOUNCE"]
+    assert lines["carol@example.com"][1:3] == ["SUPPRESSED", "SOFT_BOUNCE_LIMIT"]
+    assert lines["dave@example.com"][1:3] == ["SUPPRESSED", "COMPLAINT"]
+    assert lines["erin@example.com"][1:3] == ["SUPPRESSED", "UNSUBSCRIBE"]
+    assert lines["frank@example.com"][1:7] == ["ACTIVE", "None", "5", "1", "1", "1"]
+    assert lines["grace@example.com"][1:4] == ["ACTIVE", "None", "0"]
+    assert "forged maileroo webhook: HTTP 401" in result.stdout
+    assert "Dead letters (email.events.dlq): 1" in result.stdout
+    assert "invalid_json" in result.stdout
