@@ -19,6 +19,8 @@ COMMANDS: tuple[str, ...] = (
     "streams.cli",
     "streams.demo",
     "streams.suppress_cli",
+    "streams.replay",
+    "streams.dead_letters",
     "connectors.cli",
     "connectors.ingest.cli",
 )

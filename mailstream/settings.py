@@ -261,7 +261,7 @@ class IngestSettings:
     |---|---|---|
     | MAILSTREAM_INGEST_<PROVIDER>_SECRETS | unset | HMAC secrets (API keys in api_key mode) |
     | MAILSTREAM_INGEST_<PROVIDER>_ALLOW_UNSIGNED | false | accept requests without credential |
-    | MAILSTREAM_INGEST_<PROVIDER>_SIGNATURE_HEADER | the provider's (X-Maileroo-Signature, ...) | signature header name |
+    | MAILSTREAM_INGEST_<PROVIDER>_SIGNATURE_HEADER | X-<Provider>-Signature | its header name |
     | MAILSTREAM_INGEST_MAILBOT_MAX_AGE_SECONDS | 300 | freshness window of X-Mailbot-Timestamp |
     | MAILSTREAM_INGEST_INBOXROAD_MODE | hmac | hmac, api_key or basic |
     | MAILSTREAM_INGEST_INBOXROAD_API_KEY_HEADER | the provider's | header carrying the API key |
@@ -279,7 +279,7 @@ class IngestSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> IngestSettings:
         prefix = ENV_PREFIX + "INGEST_"
-        providers = {}
+        providers: dict[str, ProviderAuthSettings] = {}
         for spec in fields(cls):
             if spec.type == "ProviderAuthSettings":
                 provider_prefix = f"{prefix}{spec.name.upper()}_"

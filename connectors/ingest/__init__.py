@@ -1,0 +1,1 @@
+"""The webhook ingest service: `mailstream ingest` (aiohttp app, Kafka producer, metrics)."""

@@ -1,0 +1,490 @@
+"""The webhook ingest service against a real broker: what is answered 200 is on the raw topic
+byte for byte, what is refused leaves no trace, and a dead broker means 503, never a loss."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
+
+from connectors.ingest.app import create_app
+from connectors.registry import PROVIDERS
+from mailstream.broker import LocalBroker, free_port
+from mailstream.settings import IngestSettings, KafkaSettings, ProviderAuthSettings, Settings
+from mailstream.topics import TopicNames, create_topics, topic_specs
+
+pytestmark = pytest.mark.kafka
+
+Client = TestClient[web.Request, web.Application]
+LEADER_PENDING = (KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE)
+
+INGEST = IngestSettings(
+    mailbot=ProviderAuthSettings(secrets=("mailbot-current", "mailbot-previous")),
+    maileroo=ProviderAuthSettings(secrets=("maileroo-secret",)),
+    inboxroad=ProviderAuthSettings(secrets=("inboxroad-secret",)),
+    max_body_bytes=4096,
+    produce_timeout_seconds=2.0,
+)
+# Bodies as a provider sends them (spacing, a trailing newline, UTF-8), and the key each gives.
+PAYLOADS: dict[str, tuple[bytes, bytes]] = {
+    "mailbot": (
+        b'{"event_type": "message.delivered", "message_id": "<mb-1@mail.example>",\n'
+        b' "created_at": 1795000000, "to": "Zo\xc3\xab <zoe@example.com>"}\n',
+        b"mb-1@mail.example",
+    ),
+    "maileroo": (
+        b'{"event_type":"delivered","message_id":"ml-1","event_time":1795000000,'
+        b'"recipient":"ana@example.com"}',
+        b"ml-1",
+    ),
+    "inboxroad": (
+        b'{"type": "d", "header_Message-Id": "<ir-1@mta.example>", "rcpt": "bo@example.com",'
+        b' "timeLogged": "2026-11-23 10:00:00"}',
+        b"ir-1@mta.example",
+    ),
+}
+
+
+# --- Fixtures and helpers ---------------------------------------------------------------------
+
+
+def raw_topics(settings: Settings) -> list[str]:
+    names = TopicNames(settings.topic_prefix)
+    return [names.raw(provider) for provider in PROVIDERS]
+
+
+def create_raw_topics(settings: Settings) -> None:
+    wanted = set(raw_topics(settings))
+    create_topics(settings, [s for s in topic_specs(settings, PROVIDERS) if s.name in wanted])
+
+
+@pytest.fixture
+def ingest_settings(settings: Settings) -> Settings:
+    configured = replace(settings, ingest=INGEST)
+    create_raw_topics(configured)
+    return configured
+
+
+@contextlib.asynccontextmanager
+async def serving(settings: Settings) -> AsyncIterator[Client]:
+    async with TestClient(TestServer(create_app(settings))) as client:
+        yield client
+
+
+@pytest.fixture
+async def client(ingest_settings: Settings) -> AsyncIterator[Client]:
+    async with serving(ingest_settings) as client:
+        yield client
+
+
+def signed_headers(
+    settings: Settings, provider: str, body: bytes, **overrides: object
+) -> dict[str, str]:
+    config = replace(settings.ingest.verify_config(provider), **overrides)
+    headers = PROVIDERS[provider].sign(body, config, time.time())
+    return {"Content-Type": "application/json", **headers}
+
+
+def read_topic(settings: Settings, topic: str, timeout: float = 20) -> list[Message]:
+    """Every record of `topic`, read up to the end offsets it has now."""
+    consumer = Consumer(
+        {**settings.kafka.librdkafka_config(), "group.id": f"read-{uuid.uuid4()}", "log_level": 0}
+    )
+    try:
+        ends = end_offsets(consumer, topic)
+        consumer.assign(
+            [TopicPartition(topic, p, OFFSET_BEGINNING) for p, end in ends.items() if end > 0]
+        )
+        records: list[Message] = []
+        deadline = time.monotonic() + timeout
+        while len(records) < sum(ends.values()):
+            assert time.monotonic() < deadline, f"read {len(records)} of {sum(ends.values())}"
+            message = consumer.poll(0.5)
+            if message is not None:
+                assert message.error() is None, message.error()
+                records.append(message)
+        return records
+    finally:
+        consumer.close()
+
+
+def end_offsets(consumer: Consumer, topic: str) -> dict[int, int]:
+    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    return {p: end_offset(consumer, TopicPartition(topic, p)) for p in partitions}
+
+
+def end_offset(consumer: Consumer, partition: TopicPartition, timeout: float = 10) -> int:
+    """The high watermark; a topic created a moment ago may not have its leader yet."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return int(consumer.get_watermark_offsets(partition, timeout=timeout)[1])
+        except KafkaException as error:
+            if error.args[0].code() not in LEADER_PENDING or time.monotonic() > deadline:
+                raise
+        time.sleep(0.1)
+
+
+def total_records(settings: Settings, topics: list[str]) -> int:
+    consumer = Consumer({**settings.kafka.librdkafka_config(), "group.id": "offsets"})
+    try:
+        return sum(sum(end_offsets(consumer, topic).values()) for topic in topics)
+    finally:
+        consumer.close()
+
+
+def headers_of(record: Message) -> dict[str, bytes]:
+    return dict(record.headers() or [])
+
+
+async def poll_until(condition: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not await condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.1)
+
+
+# --- Accepted webhooks ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("provider", sorted(PAYLOADS))
+async def test_a_signed_webhook_lands_byte_for_byte_with_key_and_headers(
+    client: Client, ingest_settings: Settings, provider: str
+) -> None:
+    body, key = PAYLOADS[provider]
+    before = int(time.time() * 1000)
+    response = await client.post(
+        f"/webhooks/{provider}", data=body, headers=signed_headers(ingest_settings, provider, body)
+    )
+    assert response.status == 200, await response.text()
+    answer = await response.json()
+    request_id = response.headers["X-Request-Id"]
+    assert answer == {"status": "stored", "request_id": request_id}
+
+    [record] = read_topic(ingest_settings, TopicNames(ingest_settings.topic_prefix).raw(provider))
+    assert record.value() == body
+    assert record.key() == key
+    headers = headers_of(record)
+    assert headers["mailstream.provider"] == provider.encode()
+    assert headers["mailstream.request_id"] == request_id.encode()
+    assert headers["content-type"] == b"application/json"
+    assert before <= int(headers["mailstream.received_at"]) <= int(time.time() * 1000)
+
+
+async def test_a_previous_secret_is_accepted_while_it_is_rotated(
+    client: Client, ingest_settings: Settings
+) -> None:
+    body, _ = PAYLOADS["mailbot"]
+    headers = signed_headers(ingest_settings, "mailbot", body, secrets=("mailbot-previous",))
+    response = await client.post("/webhooks/mailbot", data=body, headers=headers)
+    assert response.status == 200, await response.text()
+
+
+async def test_a_signed_body_that_is_not_json_is_stored_for_the_dead_letter_path(
+    client: Client, ingest_settings: Settings
+) -> None:
+    body = b"event=delivered&id=\xff\xfe not json"
+    headers = signed_headers(ingest_settings, "maileroo", body)
+    headers["Content-Type"] = "application/x-www-form-urlencoded"
+    response = await client.post("/webhooks/maileroo", data=body, headers=headers)
+    assert response.status == 200, await response.text()
+    [record] = read_topic(ingest_settings, TopicNames(ingest_settings.topic_prefix).raw("maileroo"))
+    assert (record.value(), record.key()) == (body, None)
+    assert headers_of(record)["content-type"] == b"application/x-www-form-urlencoded"
+
+
+# --- Refused webhooks -------------------------------------------------------------------------
+
+Request = tuple[str, bytes | Callable[[], AsyncIterator[bytes]], dict[str, str]]
+
+
+def forged_mailbot(settings: Settings) -> Request:
+    body, _ = PAYLOADS["mailbot"]
+    return "/webhooks/mailbot", body, signed_headers(settings, "mailbot", body, secrets=("guess",))
+
+
+def altered_maileroo(settings: Settings) -> Request:
+    body, _ = PAYLOADS["maileroo"]
+    headers = signed_headers(settings, "maileroo", body)
+    return "/webhooks/maileroo", body.replace(b"ml-1", b"ml-2"), headers
+
+
+def stale_mailbot(settings: Settings) -> Request:
+    body, _ = PAYLOADS["mailbot"]
+    config = settings.ingest.verify_config("mailbot")
+    headers = PROVIDERS["mailbot"].sign(body, config, time.time() - config.max_age_seconds - 5)
+    return "/webhooks/mailbot", body, headers
+
+
+def unsigned_inboxroad(_settings: Settings) -> Request:
+    return "/webhooks/inboxroad", PAYLOADS["inboxroad"][0], {}
+
+
+def oversized_declared(settings: Settings) -> Request:
+    body = b"x" * (settings.ingest.max_body_bytes + 1)
+    return "/webhooks/maileroo", body, signed_headers(settings, "maileroo", body)
+
+
+def oversized_chunked(settings: Settings) -> Request:
+    body = b"x" * (settings.ingest.max_body_bytes + 1)
+
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: enforced while reading
+        for start in range(0, len(body), 1000):
+            yield body[start : start + 1000]
+
+    return "/webhooks/maileroo", chunks, signed_headers(settings, "maileroo", body)
+
+
+def unknown_provider(_settings: Settings) -> Request:
+    return "/webhooks/sendgrid", b"{}", {}
+
+
+@pytest.mark.parametrize(
+    ("build", "status", "error"),
+    [
+        (forged_mailbot, 401, "invalid_signature"),
+        (altered_maileroo, 401, "invalid_signature"),
+        (stale_mailbot, 401, "invalid_signature"),
+        (unsigned_inboxroad, 401, "invalid_signature"),
+        (oversized_declared, 413, "too_large"),
+        (oversized_chunked, 413, "too_large"),
+        (unknown_provider, 404, "unknown_provider"),
+    ],
+    ids=lambda value: getattr(value, "__name__", str(value)),
+)
+async def test_a_refused_request_gets_its_status_and_nothing_is_produced(
+    client: Client,
+    ingest_settings: Settings,
+    build: Callable[[Settings], Request],
+    status: int,
+    error: str,
+) -> None:
+    path, body, headers = build(ingest_settings)
+    response = await client.post(path, data=body() if callable(body) else body, headers=headers)
+    assert response.status == status, await response.text()
+    answer = await response.json()
+    assert answer["error"] == error
+    assert answer["reason"]
+    assert total_records(ingest_settings, raw_topics(ingest_settings)) == 0
+
+
+async def test_the_401_reason_says_what_is_wrong(client: Client, ingest_settings: Settings) -> None:
+    path, body, headers = stale_mailbot(ingest_settings)
+    answer = await (await client.post(path, data=body, headers=headers)).json()
+    assert "window" in answer["reason"]
+    path, body, headers = unsigned_inboxroad(ingest_settings)
+    answer = await (await client.post(path, data=body, headers=headers)).json()
+    assert "missing" in answer["reason"]
+
+
+async def test_a_provider_without_secrets_is_refused_unless_unsigned_is_allowed(
+    settings: Settings,
+) -> None:
+    create_raw_topics(settings)
+    body, _ = PAYLOADS["maileroo"]
+    async with serving(settings) as client:
+        response = await client.post("/webhooks/maileroo", data=body)
+        assert response.status == 401
+        assert "no secret configured" in (await response.json())["reason"]
+    allowed = IngestSettings(maileroo=ProviderAuthSettings(allow_unsigned=True))
+    async with serving(replace(settings, ingest=allowed)) as client:
+        assert (await client.post("/webhooks/maileroo", data=body)).status == 200
+
+
+async def test_a_wrong_method_is_405(client: Client) -> None:
+    for method in ("GET", "PUT", "DELETE"):
+        response = await client.request(method, "/webhooks/mailbot")
+        assert response.status == 405, method
+        assert response.headers["Allow"] == "POST"
+
+
+# --- Operations endpoints ---------------------------------------------------------------------
+
+
+async def test_health_readiness_and_metrics(client: Client, ingest_settings: Settings) -> None:
+    assert (await client.get("/healthz")).status == 200
+    ready = await client.get("/readyz")
+    assert ready.status == 200, await ready.text()
+    body, _ = PAYLOADS["maileroo"]
+    headers = signed_headers(ingest_settings, "maileroo", body)
+    assert (await client.post("/webhooks/maileroo", data=body, headers=headers)).status == 200
+    assert (await client.post("/webhooks/maileroo", data=body)).status == 401
+    assert (await client.post("/webhooks/nobody", data=body)).status == 404
+
+    response = await client.get("/metrics")
+    assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    text = await response.text()
+    assert 'mailstream_ingest_requests_total{provider="maileroo",status="200"} 1\n' in text
+    assert 'mailstream_ingest_requests_total{provider="maileroo",status="401"} 1\n' in text
+    assert 'mailstream_ingest_requests_total{provider="unknown",status="404"} 1\n' in text
+    assert f'mailstream_ingest_stored_bytes_total{{provider="maileroo"}} {len(body)}\n' in text
+    assert "mailstream_ingest_produce_latency_seconds_count 1\n" in text
+
+
+async def test_readiness_fails_while_the_raw_topics_are_missing(settings: Settings) -> None:
+    async with serving(settings) as client:
+        response = await client.get("/readyz")
+        assert response.status == 503
+        assert "missing topics" in (await response.json())["reason"]
+
+
+# --- A broker of our own, to stop and freeze ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def own_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBroker]:
+    broker = LocalBroker(tmp_path_factory.mktemp("own-broker"))
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+def on_own_broker(broker: LocalBroker, settings: Settings) -> Settings:
+    kafka = KafkaSettings(bootstrap_servers=broker.start())
+    configured = replace(settings, kafka=kafka, ingest=INGEST)
+    create_raw_topics(configured)
+    return configured
+
+
+@contextlib.contextmanager
+def frozen(broker: LocalBroker) -> Iterator[None]:
+    """The broker stops answering (SIGSTOP) but keeps its connections, until the block ends."""
+    pid = broker.pid()
+    assert pid is not None
+    os.killpg(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.killpg(pid, signal.SIGCONT)
+
+
+async def test_a_stopped_broker_gets_503_and_the_retries_land_exactly_once(
+    own_broker: LocalBroker, settings: Settings
+) -> None:
+    configured = on_own_broker(own_broker, settings)
+    topic = TopicNames(configured.topic_prefix).raw("maileroo")
+    bodies = [b'{"event_type":"delivered","message_id":"outage-%d"}' % n for n in range(3)]
+    async with serving(configured) as client:
+
+        async def post(body: bytes) -> aiohttp.ClientResponse:
+            headers = signed_headers(configured, "maileroo", body)
+            return await client.post("/webhooks/maileroo", data=body, headers=headers)
+
+        async def ready() -> bool:
+            return (await client.get("/readyz")).status == 200
+
+        assert (await post(b'{"before":"outage"}')).status == 200
+        own_broker.stop()
+        refused = await asyncio.gather(*(post(body) for body in bodies))
+        assert [r.status for r in refused] == [503] * len(bodies)
+        assert all(r.headers["Retry-After"] == "5" for r in refused)
+        assert (await refused[0].json())["error"] == "kafka_unavailable"
+
+        own_broker.start()
+        await poll_until(ready, 30, "readiness after the broker restarted")
+        acknowledged = []
+        for body in bodies:  # a provider retries until it gets a 2xx
+            response = await post(body)
+            while response.status == 503:
+                response = await post(body)
+            assert response.status == 200, await response.text()
+            acknowledged.append(response.headers["X-Request-Id"].encode())
+
+    records = read_topic(configured, topic)
+    assert sorted(record.value() for record in records) == sorted([b'{"before":"outage"}', *bodies])
+    assert set(acknowledged) <= {headers_of(r)["mailstream.request_id"] for r in records}
+
+
+# --- Graceful shutdown of `mailstream ingest` -------------------------------------------------
+
+
+@contextlib.contextmanager
+def ingest_process(settings: Settings, port: int, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    env = {
+        **os.environ,
+        "MAILSTREAM_KAFKA_BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+        "MAILSTREAM_TOPIC_PREFIX": settings.topic_prefix,
+        "MAILSTREAM_INGEST_MAILEROO_SECRETS": ",".join(settings.ingest.maileroo.secrets),
+    }
+    with open(log, "wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mailstream.cli", "ingest", "--port", str(port)],
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(10)
+
+
+async def refuses_connections(port: int) -> bool:
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+    except ConnectionRefusedError:
+        return True
+    writer.close()
+    await writer.wait_closed()
+    return False
+
+
+async def test_sigterm_answers_the_request_in_flight_then_exits_0(
+    own_broker: LocalBroker, settings: Settings, tmp_path: Path
+) -> None:
+    configured = on_own_broker(own_broker, settings)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    log = tmp_path / "ingest.log"
+    body, _ = PAYLOADS["maileroo"]
+    headers = signed_headers(configured, "maileroo", body)
+    with ingest_process(configured, port, log) as process:
+        async with aiohttp.ClientSession() as session:
+
+            async def healthy() -> bool:
+                assert process.poll() is None, log.read_text()
+                return not await refuses_connections(port)
+
+            async def awaiting_kafka() -> bool:
+                async with session.get(f"{base}/metrics") as response:
+                    return "mailstream_ingest_produce_in_flight 1\n" in await response.text()
+
+            await poll_until(healthy, 30, "mailstream ingest to listen")
+            with frozen(own_broker):
+                posting = asyncio.ensure_future(
+                    session.post(f"{base}/webhooks/maileroo", data=body, headers=headers)
+                )
+                await poll_until(awaiting_kafka, 10, "the webhook to wait for Kafka")
+                process.send_signal(signal.SIGTERM)
+                await poll_until(lambda: refuses_connections(port), 10, "the listener to close")
+            async with await posting as response:
+                assert response.status == 200, await response.text()
+        assert await asyncio.to_thread(process.wait, 20) == 0, log.read_text()
+
+    [record] = read_topic(configured, TopicNames(configured.topic_prefix).raw("maileroo"))
+    assert record.value() == body
