@@ -39,5 +39,17 @@ def test_help_lists_the_subcommands() -> None:
         [sys.executable, "-m", "mailstream.cli", "--help"], capture_output=True, text=True
     )
     assert result.returncode == 0
-    for command in ("kafka", "topics"):
-        assert command in result.stdout
+    commands = ("kafka", "topics", "worker", "ingest", "normalize", "simulate", "replay", "dlq", "suppress", "demo")
+    for command in commands:
+        assert f"    {command}" in result.stdout, command
+    readme = (ROOT / "README.md").read_text()
+    for command in commands:
+        assert f"`{command}`" in readme, f"README does not list `{command}`"
+
+
+def test_readme_quick_start_has_exactly_the_two_commands_ci_runs() -> None:
+    readme = (ROOT / "README.md").read_text()
+    quick_start = readme.split("## Quick start")[1].split("```bash")[1].split("```")[0]
+    commands = [line.split("#")[0].strip() for line in quick_start.strip().splitlines()]
+    assert commands == ["make demo", "make test"]
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
