@@ -15,6 +15,9 @@ from typing import Any
 from mailstream.codec import AvroCodec
 
 
+REDRIVE_COUNT_HEADER = "mailstream.redrive_count"  # set by `mailstream dlq redrive`
+
+
 @dataclass(frozen=True, slots=True)
 class SourceRecord:
     topic: str
@@ -61,6 +64,6 @@ def dead_letter(
         "error_message": error_message,
         "failed_at": int(time.time() * 1000),
         "provider": provider,
-        "redrive_count": 0,
+        "redrive_count": int(source.header(REDRIVE_COUNT_HEADER) or 0),
     }
     return Output(dead_letter_topic, source.key, codec.encode(record))

@@ -1,0 +1,182 @@
+"""A local, always-current copy of `email.suppressions` for services that send mail."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from mailstream.settings import KafkaSettings, Settings
+from mailstream.topics import TopicNames
+
+if TYPE_CHECKING:
+    from confluent_kafka import Consumer, Message
+
+UNREADABLE_REASON = "UNKNOWN"
+
+
+class SuppressionList:
+    """Follows the compacted suppressions topic and answers "may I mail this address?".
+
+    Reads every partition from the beginning in a background thread (assigned, no consumer
+    group, nothing committed), keeps the latest record per recipient in memory (a tombstone
+    removes it: an operator lifted the suppression) and keeps following, so a new suppression
+    is known within a poll. Reads are thread-safe. A record it cannot decode (a newer schema)
+    still counts as suppressed, with reason UNKNOWN: not mailing is the safe side.
+
+        from streams.suppression_list import SuppressionList
+
+        suppressions = SuppressionList(Settings.from_env())   # or SuppressionList("kafka:9092")
+        suppressions.wait_until_caught_up(timeout=30)          # before the first send
+        for message in outbox:
+            if suppressions.is_suppressed(message.to):
+                log.info("not sending to %s: %s", message.to, suppressions.reason(message.to))
+                continue
+            send(message)
+        suppressions.close()                                   # or use it as a context manager
+    """
+
+    def __init__(
+        self,
+        source: Settings | str,
+        topic: str | None = None,
+        *,
+        registry_url: str | None = None,
+        poll_seconds: float = 0.2,
+    ) -> None:
+        """`source`: the project's Settings (topic prefix, security, registry included) or a
+        bootstrap address for a PLAINTEXT cluster; `topic` overrides `email.suppressions`."""
+        from confluent_kafka import Consumer
+
+        from mailstream.codec import codec_for
+
+        settings = source if isinstance(source, Settings) else Settings(kafka=KafkaSettings(bootstrap_servers=source))
+        self.topic = topic or TopicNames(settings.topic_prefix).suppressions
+        self._codec = codec_for("suppression", registry_url or settings.schema_registry_url)
+        self._poll_seconds = poll_seconds
+        self._consumer: Consumer = Consumer(
+            {
+                **settings.kafka.librdkafka_config(),
+                "group.id": f"suppression-list-{uuid.uuid4().hex}",  # required, never joined
+                "enable.auto.commit": False,
+                "enable.partition.eof": True,
+            }
+        )
+        self._entries: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._caught_up = threading.Event()
+        self._failure: BaseException | None = None
+        self._behind = self._assign_from_beginning()
+        if not self._behind:
+            self._caught_up.set()
+        self._thread = threading.Thread(target=self._follow, name=f"suppression-list {self.topic}", daemon=True)
+        self._thread.start()
+
+    def is_suppressed(self, email: str) -> bool:
+        with self._lock:
+            return normalize(email) in self._entries
+
+    def reason(self, email: str) -> str | None:
+        """SuppressionReason symbol (HARD_BOUNCE, COMPLAINT, MANUAL, ...); None if mailable."""
+        with self._lock:
+            entry = self._entries.get(normalize(email))
+        return None if entry is None else str(entry["reason"])
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+    def wait_until_caught_up(self, timeout: float) -> None:
+        """Return once the topic's end offsets as of the start are read; TimeoutError
+        otherwise, or the error that stopped the reader."""
+        deadline = time.monotonic() + timeout
+        while not self._caught_up.wait(min(0.1, max(0.0, deadline - time.monotonic()))):
+            self._raise_failure()
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"{self.topic}: not caught up within {timeout} s")
+        self._raise_failure()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join()
+
+    def __enter__(self) -> SuppressionList:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def _assign_from_beginning(self) -> dict[int, int]:
+        """Assign every partition at its start; returns partition -> end offset still to read."""
+        from confluent_kafka import OFFSET_BEGINNING, KafkaException, TopicPartition
+
+        metadata = self._consumer.list_topics(self.topic, timeout=15).topics[self.topic]
+        if metadata.error is not None:
+            self._consumer.close()
+            raise KafkaException(metadata.error)
+        behind = {}
+        for partition in metadata.partitions:
+            low, high = self._consumer.get_watermark_offsets(TopicPartition(self.topic, partition), timeout=15)
+            if low < high:
+                behind[partition] = high
+        self._consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in metadata.partitions])
+        return behind
+
+    def _follow(self) -> None:
+        try:
+            while not self._stop.is_set():
+                for message in self._consumer.consume(500, timeout=self._poll_seconds):
+                    self._apply(message)
+        except BaseException as error:  # noqa: BLE001 - handed to the caller's thread
+            self._failure = error
+        finally:
+            self._consumer.close()
+
+    def _apply(self, message: Message) -> None:
+        from confluent_kafka import KafkaError, KafkaException
+
+        error = message.error()
+        if error is not None and error.fatal():
+            raise KafkaException(error)  # other errors are transient: librdkafka retries
+        if error is None:
+            self._store(message.key(), message.value())
+        reached_end = error is not None and error.code() == KafkaError._PARTITION_EOF
+        partition = message.partition() or 0
+        if partition in self._behind and (reached_end or (message.offset() or 0) >= self._behind[partition] - 1):
+            del self._behind[partition]
+            if not self._behind:
+                self._caught_up.set()
+
+    def _store(self, key: bytes | None, value: bytes | None) -> None:
+        if key is None:
+            return
+        recipient = normalize(key.decode(errors="replace"))
+        entry = None if value is None else self._decode(value)
+        with self._lock:
+            if entry is None:
+                self._entries.pop(recipient, None)
+            else:
+                self._entries[recipient] = entry
+
+    def _decode(self, value: bytes) -> dict[str, Any]:
+        from mailstream.errors import MailstreamError
+
+        try:
+            return self._codec.decode(value)
+        except MailstreamError:
+            return {"reason": UNREADABLE_REASON}
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+
+
+def normalize(email: str) -> str:
+    """Addresses as the pipeline keys them: trimmed and lower-cased."""
+    return email.strip().lower()
