@@ -112,3 +112,19 @@ def test_new_fields_have_defaults(name: str, version: int, old: dict[str, Any]) 
         if field["name"] not in old_fields:
             new_field = f"{name}.{field['name']}"
             assert "default" in field, f"{new_field} is new since v{version}: add a default"
+
+
+def test_the_schema_readme_documents_every_field_of_every_schema() -> None:
+    from pathlib import Path
+
+    from schemas import load_schema
+
+    folder = Path(__file__).resolve().parents[2] / "schemas"
+    readme = (folder / "README.md").read_text()
+    for path in sorted(folder.glob("*.avsc")):
+        schema = load_schema(path.stem)
+        section = readme.split(f"## {schema['name']} (`{path.name}`")
+        assert len(section) == 2, f"schemas/README.md has no section for {path.name}"
+        table = section[1].split("\n## ")[0]
+        for field in schema["fields"]:
+            assert f"| `{field['name']}` |" in table, f"{path.name}: field {field['name']} undocumented"
