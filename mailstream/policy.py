@@ -190,7 +190,7 @@ def _regexes(key: str, value: Any) -> tuple[str, ...]:
         try:
             re.compile(pattern)
         except re.error as exc:
-            raise PolicyError(f"{key}: {pattern!r} is not a valid regular expression: {exc}")
+            raise PolicyError(f"{key}: {pattern!r} is not a valid regular expression: {exc}") from None
     return patterns
 
 

@@ -38,6 +38,7 @@ import orjson
 from mailstream.errors import MailstreamError
 from mailstream.events import format_timestamp_ms
 from mailstream.settings import Settings
+from mailstream.text import render_table
 from mailstream.topics import TopicNames, TopicSpec
 from streams.normalize import RECEIVED_AT_HEADER
 from streams.records import REDRIVE_COUNT_HEADER
@@ -220,12 +221,6 @@ def list_row(letter: DeadLetter, ledger: Mapping[str, Any]) -> list[str]:
         printable(f"{redriven['redriven_to']} by {redriven['actor']}", 50) if redriven else "-",
         preview(record["payload"]),
     ]
-
-
-def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(cell) for cell in column) for column in zip(headers, *rows, strict=False)]
-    lines = [headers, ["-" * width for width in widths], *rows]
-    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in lines)
 
 
 # --- Kafka -------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from mailstream.codec import codec_for
 from mailstream.generate import HUMAN_AGENT, PROXY_AGENT, inboxroad, mailbot, maileroo
 from mailstream.recipient import RecipientState
 from mailstream.settings import KafkaSettings, Settings
+from mailstream.text import render_table
 from mailstream.topics import TopicNames
 from streams.processes import service, settings_env
 from streams.reader import Records, latest_by_key, read_until
@@ -224,12 +225,7 @@ def _dead_letters(settings: Settings) -> list[dict[str, Any]]:
 
 
 def _print_table(title: str, columns: tuple[str, ...], rows: Any) -> None:
-    rows = sorted(rows, key=lambda row: str(row["recipient"]))
-    widths = [max(len(column), *(len(str(row.get(column))) for row in rows)) for column in columns]
+    ordered = sorted(rows, key=lambda row: str(row["recipient"]))
     print(f"\n{title}")
-    print("  ".join(column.ljust(width) for column, width in zip(columns, widths, strict=True)))
-    print("  ".join("-" * width for width in widths))
-    for row in rows:
-        print("  ".join(str(row.get(column)).ljust(width) for column, width in zip(columns, widths, strict=True)))
+    print(render_table(columns, [[str(row.get(column)) for column in columns] for row in ordered]))
     print()
-

@@ -28,7 +28,7 @@ class Histogram:
     def render(self, name: str) -> list[str]:
         lines = []
         cumulative = 0
-        for bound, count in zip((*map(repr, self.bounds), "+Inf"), self.counts):
+        for bound, count in zip((*map(repr, self.bounds), "+Inf"), self.counts, strict=True):
             cumulative += count
             lines.append(f'{name}_bucket{{le="{bound}"}} {cumulative}')
         lines.append(f"{name}_sum {self.total!r}")
