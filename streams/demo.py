@@ -34,7 +34,7 @@ SECRETS = {"mailbot": "demo-mailbot-secret", "maileroo": "demo-maileroo-secret",
 RULES_SHOWN = {
     "alice@example.com": "mailbot: 1st open +5, 3rd open +10, click +15, reply +30",
     "bob@example.com": "Inboxroad bad-mailbox bounce: HARD, suppressed at once",
-    "carol@example.com": "Maileroo 452 4.2.2 mailbox full x5: SOFT, the 5th suppresses",
+    "carol@example.com": "Maileroo 452 4.2.2 mailbox full x5 (one batch): SOFT, the 5th suppresses",
     "dave@example.com": "Inboxroad complaint (f): suppressed",
     "erin@example.com": "click on an unsubscribe link: suppressed, scores nothing",
     "frank@example.com": "open 2 s after delivery is a machine's; the later one counts",
@@ -76,7 +76,10 @@ def story() -> list[dict[str, Any]]:
     payloads = [
         *(("mailbot", p) for p in alice),
         ("inboxroad", inboxroad("b", "bob@example.com", "b1@demo", at(1), bounce=0)),
-        *(("maileroo", p) for p in carol),
+        # One batch body: Maileroo may post several events at once. Five separate webhooks of
+        # five messages would sit on different raw partitions, and the order of the bounces
+        # (which one is the 5th) would depend on how the worker interleaves partitions.
+        ("maileroo", carol),
         ("inboxroad", inboxroad("d", "dave@example.com", "d1@demo", at(2))),
         ("inboxroad", inboxroad("f", "dave@example.com", "d1@demo", at(50))),
         *(("maileroo", p) for p in erin),
