@@ -35,5 +35,8 @@ def run(args: argparse.Namespace) -> int:
     create_topics(settings, topic_specs(settings, PROVIDERS))
     app = create_app(settings, load_policy(settings.policy_file), web_enabled=not args.without_web)
     worker = faust.Worker(app, loglevel=args.loglevel)
+    # At WARNING and above Faust's terminal spinner sets the root logger to DEBUG so that every
+    # log record spins it: every debug call of aiokafka and Faust then builds a LogRecord.
+    worker.spinner = None
     worker.execute_from_commandline()
     return 0
