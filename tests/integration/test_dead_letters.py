@@ -4,23 +4,19 @@ the fix, processed, recorded in the ledger, and not sent a second time."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import orjson
 import pytest
 from confluent_kafka import Producer
 
-from connectors.registry import PROVIDERS
 from mailstream.cli import main
 from mailstream.codec import codec_for
 from mailstream.generate import maileroo
 from mailstream.settings import Settings
-from mailstream.topics import TopicNames, create_topics, topic_specs
+from mailstream.topics import TopicNames
 from streams.dead_letters import REDRIVE_COUNT_HEADER, REDRIVEN_FROM_HEADER, redrive_topic
-from streams.processes import settings_env
 from streams.reader import latest_by_key, read_until
-from tests.integration.harness import running_worker, send_envelopes
+from tests.integration.harness import send_envelopes
 
 pytestmark = pytest.mark.kafka
 
@@ -29,20 +25,6 @@ STATE = codec_for("recipient_state")
 T0 = 1_700_000_000_000
 
 
-@pytest.fixture
-def names(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> TopicNames:
-    create_topics(settings, topic_specs(settings, PROVIDERS))
-    for name, value in settings_env(settings).items():
-        if name.startswith("MAILSTREAM_"):
-            monkeypatch.setenv(name, value)
-    return TopicNames(settings.topic_prefix)
-
-
-@pytest.fixture
-def worker(settings: Settings, names: TopicNames, tmp_path: Path) -> Iterator[None]:
-    with running_worker(settings, tmp_path / "worker.log") as process:
-        yield
-        assert process.poll() is None, (tmp_path / "worker.log").read_text()[-3000:]
 
 
 def dlq(capsys: pytest.CaptureFixture[str], *arguments: str) -> tuple[int, str]:

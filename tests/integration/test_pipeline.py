@@ -3,21 +3,18 @@ suppressions out, checked against the offline twin (`mailstream simulate`)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from connectors.registry import PROVIDERS
 from mailstream.codec import codec_for
 from mailstream.generate import HUMAN_AGENT, campaign_rounds, inboxroad, mailbot, maileroo
 from mailstream.policy import default_policy
 from mailstream.recipient import RecipientState
 from mailstream.settings import Settings
 from mailstream.simulate import simulate
-from mailstream.topics import TopicNames, create_topics, topic_specs
+from mailstream.topics import TopicNames
 from streams.reader import latest_by_key, read_until
-from tests.integration.harness import running_worker, send_envelopes
+from tests.integration.harness import send_envelopes
 
 pytestmark = pytest.mark.kafka
 
@@ -28,17 +25,6 @@ SUPPRESSION = codec_for("suppression")
 DEAD_LETTER = codec_for("dead_letter")
 
 
-@pytest.fixture
-def names(settings: Settings) -> TopicNames:
-    create_topics(settings, topic_specs(settings, PROVIDERS))
-    return TopicNames(settings.topic_prefix)
-
-
-@pytest.fixture
-def worker(settings: Settings, names: TopicNames, tmp_path: Path) -> Iterator[None]:
-    with running_worker(settings, tmp_path / "worker.log") as process:
-        yield
-        assert process.poll() is None, (tmp_path / "worker.log").read_text()[-3000:]
 
 
 def states_of(records: list[tuple[bytes | None, bytes | None]]) -> dict[str, RecipientState]:

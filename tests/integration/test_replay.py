@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from connectors.registry import PROVIDERS
 from mailstream.cli import main
 from mailstream.codec import codec_for
 from mailstream.generate import campaign_rounds
@@ -19,8 +18,7 @@ from mailstream.policy import default_policy
 from mailstream.recipient import RecipientState, suppression_record
 from mailstream.settings import Settings
 from mailstream.simulate import simulate
-from mailstream.topics import TopicNames, create_topics, topic_specs
-from streams.processes import settings_env
+from mailstream.topics import TopicNames
 from streams.reader import latest_by_key, read_until
 from streams.replay import read_to_end
 from tests.integration.harness import running_worker, send_envelopes
@@ -42,14 +40,6 @@ class Live:
     states: dict[str, dict]
     suppressions: dict[str, dict]
 
-
-@pytest.fixture
-def names(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> TopicNames:
-    create_topics(settings, topic_specs(settings, PROVIDERS))
-    for name, value in settings_env(settings).items():
-        if name.startswith("MAILSTREAM_"):
-            monkeypatch.setenv(name, value)
-    return TopicNames(settings.topic_prefix)
 
 
 @pytest.fixture
