@@ -9,7 +9,9 @@ redelivered after a crash changes nothing the second time.
 from __future__ import annotations
 
 import enum
+import getpass
 import re
+import socket
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -75,6 +77,11 @@ class OperatorCommand:
             force=bool(record.get("force")),
             command_id=record["command_id"],
         )
+
+
+def default_actor() -> str:
+    """Who runs an operator command when nobody says: user@host."""
+    return f"{getpass.getuser()}@{socket.gethostname()}"
 
 
 def normalize_address(text: str) -> str:

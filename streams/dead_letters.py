@@ -25,8 +25,6 @@ source record once (the newest dead letter's copy) and records all of them.
 from __future__ import annotations
 
 import argparse
-import getpass
-import socket
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -35,6 +33,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import orjson
 
+from mailstream.commands import default_actor
 from mailstream.errors import MailstreamError
 from mailstream.events import format_timestamp_ms
 from mailstream.settings import Settings
@@ -364,7 +363,7 @@ def run_redrive(args: argparse.Namespace) -> int:
             print(f"would redrive {letter.coordinates} ({letter.kind}) -> {topic}:{partition}")
         failures = 0
     else:
-        failures = send(settings, redrives, args.actor or f"{getpass.getuser()}@{socket.gethostname()}", sys.stdout)
+        failures = send(settings, redrives, args.actor or default_actor(), sys.stdout)
     answered = sum(len(redrive.answers_for) for redrive in redrives)
     verb = "would redrive" if args.dry_run else "redriven"
     print(

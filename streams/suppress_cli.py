@@ -9,8 +9,6 @@ letter of kind command_refused, e.g. lifting a COMPLAINT without --force).
 from __future__ import annotations
 
 import argparse
-import getpass
-import socket
 import sys
 import time
 import uuid
@@ -42,13 +40,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     remove.add_argument("email")
     remove.add_argument("--force", action="store_true", help="needed to lift a COMPLAINT")
     for sub in (add, remove):
-        sub.add_argument("--actor", default=f"{getpass.getuser()}@{socket.gethostname()}")
+        sub.add_argument("--actor", help="who makes the change (default: user@host)")
         sub.add_argument("--wait", type=float, default=30.0, help="seconds to wait for the worker (0: do not wait)")
         sub.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from mailstream.commands import CommandAction, CommandError, OperatorCommand, normalize_address, parse_reason
+    from mailstream.commands import (
+        CommandAction,
+        CommandError,
+        OperatorCommand,
+        default_actor,
+        normalize_address,
+        parse_reason,
+    )
 
     try:
         recipient = normalize_address(args.email)
@@ -59,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     command = OperatorCommand(
         action=CommandAction.SUPPRESS if args.action == "add" else CommandAction.LIFT,
         recipient=recipient,
-        actor=args.actor,
+        actor=args.actor or default_actor(),
         requested_at=int(time.time() * 1000),
         reason=reason,
         note=getattr(args, "note", None),
