@@ -447,7 +447,8 @@ def ingest_process(settings: Settings, port: int, log: Path) -> Iterator[subproc
 async def refuses_connections(port: int) -> bool:
     try:
         _, writer = await asyncio.open_connection("127.0.0.1", port)
-    except ConnectionRefusedError:
+    except (ConnectionRefusedError, ConnectionResetError):
+        # A reset during the handshake means the listener closed with our SYN in its backlog.
         return True
     writer.close()
     await writer.wait_closed()
