@@ -69,9 +69,12 @@ def create_app(settings: Settings, policy: Policy, *, web_enabled: bool = True) 
         command_codec,
         dead_letter_codec,
     )
+    # key_type=bytes on the table itself: its store encodes keys with the table's own key type
+    # and serializer (json by default), not the schema's; without it, keys restored from the
+    # changelog did not match live keys after a restart (tests/reliability found it).
     table_schema = faust.Schema(key_type=bytes, key_serializer="raw", value_serializer="json")
-    messages = app.Table("messages", schema=table_schema, partitions=settings.partitions)
-    recipients = app.Table("recipients", schema=table_schema, partitions=settings.partitions)
+    messages = app.Table("messages", key_type=bytes, schema=table_schema, partitions=settings.partitions)
+    recipients = app.Table("recipients", key_type=bytes, schema=table_schema, partitions=settings.partitions)
     outputs = {
         name: app.topic(name, **RAW)
         for name in (
@@ -94,6 +97,19 @@ def create_app(settings: Settings, policy: Policy, *, web_enabled: bool = True) 
     async def state(stream: faust.StreamT) -> None:
         async for event in stream.events():
             await publish(keeper.process(source_record(event.message), recipients))
+
+    sources = {*(names.raw(p) for p in PROVIDERS), names.events, names.commands}
+
+    @app.on_rebalance_complete.connect
+    async def rewind_partitions_never_committed(sender: faust.App, **_: Any) -> None:
+        """Faust drops what was fetched during a rebalance and seeks back to the committed
+        offsets; a partition without one (its owner died before its first commit) would stay
+        where the drop left it, past records nobody processed. Start those from the beginning."""
+        consumer = sender.consumer
+        committed = await consumer.seek_to_committed()
+        for tp, offset in committed.items():
+            if offset is None and tp.topic in sources:
+                await consumer.seek(tp, 0)
 
     add_queries(app, recipients, settings.web_token)
     if settings.sweep_interval_seconds > 0:
