@@ -18,6 +18,9 @@ from mailstream.codec import AvroCodec
 REDRIVE_COUNT_HEADER = "mailstream.redrive_count"  # set by `mailstream dlq redrive`
 
 
+MAX_DEAD_LETTER_PAYLOAD = 512 * 1024  # Kafka's default record limit is 1 MiB
+
+
 @dataclass(frozen=True, slots=True)
 class SourceRecord:
     topic: str
@@ -51,14 +54,23 @@ def dead_letter(
     error_message: str,
     provider: str | None,
 ) -> Output:
-    """The record of one input that could not be processed, with its cause and coordinates."""
+    """The record of one input that could not be processed, with its cause and coordinates.
+    A payload over MAX_DEAD_LETTER_PAYLOAD is cut (the message says so): the whole record stays
+    at its coordinates, and the dead letter must fit in a Kafka record itself."""
+    payload = source.value if source.value is not None else b""
+    if len(payload) > MAX_DEAD_LETTER_PAYLOAD:
+        error_message += (
+            f" (payload cut to its first {MAX_DEAD_LETTER_PAYLOAD} of {len(payload)} bytes; the whole "
+            f"record is {source.topic} partition {source.partition} offset {source.offset})"
+        )
+        payload = payload[:MAX_DEAD_LETTER_PAYLOAD]
     record: dict[str, Any] = {
         "source_topic": source.topic,
         "source_partition": source.partition,
         "source_offset": source.offset,
         "source_timestamp": source.timestamp,
         "key": source.key,
-        "payload": source.value if source.value is not None else b"",
+        "payload": payload,
         "headers": {name: value or b"" for name, value in source.headers},
         "error_kind": error_kind,
         "error_message": error_message,
