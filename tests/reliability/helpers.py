@@ -1,0 +1,311 @@
+"""What the reliability tests share: worker processes that can be killed and restarted, progress
+on topics, producing with coordinates, and the comparison of the published state with the
+offline twin (`mailstream simulate`).
+
+Workers run with a 6 s Kafka session timeout (the broker's minimum; Faust's default is 60 s):
+after a SIGKILL the dead member leaves the group that much sooner, so a restarted or surviving
+worker gets its partitions in seconds. Faust reads these settings from the environment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import orjson
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient
+
+from connectors.registry import PROVIDERS, get_provider
+from mailstream.codec import codec_for
+from mailstream.generate import Envelope
+from mailstream.policy import default_policy
+from mailstream.recipient import RecipientState
+from mailstream.settings import Settings
+from mailstream.simulate import simulate
+from mailstream.topics import TopicNames
+from streams.processes import kill, service, settings_env
+from streams.reader import Records, end_offsets, latest_by_key, read_until
+
+FAST_FAILOVER = {"BROKER_SESSION_TIMEOUT": "6", "BROKER_HEARTBEAT_INTERVAL": "1"}
+STATE_CODEC = codec_for("recipient_state")
+DEAD_LETTER_CODEC = codec_for("dead_letter")
+States = dict[str, dict]
+LEADERLESS = {
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+    KafkaError._TRANSPORT,
+    KafkaError._TIMED_OUT,
+}
+
+
+# --- Worker processes -------------------------------------------------------------------------
+
+
+class Workers:
+    """`mailstream worker` processes by name (web off, own data directory each); every process
+    started is stopped (SIGTERM, then SIGKILL) when the test ends."""
+
+    def __init__(self, directory: Path) -> None:
+        self._directory = directory
+        self._stack = contextlib.ExitStack()
+        self._processes: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str, settings: Settings) -> subprocess.Popen[bytes]:
+        own = replace(settings, data_dir=self._directory / name / "data")
+        environment = settings_env(own) | FAST_FAILOVER
+        arguments = ["worker", "--without-web", "--loglevel", "info"]
+        process = self._stack.enter_context(service(arguments, environment, self.log(name)))
+        self._processes[name] = process
+        return process
+
+    def kill(self, name: str) -> None:
+        """SIGKILL, as a crash would; the worker must have been running until then."""
+        self.assert_alive(name)
+        kill(self._processes[name])
+
+    def assert_alive(self, name: str) -> None:
+        assert self._processes[name].poll() is None, f"worker {name} died:\n{self.log_tail(name)}"
+
+    def log(self, name: str) -> Path:
+        (self._directory / name).mkdir(parents=True, exist_ok=True)
+        return self._directory / name / "worker.log"
+
+    def log_tail(self, name: str, characters: int = 4000) -> str:
+        return self.log(name).read_text(errors="replace")[-characters:]
+
+    def log_tails(self, characters: int = 1500) -> str:
+        return "\n".join(f"--- worker {name}:\n{self.log_tail(name, characters)}" for name in self._processes)
+
+    def close(self) -> None:
+        self._stack.close()
+
+
+# --- Progress on topics -----------------------------------------------------------------------
+
+
+class Offsets:
+    """How many records a topic holds (the sum of its high watermarks), polled cheaply with one
+    long-lived client."""
+
+    def __init__(self, settings: Settings) -> None:
+        config = {**settings.kafka.librdkafka_config(), "group.id": f"offsets-{uuid.uuid4().hex}"}
+        self._consumer = Consumer(config)
+
+    def total(self, topic: str, timeout: float = 10) -> int:
+        """Retries while the partitions have no leader yet (a topic just created, a broker
+        just restarted)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                partitions = self._consumer.list_topics(topic, timeout=10).topics[topic].partitions
+                return sum(
+                    self._consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                    for p in partitions
+                )
+            except KafkaException as error:
+                if error.args[0].code() not in LEADERLESS or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
+    def wait_until(self, topic: str, count: int, timeout: float, check: Callable[[], None]) -> int:
+        """Poll until `topic` holds `count` records (calling `check`, which may raise, between
+        polls); returns the count reached."""
+        deadline = time.monotonic() + timeout
+        while (total := self.total(topic)) < count:
+            check()
+            assert time.monotonic() < deadline, f"{topic}: {total}/{count} records after {timeout}s"
+            time.sleep(0.02)
+        return total
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+def group_assignment(settings: Settings) -> dict[str, set[tuple[str, int]]]:
+    """member id -> the (topic, partition)s it owns, as the group coordinator describes it."""
+    admin = AdminClient(settings.kafka.librdkafka_config())
+    future = admin.describe_consumer_groups([settings.app_id])[settings.app_id]
+    description = future.result(timeout=10)
+    return {
+        member.member_id: {(tp.topic, tp.partition) for tp in member.assignment.topic_partitions}
+        for member in description.members
+    }
+
+
+def wait_for_members(settings: Settings, count: int, timeout: float, check: Callable[[], None]) -> dict[str, set[tuple[str, int]]]:
+    """Poll the group until `count` members each own partitions of the events topic."""
+    events = TopicNames(settings.topic_prefix).events
+    deadline = time.monotonic() + timeout
+    while True:
+        assignment = group_assignment(settings)
+        owners = [m for m, tps in assignment.items() if any(topic == events for topic, _ in tps)]
+        if len(assignment) == count and len(owners) == count:
+            return assignment
+        check()
+        assert time.monotonic() < deadline, f"group {settings.app_id}: {assignment} after {timeout}s"
+        time.sleep(0.2)
+
+
+
+def wait_for_commits(settings: Settings, timeout: float, check: Callable[[], None]) -> None:
+    """Poll until the group's committed offsets reach the end of every source partition: all
+    that was read is committed, so a crash from now on must be recovered from the changelogs,
+    not by reading the sources again from the start."""
+    names = TopicNames(settings.topic_prefix)
+    topics = [names.events, *(names.raw(provider) for provider in PROVIDERS)]
+    config = {**settings.kafka.librdkafka_config(), "group.id": settings.app_id, "enable.auto.commit": False}
+    consumer = Consumer(config)  # never subscribes: reads the group's offsets without joining it
+    try:
+        partitions = [TopicPartition(topic, p) for topic in topics for p in range(settings.partitions)]
+        deadline = time.monotonic() + timeout
+        while True:
+            ends = {(tp.topic, tp.partition): consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in partitions}
+            committed = consumer.committed(partitions, timeout=10)
+            behind = {
+                (tp.topic, tp.partition): (tp.offset, ends[tp.topic, tp.partition])
+                for tp in committed
+                if ends[tp.topic, tp.partition] > max(tp.offset, 0)
+            }
+            if not behind:
+                return
+            check()
+            assert time.monotonic() < deadline, f"not committed after {timeout}s (committed, end): {behind}"
+            time.sleep(0.2)
+    finally:
+        consumer.close()
+
+# --- Producing --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RawRecord:
+    topic: str
+    key: bytes | None
+    value: bytes | None
+
+
+Coordinates = tuple[str, int, int]  # topic, partition, offset
+
+
+def raw_record(names: TopicNames, envelope: Envelope) -> RawRecord:
+    """A webhook as the ingest lands it: the body on its provider's raw topic, keyed by message id."""
+    payload = envelope["payload"]
+    body = payload if isinstance(payload, bytes) else orjson.dumps(payload)
+    provider = envelope["provider"]
+    return RawRecord(names.raw(provider), get_provider(provider).message_key(body), body)
+
+
+def produce_in_order(settings: Settings, records: Sequence[RawRecord]) -> list[Coordinates]:
+    """Produce `records` in order with one idempotent producer; their coordinates, in order.
+    Records up to the broker's 1 MiB limit are allowed (librdkafka's own default is 1 MB)."""
+    producer = Producer(
+        {**settings.kafka.librdkafka_config(), "enable.idempotence": True, "message.max.bytes": 2**21}
+    )
+    coordinates: list[Coordinates | None] = [None] * len(records)
+
+    def delivered(index: int) -> Callable[[KafkaError | None, Message], None]:
+        def report(error: KafkaError | None, message: Message) -> None:
+            assert error is None, f"record {index} was not delivered: {error}"
+            coordinates[index] = (message.topic(), message.partition(), message.offset())
+
+        return report
+
+    for index, record in enumerate(records):
+        producer.produce(record.topic, record.value, record.key, on_delivery=delivered(index))
+        producer.poll(0)
+    assert producer.flush(30) == 0, "records left undelivered"
+    return [c for c in coordinates if c is not None]
+
+
+# --- The oracle -------------------------------------------------------------------------------
+
+
+def expected_states(envelopes: Sequence[Envelope]) -> States:
+    """What `mailstream simulate` computes from `envelopes`: each recipient's published record."""
+    return {recipient: state.to_record() for recipient, state in simulate(envelopes, default_policy()).items()}
+
+
+def published_states(records: Records) -> States:
+    """The latest record per recipient on email.recipient-state, decoded."""
+    return {
+        key.decode(): RecipientState.from_record(STATE_CODEC.decode(value)).to_record()
+        for key, value in latest_by_key(records).items()
+        if value is not None
+    }
+
+
+def wait_for_oracle(
+    settings: Settings, expected: States, timeout: float, context: str, logs: Callable[[], str] = str
+) -> None:
+    """Read email.recipient-state until its latest records equal `expected`; at the deadline,
+    fail with what differs (and the `logs()` of the processes involved)."""
+    topic = TopicNames(settings.topic_prefix).recipient_state
+    try:
+        read_until(settings, topic, lambda records: published_states(records) == expected, timeout)
+    except TimeoutError:
+        total = end_offsets(settings, topic)
+        published = published_states(read_until(settings, topic, lambda records: len(records) >= total, 30))
+        raise AssertionError(f"{context}: {difference(published, expected)}\n{logs()}") from None
+
+
+def difference(published: States, expected: States, shown: int = 3) -> str:
+    missing = sorted(expected.keys() - published.keys())
+    unexpected = sorted(published.keys() - expected.keys())
+    differing = sorted(r for r in expected.keys() & published.keys() if expected[r] != published[r])
+    summary = (
+        f"{len(missing)} recipients missing {missing[:shown]}, {len(unexpected)} unexpected "
+        f"{unexpected[:shown]}, {len(differing)} differ from the oracle"
+    )
+    lines = [summary]
+    for recipient in differing[:shown]:
+        fields = {
+            name: (published[recipient].get(name), value)
+            for name, value in expected[recipient].items()
+            if published[recipient].get(name) != value
+        }
+        lines.append(f"  {recipient}: (published, expected) {fields}")
+    return "\n".join(lines)
+
+
+# --- Streams ----------------------------------------------------------------------------------
+
+
+def late_deliveries(envelopes: Sequence[Envelope], rng: random.Random, share: float = 0.2) -> list[Envelope]:
+    """`envelopes` with the first event of a `share` of the messages (its delivery, which names
+    the recipient) moved behind the message's other events: opens and clicks that name no
+    recipient then wait in the message table until it arrives, and are released by it."""
+    messages: dict[tuple[str, bytes | None], list[Envelope]] = {}
+    for envelope in envelopes:
+        body = orjson.dumps(envelope["payload"])
+        key = (envelope["provider"], get_provider(envelope["provider"]).message_key(body))
+        messages.setdefault(key, []).append(envelope)
+    arranged: list[Envelope] = []
+    for events in messages.values():
+        if len(events) > 1 and rng.random() < share:
+            events = [*events[1:], events[0]]
+        arranged.extend(events)
+    return arranged
+
+
+@contextlib.contextmanager
+def offsets_of(settings: Settings) -> Iterator[Offsets]:
+    offsets = Offsets(settings)
+    try:
+        yield offsets
+    finally:
+        offsets.close()
