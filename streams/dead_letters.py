@@ -8,7 +8,8 @@ it was redriven, and a preview of the payload (control characters and binary mad
 with its original key and headers plus `mailstream.redrive_count` (one more than before) and
 `mailstream.redriven_from` (`<dlq topic>:<partition>:<offset>`). A webhook body whose
 `mailstream.received_at` header is missing gets one with the original record's timestamp, so
-the normalizer sees the same receive time as the first time.
+the normalizer sees the same receive time as the first time. A dead letter whose payload was
+cut (over 512 KiB) is not redriven: the cut copy is not the record.
 
 The ledger. Every redrive is recorded on the compacted topic `email.events.dlq.redrives`
 (`redrive_topic_spec`), keyed by the dead letter's `<partition>:<offset>`, valued with JSON:
@@ -40,7 +41,7 @@ from mailstream.settings import Settings
 from mailstream.text import render_table
 from mailstream.topics import TopicNames, TopicSpec
 from streams.normalize import RECEIVED_AT_HEADER
-from streams.records import REDRIVE_COUNT_HEADER
+from streams.records import REDRIVE_COUNT_HEADER, payload_was_cut
 from streams.replay import read_to_end, time_argument
 
 if TYPE_CHECKING:
@@ -135,18 +136,21 @@ def select(dead_letters: Iterable[DeadLetter], since_ms: int | None, kinds: set[
 
 def plan_redrives(
     selected: Sequence[DeadLetter], ledger: Mapping[str, Any], again: bool
-) -> tuple[list[Redrive], list[DeadLetter]]:
-    """(what to send, one per source record; the dead letters skipped as already redriven)."""
-    skipped = [letter for letter in selected if not again and letter.ledger_key in ledger]
+) -> tuple[list[Redrive], list[DeadLetter], list[DeadLetter]]:
+    """(what to send, one per source record; the dead letters skipped as already redriven;
+    those whose payload was cut, never sent: the cut copy is not the record)."""
+    cut = [letter for letter in selected if payload_was_cut(letter.record)]
+    sendable = [letter for letter in selected if not payload_was_cut(letter.record)]
+    skipped = [letter for letter in sendable if not again and letter.ledger_key in ledger]
     by_source: dict[tuple[str, int, int], list[DeadLetter]] = {}
-    for letter in selected:
+    for letter in sendable:
         if again or letter.ledger_key not in ledger:
             by_source.setdefault(letter.source, []).append(letter)
     redrives = [
         Redrive(max(group, key=lambda letter: (letter.partition, letter.offset)), tuple(group))
         for group in by_source.values()
     ]
-    return redrives, skipped
+    return redrives, skipped, cut
 
 
 def redrive_count(record: Mapping[str, Any]) -> int:
@@ -355,7 +359,13 @@ def run_redrive(args: argparse.Namespace) -> int:
     if selected is None:
         return 2
     ledger = load_ledger(settings, redrive_topic(TopicNames(settings.topic_prefix)))
-    redrives, skipped = plan_redrives(selected, ledger, args.again)
+    redrives, skipped, cut = plan_redrives(selected, ledger, args.again)
+    for letter in cut:
+        topic, partition, offset = letter.source
+        print(
+            f"not redriving {letter.coordinates}: its payload was cut; the whole record is "
+            f"{topic}:{partition}:{offset}"
+        )
     if args.dry_run:
         for redrive in redrives:
             letter = redrive.dead_letter
@@ -368,7 +378,8 @@ def run_redrive(args: argparse.Namespace) -> int:
     verb = "would redrive" if args.dry_run else "redriven"
     print(
         f"{verb} {len(redrives) - failures} source record(s) for {answered} dead letter(s); "
-        f"{len(skipped)} skipped as redriven before (--again sends them again)"
+        f"{len(skipped)} skipped as redriven before (--again sends them again); "
+        f"{len(cut)} not redriven (payload cut)"
     )
     return 1 if failures else 0
 

@@ -19,6 +19,7 @@ REDRIVE_COUNT_HEADER = "mailstream.redrive_count"  # set by `mailstream dlq redr
 
 
 MAX_DEAD_LETTER_PAYLOAD = 512 * 1024  # Kafka's default record limit is 1 MiB
+PAYLOAD_CUT_NOTE = "payload cut to its first"
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +61,7 @@ def dead_letter(
     payload = source.value if source.value is not None else b""
     if len(payload) > MAX_DEAD_LETTER_PAYLOAD:
         error_message += (
-            f" (payload cut to its first {MAX_DEAD_LETTER_PAYLOAD} of {len(payload)} bytes; the whole "
+            f" ({PAYLOAD_CUT_NOTE} {MAX_DEAD_LETTER_PAYLOAD} of {len(payload)} bytes; the whole "
             f"record is {source.topic} partition {source.partition} offset {source.offset})"
         )
         payload = payload[:MAX_DEAD_LETTER_PAYLOAD]
@@ -79,3 +80,11 @@ def dead_letter(
         "redrive_count": int(source.header(REDRIVE_COUNT_HEADER) or 0),
     }
     return Output(dead_letter_topic, source.key, codec.encode(record))
+
+
+def payload_was_cut(dead_letter_record: dict[str, Any]) -> bool:
+    """Whether `dead_letter` kept only the start of its source record's payload."""
+    return (
+        len(dead_letter_record["payload"]) == MAX_DEAD_LETTER_PAYLOAD
+        and PAYLOAD_CUT_NOTE in dead_letter_record["error_message"]
+    )

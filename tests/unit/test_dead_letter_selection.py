@@ -19,7 +19,9 @@ from streams.dead_letters import (
     split_kinds,
     unknown_kinds,
 )
+from mailstream.codec import codec_for
 from streams.normalize import RECEIVED_AT_HEADER
+from streams.records import MAX_DEAD_LETTER_PAYLOAD, SourceRecord, dead_letter
 
 T0 = 1_700_000_000_000
 
@@ -61,13 +63,23 @@ def test_a_kind_is_known_when_the_pipeline_writes_it_or_the_dlq_holds_it() -> No
 def test_redrive_plan_skips_the_ledger_and_sends_each_source_record_once() -> None:
     replayed_twice = [letter(1, source_offset=7), letter(4, source_offset=7)]
     letters = [*replayed_twice, letter(2), letter(3)]
-    redrives, skipped = plan_redrives(letters, {"0:3": {"actor": "ann"}}, again=False)
+    redrives, skipped, cut = plan_redrives(letters, {"0:3": {"actor": "ann"}}, again=False)
     assert [r.dead_letter.offset for r in redrives] == [4, 2]
     assert [d.offset for d in redrives[0].answers_for] == [1, 4]
     assert [d.offset for d in skipped] == [3]
-    redrives, skipped = plan_redrives(letters, {"0:3": {}}, again=True)
+    assert cut == []
+    redrives, skipped, _ = plan_redrives(letters, {"0:3": {}}, again=True)
     assert [r.dead_letter.offset for r in redrives] == [4, 2, 3]
     assert skipped == []
+
+
+def test_a_dead_letter_whose_payload_was_cut_is_never_redriven() -> None:
+    source = SourceRecord("email.raw.maileroo", 1, 9, T0, b"m1", b"x" * (MAX_DEAD_LETTER_PAYLOAD + 1))
+    output = dead_letter(codec_for("dead_letter"), "email.events.dlq", source, "invalid_json", "not JSON", "maileroo")
+    oversized = DeadLetter("email.events.dlq", 0, 5, codec_for("dead_letter").decode(output.value or b""))
+    redrives, skipped, cut = plan_redrives([oversized, letter(6)], {}, again=True)
+    assert [r.dead_letter.offset for r in redrives] == [6]
+    assert (skipped, [d.offset for d in cut]) == ([], [5])
 
 
 def test_redrive_headers_keep_the_originals_count_and_point_back() -> None:
