@@ -155,6 +155,7 @@ class Settings:
     | MAILSTREAM_WEB_HOST / MAILSTREAM_WEB_PORT | 127.0.0.1 / 6066 | worker web server |
     | MAILSTREAM_WEB_TOKEN | unset | when set, queries need `Authorization: Bearer <token>` |
     | MAILSTREAM_SWEEP_INTERVAL_SECONDS | 3600 | inactivity sweep period; 0 disables it |
+    | MAILSTREAM_PRODUCER_LINGER_MS | 10 | how long the worker's producer waits to fill a batch |
     | MAILSTREAM_INGEST_* | see `IngestSettings` | webhook ingest: secrets, body limit, timeout |
     """
 
@@ -171,6 +172,7 @@ class Settings:
     web_port: int = 6066
     web_token: str | None = field(default=None, repr=False)
     sweep_interval_seconds: int = 3600
+    producer_linger_ms: int = 10
     ingest: IngestSettings = field(default_factory=lambda: IngestSettings())
 
     @classmethod

@@ -65,6 +65,7 @@ def settings_env(settings: object, base: dict[str, str] | None = None) -> dict[s
             "MAILSTREAM_STORE": settings.store,
             "MAILSTREAM_DATA_DIR": str(settings.data_dir),
             "MAILSTREAM_SWEEP_INTERVAL_SECONDS": str(settings.sweep_interval_seconds),
+            "MAILSTREAM_PRODUCER_LINGER_MS": str(settings.producer_linger_ms),
         }
     )
     if settings.schema_registry_url is not None:
