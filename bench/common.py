@@ -1,0 +1,354 @@
+"""What the pipeline benchmarks share: a cluster, fresh topics, a generated raw stream, a worker
+process, reading results back by record timestamp, and the markdown they print.
+
+Every benchmark runs against `provision_cluster` (KAFKA_BOOTSTRAP_SERVERS if set, else a
+dedicated local jar broker in a temporary directory) under a fresh topic prefix and app id, so
+runs never see each other's records.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from connectors.registry import PROVIDERS, get_provider
+from mailstream.broker import KAFKA_VERSION
+from mailstream.broker.provision import Cluster, provision_cluster
+from mailstream.codec import codec_for
+from mailstream.generate import Envelope
+from mailstream.policy import default_policy
+from mailstream.settings import KafkaSettings, Settings
+from mailstream.topics import TopicNames, create_topics, topic_specs
+from streams.normalize import Normalizer
+from streams.processes import service, settings_env, stop
+from streams.records import SourceRecord
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True, slots=True)
+class RawRecord:
+    """One webhook body as the ingest lands it: on its provider's raw topic, keyed by message id."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Timed:
+    """A record read back: its key and its Kafka timestamp (epoch ms)."""
+
+    key: bytes | None
+    timestamp: int
+
+
+# --- Machine and output -----------------------------------------------------------------------
+
+
+def machine_line() -> str:
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+         if line.startswith("model name")),
+        platform.processor() or "unknown CPU",
+    )
+    memory_kib = int(Path("/proc/meminfo").read_text().split()[1])
+    return (
+        f"Machine: {os.cpu_count()} cores (nproc), {cpu}, {memory_kib / 2**20:.0f} GiB memory; "
+        f"Python {platform.python_version()}, Kafka {KAFKA_VERSION} (one local KRaft node). "
+        "Other jobs share this machine: figures are noisy."
+    )
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    lines.extend("| " + " | ".join(_cell(value) for value in row) + " |" for row in rows)
+    return "\n".join(lines)
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.2f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+# --- Cluster, settings, topics ----------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def bench_cluster() -> Iterator[Cluster]:
+    with contextlib.ExitStack() as stack:
+        directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mailstream-bench-")))
+        yield stack.enter_context(provision_cluster(os.environ, directory / "broker"))
+
+
+def fresh_settings(
+    cluster: Cluster, label: str, data_dir: Path, *, partitions: int = 4, store: str = "memory://"
+) -> Settings:
+    """Settings of one benchmark run with its own topic prefix, app id and data directory;
+    the topics are created here (the worker would create them too, but records are produced
+    before it starts)."""
+    unique = uuid.uuid4().hex[:8]
+    settings = Settings(
+        kafka=KafkaSettings(bootstrap_servers=cluster.bootstrap_servers),
+        topic_prefix=f"bench-{label}-{unique}.",
+        partitions=partitions,
+        app_id=f"bench-{label}-{unique}",
+        store=store,
+        data_dir=data_dir,
+        sweep_interval_seconds=0,  # the generated stream is years old by wall clock
+    )
+    create_topics(settings, topic_specs(settings, PROVIDERS))
+    return settings
+
+
+def client_config(settings: Settings, **extra: object) -> dict[str, object]:
+    return {**settings.kafka.librdkafka_config(), "log_level": 0, **extra}
+
+
+# --- The raw stream -------------------------------------------------------------------------
+
+
+def raw_records(names: TopicNames, envelopes: Iterable[Envelope]) -> list[RawRecord]:
+    records = []
+    for envelope in envelopes:
+        body = orjson.dumps(envelope["payload"])
+        provider = envelope["provider"]
+        records.append(RawRecord(names.raw(provider), get_provider(provider).message_key(body), body))
+    return records
+
+
+def event_keys(names: TopicNames, records: Sequence[RawRecord]) -> list[list[bytes]]:
+    """The recipients (email.events keys) of the canonical events each raw record makes,
+    computed offline with the pipeline's own Normalizer. Each event becomes one record on
+    email.recipient-state."""
+    normalizer = Normalizer(
+        names,
+        {names.raw(provider): provider for provider in PROVIDERS},
+        default_policy(),
+        codec_for("email_event"),
+        codec_for("dead_letter"),
+    )
+    table: dict[bytes, dict] = {}
+    keys = []
+    for offset, record in enumerate(records):
+        source = SourceRecord(record.topic, 0, offset, None, record.key, record.value)
+        outputs = normalizer.process(source, table)
+        keys.append([out.key for out in outputs if out.topic == names.events and out.key is not None])
+    return keys
+
+
+def produce(
+    settings: Settings, records: Sequence[RawRecord], rate: float | None = None
+) -> list[int]:
+    """Produce `records` in order (as fast as possible, or paced at `rate` records/s); returns
+    each record's CreateTime (epoch ms) as librdkafka stamped it."""
+    producer = Producer(
+        client_config(settings, **{"linger.ms": 5, "compression.type": "lz4", "acks": "all",
+                                   "queue.buffering.max.messages": 500_000})
+    )
+    stamps = [0] * len(records)
+    started = time.monotonic()
+    for index, record in enumerate(records):
+        if rate is not None and index % 50 == 0:
+            _pace(started, index, rate)
+        stamps[index] = int(time.time() * 1000)
+        while True:
+            try:
+                producer.produce(record.topic, record.value, record.key, timestamp=stamps[index])
+                break
+            except BufferError:
+                producer.poll(0.05)
+        producer.poll(0)
+    if producer.flush(120) != 0:
+        raise RuntimeError("the producer could not deliver every raw record")
+    return stamps
+
+
+def _pace(started: float, sent: int, rate: float) -> None:
+    due = started + sent / rate
+    delay = due - time.monotonic()
+    if delay > 0:
+        time.sleep(delay)
+
+
+# --- Watching topics ------------------------------------------------------------------------
+
+
+class Watermarks:
+    """Sums of a topic's high watermarks, with one long-lived client (cheap to poll)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._consumer = Consumer(client_config(settings, **{"group.id": f"watch-{uuid.uuid4().hex}"}))
+
+    def total(self, topic: str) -> int:
+        partitions = self._consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        return sum(
+            self._consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in partitions
+        )
+
+    def wait_for(
+        self, topic: str, expected: int, timeout: float, alive: Callable[[], bool] = lambda: True
+    ) -> float:
+        """Poll until `topic` holds `expected` records; returns the monotonic time it did."""
+        deadline = time.monotonic() + timeout
+        while (count := self.total(topic)) < expected:
+            if not alive():
+                raise RuntimeError(f"{topic}: the process under test died at {count}/{expected}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{topic}: {count}/{expected} records after {timeout}s")
+            time.sleep(0.2)
+        return time.monotonic()
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+def read_timed(settings: Settings, topic: str) -> list[Timed]:
+    """Every record of `topic` up to its current end, in partition order."""
+    consumer = Consumer(client_config(settings, **{"group.id": f"read-{uuid.uuid4().hex}",
+                                                   "enable.auto.commit": False}))
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                for p in partitions}
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p, end in ends.items() if end])
+        records: list[Timed] = []
+        remaining = sum(ends.values())
+        while remaining:
+            for message in consumer.consume(10_000, timeout=1):
+                if message.error() is None:
+                    records.append(Timed(message.key(), message.timestamp()[1]))
+                    remaining -= 1
+        return records
+    finally:
+        consumer.close()
+
+
+def edge_timestamp(settings: Settings, topic: str, *, last: bool) -> int:
+    """The earliest first (or the latest last) record timestamp over the partitions of `topic`."""
+    consumer = Consumer(client_config(settings, **{"group.id": f"edge-{uuid.uuid4().hex}",
+                                                   "enable.auto.commit": False}))
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        marks = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10) for p in partitions}
+        consumer.assign([TopicPartition(topic, p, high - 1 if last else low)
+                         for p, (low, high) in marks.items() if high > low])
+        stamps = []
+        while len(stamps) < len(consumer.assignment()):
+            message = consumer.poll(1)
+            if message is not None and message.error() is None:
+                stamps.append(message.timestamp()[1])
+        return max(stamps) if last else min(stamps)
+    finally:
+        consumer.close()
+
+
+# --- Processes ------------------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a live process, all its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def peak_rss_mib(pid: int) -> float:
+    """The process's peak resident memory so far (VmHWM)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM")) / 1024
+
+
+@dataclass(frozen=True)
+class PipelineRun:
+    """One pipeline run over a pre-produced raw stream."""
+
+    name: str
+    events: int
+    seconds: float  # first record on email.events -> last record on email.recipient-state
+    cpu_seconds: float  # of the pipeline process over the same stretch
+    peak_rss_mib: float
+
+    @property
+    def per_second(self) -> float:
+        return self.events / self.seconds
+
+    @property
+    def cpu_us_per_event(self) -> float:
+        return self.cpu_seconds / self.events * 1e6
+
+
+def measure(
+    name: str, settings: Settings, expected: int, process: subprocess.Popen[bytes], timeout: float = 900
+) -> PipelineRun:
+    """Wait until `process` turned the raw stream into `expected` states; time it by the record
+    timestamps, and read the process's CPU time from its first output to its last."""
+    names = TopicNames(settings.topic_prefix)
+    watch = Watermarks(settings)
+
+    def alive() -> bool:
+        return process.poll() is None
+
+    try:
+        watch.wait_for(names.events, 1, timeout, alive)
+        cpu_at_start = cpu_seconds(process.pid)
+        watch.wait_for(names.recipient_state, expected, timeout, alive)
+        cpu = cpu_seconds(process.pid) - cpu_at_start
+        peak = peak_rss_mib(process.pid)
+    finally:
+        watch.close()
+    first = edge_timestamp(settings, names.events, last=False)
+    last = edge_timestamp(settings, names.recipient_state, last=True)
+    return PipelineRun(name, expected, (last - first) / 1000, cpu, peak)
+
+
+@contextlib.contextmanager
+def worker(
+    settings: Settings, log: Path, command: Sequence[str] = (), env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`mailstream worker` (web off) for `settings`, or `command` (a Python script and its
+    arguments) with the worker's environment; stopped on exit."""
+    environment = settings_env(settings) | (env or {})
+    if command:
+        with script(command, environment, log) as process:
+            yield process
+        return
+    with service(["worker", "--without-web", "--loglevel", "warning"], environment, log) as process:
+        yield process
+
+
+@contextlib.contextmanager
+def script(command: Sequence[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """`python COMMAND...` in its own process group, output to `log`; stopped on exit."""
+    with open(log, "ab") as output:
+        process = subprocess.Popen(
+            [sys.executable, *command], env=env, stdout=output, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+    try:
+        yield process
+    finally:
+        stop(process)
