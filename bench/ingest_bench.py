@@ -35,7 +35,12 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from connectors.registry import PROVIDERS
 from mailstream.broker import free_port
 from mailstream.broker.provision import Cluster, provision_cluster
-from mailstream.settings import IngestSettings, KafkaSettings, ProviderAuthSettings, Settings
+from mailstream.settings import (
+    IngestSettings,
+    KafkaSettings,
+    ProviderAuthSettings,
+    Settings,
+)
 from mailstream.topics import TopicNames, create_topics, topic_specs
 from streams.processes import service, settings_env
 

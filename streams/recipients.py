@@ -16,7 +16,12 @@ from collections.abc import MutableMapping
 from typing import Any
 
 from mailstream.codec import AvroCodec
-from mailstream.commands import CommandAction, CommandError, OperatorCommand, apply_command
+from mailstream.commands import (
+    CommandAction,
+    CommandError,
+    OperatorCommand,
+    apply_command,
+)
 from mailstream.errors import MailstreamError
 from mailstream.policy import Policy
 from mailstream.recipient import RecipientState, apply, suppression_record

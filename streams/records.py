@@ -14,7 +14,6 @@ from typing import Any
 
 from mailstream.codec import AvroCodec
 
-
 REDRIVE_COUNT_HEADER = "mailstream.redrive_count"  # set by `mailstream dlq redrive`
 
 

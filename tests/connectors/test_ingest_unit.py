@@ -9,7 +9,12 @@ import pytest
 from confluent_kafka import KafkaError
 
 from connectors.ingest.metrics import IngestMetrics
-from connectors.ingest.producer import AsyncProducer, ProduceError, _settle, producer_config
+from connectors.ingest.producer import (
+    AsyncProducer,
+    ProduceError,
+    _settle,
+    producer_config,
+)
 
 UNREACHABLE = {"bootstrap.servers": "127.0.0.1:1", "log_level": 0}
 

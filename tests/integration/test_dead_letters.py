@@ -14,7 +14,11 @@ from mailstream.codec import codec_for
 from mailstream.generate import maileroo
 from mailstream.settings import Settings
 from mailstream.topics import TopicNames
-from streams.dead_letters import REDRIVE_COUNT_HEADER, REDRIVEN_FROM_HEADER, redrive_topic
+from streams.dead_letters import (
+    REDRIVE_COUNT_HEADER,
+    REDRIVEN_FROM_HEADER,
+    redrive_topic,
+)
 from streams.reader import latest_by_key, read_until
 from tests.integration.harness import send_envelopes
 

@@ -31,7 +31,12 @@ from confluent_kafka import (
 from connectors.ingest.app import create_app
 from connectors.registry import PROVIDERS
 from mailstream.broker import LocalBroker, free_port
-from mailstream.settings import IngestSettings, KafkaSettings, ProviderAuthSettings, Settings
+from mailstream.settings import (
+    IngestSettings,
+    KafkaSettings,
+    ProviderAuthSettings,
+    Settings,
+)
 from mailstream.topics import TopicNames, create_topics, topic_specs
 
 pytestmark = pytest.mark.kafka

@@ -3,11 +3,16 @@ suppressions out, checked against the offline twin (`mailstream simulate`)."""
 
 from __future__ import annotations
 
-
 import pytest
 
 from mailstream.codec import codec_for
-from mailstream.generate import HUMAN_AGENT, campaign_rounds, inboxroad, mailbot, maileroo
+from mailstream.generate import (
+    HUMAN_AGENT,
+    campaign_rounds,
+    inboxroad,
+    mailbot,
+    maileroo,
+)
 from mailstream.policy import default_policy
 from mailstream.recipient import RecipientState
 from mailstream.settings import Settings

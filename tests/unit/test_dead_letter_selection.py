@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from mailstream.codec import codec_for
 from streams.dead_letters import (
     REDRIVE_COUNT_HEADER,
     REDRIVEN_FROM_HEADER,
@@ -19,7 +20,6 @@ from streams.dead_letters import (
     split_kinds,
     unknown_kinds,
 )
-from mailstream.codec import codec_for
 from streams.normalize import RECEIVED_AT_HEADER
 from streams.records import MAX_DEAD_LETTER_PAYLOAD, SourceRecord, dead_letter
 
