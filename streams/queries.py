@@ -14,6 +14,7 @@ import re
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
+from urllib.parse import quote
 
 import faust
 from faust.web import Request, Response, View
@@ -73,8 +74,9 @@ def add_queries(app: faust.App, recipients: faust.Table, token: str | None) -> N
 
     @app.page("/recipients/{email}/")
     class RecipientView(View):
-        @app.table_route(table=recipients, match_info="email")
         async def get(self, request: Request, email: str) -> Response:
+            """Checks the address first: the table routes by the key as written in the path,
+            so a mixed-case address is redirected to its canonical (lower-case) path."""
             denial = refused(self.web, request)
             if denial is not None:
                 return denial
@@ -82,9 +84,16 @@ def add_queries(app: faust.App, recipients: faust.Table, token: str | None) -> N
                 address = normalize_address(email)
             except CommandError as error:
                 return self.json({"error": str(error)}, status=400)
-            stored = recipients.get(address.encode())
+            if address != email:
+                location = f"/recipients/{quote(address, safe='@')}/"
+                return self.json({"redirect": location}, status=307, headers={"Location": location})
+            return await self.owned(request, email=address)
+
+        @app.table_route(table=recipients, match_info="email")
+        async def owned(self, request: Request, email: str) -> Response:
+            stored = recipients.get(email.encode())
             if stored is None:
-                return self.json({"error": f"no state for {address}"}, status=404)
+                return self.json({"error": f"no state for {email}"}, status=404)
             return self.json(rendered(stored))
 
     @app.page("/cohorts/")

@@ -53,6 +53,7 @@ def ensure_jars() -> Path:
             ],
             capture_output=True,
             text=True,
+            check=False,
         )
     if result.returncode != 0:
         raise BrokerError(f"mvn could not resolve the Kafka jars:\n{result.stdout}{result.stderr}")
@@ -238,6 +239,7 @@ class LocalBroker:
             ],
             capture_output=True,
             text=True,
+            check=False,
         )
         if result.returncode != 0:
             raise BrokerError(f"formatting KRaft storage failed:\n{result.stdout}{result.stderr}")

@@ -4,10 +4,12 @@ the query API, and the inactivity sweep."""
 from __future__ import annotations
 
 import dataclasses
+import http.client
 import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,7 +49,7 @@ def operated(settings: Settings, tmp_path: Path) -> Iterator[tuple[Settings, str
 def suppress(settings: Settings, *arguments: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "mailstream.cli", "suppress", *arguments, "--actor", "ops@test"],
-        env=settings_env(settings), capture_output=True, text=True, timeout=120,
+        env=settings_env(settings), capture_output=True, text=True, timeout=120, check=False,
     )
 
 
@@ -58,6 +60,18 @@ def get(url: str, token: str | None = TOKEN) -> tuple[int, dict]:
             return response.status, orjson.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, orjson.loads(error.read())
+
+
+def redirect_of(url: str) -> tuple[int, str | None]:
+    """The status and Location of `url`, without following a redirect (routing is by the path's key)."""
+    parts = urllib.parse.urlsplit(url)
+    connection = http.client.HTTPConnection(parts.netloc, timeout=10)
+    try:
+        connection.request("GET", parts.path, headers={"Authorization": f"Bearer {TOKEN}"})
+        response = connection.getresponse()
+        return response.status, response.getheader("Location")
+    finally:
+        connection.close()
 
 
 def wait_for_states(settings: Settings, recipients: set[str]) -> dict[str, dict]:
@@ -139,6 +153,8 @@ def test_queries_answer_state_and_cohorts_with_a_token(operated: tuple[Settings,
     assert status == 200
     assert (body["score"], body["opens"], body["clicks"], body["status"]) == (30, 3, 1, "ACTIVE")
     assert body["last_open_at"].endswith("Z")
+    assert get(f"{base}/recipients/HOT@Example.COM/") == (200, body)
+    assert redirect_of(f"{base}/recipients/HOT@Example.COM/") == (307, "/recipients/hot@example.com/")
     assert get(f"{base}/recipients/hot@example.com/", token=None) == (401, {"error": "missing bearer token"})
     assert get(f"{base}/recipients/hot@example.com/", token="wrong")[0] == 401
     assert get(f"{base}/recipients/nobody@example.com/")[0] == 404
