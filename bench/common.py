@@ -20,42 +20,25 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import orjson
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from connectors.registry import PROVIDERS, get_provider
+from connectors.registry import PROVIDERS
 from mailstream.broker import KAFKA_VERSION
 from mailstream.broker.provision import Cluster, provision_cluster
 from mailstream.codec import codec_for
-from mailstream.generate import Envelope
+from mailstream.generate import Envelope, RawRecord, raw_record
 from mailstream.policy import default_policy
 from mailstream.settings import KafkaSettings, Settings
 from mailstream.topics import TopicNames, create_topics, topic_specs
 from streams.normalize import Normalizer
 from streams.processes import service, settings_env, stop
+from streams.reader import Watermarks
 from streams.records import SourceRecord
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-@dataclass(frozen=True, slots=True)
-class RawRecord:
-    """One webhook body as the ingest lands it: on its provider's raw topic, keyed by message id."""
-
-    topic: str
-    key: bytes | None
-    value: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class Timed:
-    """A record read back: its key and its Kafka timestamp (epoch ms)."""
-
-    key: bytes | None
-    timestamp: int
 
 
 # --- Machine and output -----------------------------------------------------------------------
@@ -132,12 +115,7 @@ def client_config(settings: Settings, **extra: object) -> dict[str, object]:
 
 
 def raw_records(names: TopicNames, envelopes: Iterable[Envelope]) -> list[RawRecord]:
-    records = []
-    for envelope in envelopes:
-        body = orjson.dumps(envelope["payload"])
-        provider = envelope["provider"]
-        records.append(RawRecord(names.raw(provider), get_provider(provider).message_key(body), body))
-    return records
+    return [raw_record(names, envelope) for envelope in envelopes]
 
 
 def event_keys(names: TopicNames, records: Sequence[RawRecord]) -> list[list[bytes]]:
@@ -197,55 +175,17 @@ def _pace(started: float, sent: int, rate: float) -> None:
 # --- Watching topics ------------------------------------------------------------------------
 
 
-class Watermarks:
-    """Sums of a topic's high watermarks, with one long-lived client (cheap to poll)."""
-
-    def __init__(self, settings: Settings) -> None:
-        self._consumer = Consumer(client_config(settings, **{"group.id": f"watch-{uuid.uuid4().hex}"}))
-
-    def total(self, topic: str) -> int:
-        partitions = self._consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        return sum(
-            self._consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-            for p in partitions
-        )
-
-    def wait_for(
-        self, topic: str, expected: int, timeout: float, alive: Callable[[], bool] = lambda: True
-    ) -> float:
-        """Poll until `topic` holds `expected` records; returns the monotonic time it did."""
-        deadline = time.monotonic() + timeout
-        while (count := self.total(topic)) < expected:
-            if not alive():
-                raise RuntimeError(f"{topic}: the process under test died at {count}/{expected}")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{topic}: {count}/{expected} records after {timeout}s")
-            time.sleep(0.2)
-        return time.monotonic()
-
-    def close(self) -> None:
-        self._consumer.close()
+POLL_SECONDS = 0.2  # how often the benchmarks look at the output topics
 
 
-def read_timed(settings: Settings, topic: str) -> list[Timed]:
-    """Every record of `topic` up to its current end, in partition order."""
-    consumer = Consumer(client_config(settings, **{"group.id": f"read-{uuid.uuid4().hex}",
-                                                   "enable.auto.commit": False}))
-    try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-                for p in partitions}
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p, end in ends.items() if end])
-        records: list[Timed] = []
-        remaining = sum(ends.values())
-        while remaining:
-            for message in consumer.consume(10_000, timeout=1):
-                if message.error() is None:
-                    records.append(Timed(message.key(), message.timestamp()[1]))
-                    remaining -= 1
-        return records
-    finally:
-        consumer.close()
+def running(process: subprocess.Popen[bytes]) -> Callable[[], None]:
+    """A check for `Watermarks.wait_for`: fails as soon as `process` has died."""
+
+    def check() -> None:
+        if process.poll() is not None:
+            raise RuntimeError(f"the process under test died (exit code {process.returncode})")
+
+    return check
 
 
 def edge_timestamp(settings: Settings, topic: str, *, last: bool) -> int:
@@ -308,14 +248,10 @@ def measure(
     timestamps, and read the process's CPU time from its first output to its last."""
     names = TopicNames(settings.topic_prefix)
     watch = Watermarks(settings)
-
-    def alive() -> bool:
-        return process.poll() is None
-
     try:
-        watch.wait_for(names.events, 1, timeout, alive)
+        watch.wait_for(names.events, 1, timeout, running(process), POLL_SECONDS)
         cpu_at_start = cpu_seconds(process.pid)
-        watch.wait_for(names.recipient_state, expected, timeout, alive)
+        watch.wait_for(names.recipient_state, expected, timeout, running(process), POLL_SECONDS)
         cpu = cpu_seconds(process.pid) - cpu_at_start
         peak = peak_rss_mib(process.pid)
     finally:

@@ -31,10 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common import (
+    POLL_SECONDS,
     PipelineRun,
-    RawRecord,
-    Timed,
-    Watermarks,
     bench_cluster,
     event_keys,
     fresh_settings,
@@ -44,14 +42,16 @@ from common import (
     percentile,
     produce,
     raw_records,
-    read_timed,
+    running,
     worker,
 )
 
 from mailstream.broker import ensure_jars
 from mailstream.broker.provision import Cluster
-from mailstream.generate import Envelope, campaign, mailbot
+from mailstream.generate import Envelope, RawRecord, campaign, mailbot
 from mailstream.topics import TopicNames, TopicSpec, create_topics
+from streams.reader import Watermarks, read_to_end
+from streams.records import SourceRecord
 
 BENCH = Path(__file__).resolve().parent
 MESSAGES_PER_RECIPIENT = 2
@@ -163,14 +163,13 @@ def latency_at(cluster: Cluster, pipeline: Pipeline, rate: float, seconds: float
     watch = Watermarks(settings)
     try:
         with worker(settings, work / "latency.log", pipeline.command, dict(pipeline.env)) as process:
-            alive = lambda: process.poll() is None
             produce(settings, raw_records(names, [_warm_up()]))
-            watch.wait_for(names.recipient_state, 1, 120, alive)
+            watch.wait_for(names.recipient_state, 1, 120, running(process), POLL_SECONDS)
             stamps = produce(settings, records, rate)
-            watch.wait_for(names.recipient_state, 1 + sum(map(len, keys)), 300, alive)
+            watch.wait_for(names.recipient_state, 1 + sum(map(len, keys)), 300, running(process), POLL_SECONDS)
     finally:
         watch.close()
-    latencies = _pair(stamps, keys, read_timed(settings, names.recipient_state))
+    latencies = _pair(stamps, keys, read_to_end(settings, names.recipient_state))
     return Latency(
         pipeline.name, rate, len(records), percentile(latencies, 0.5), percentile(latencies, 0.99), max(latencies)
     )
@@ -182,7 +181,7 @@ def _warm_up() -> Envelope:
     return {"provider": "mailbot", "payload": payload}
 
 
-def _pair(stamps: Sequence[int], keys: Sequence[list[bytes]], states: Sequence[Timed]) -> list[float]:
+def _pair(stamps: Sequence[int], keys: Sequence[list[bytes]], states: Sequence[SourceRecord]) -> list[float]:
     """Per recipient, its n-th raw record (in produce order) made its n-th state record."""
     produced: dict[bytes, list[int]] = defaultdict(list)
     for stamp, record_keys in zip(stamps, keys, strict=True):

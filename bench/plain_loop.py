@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 from common import client_config
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 
 from connectors.registry import PROVIDERS
 from mailstream.codec import codec_for
@@ -34,8 +34,9 @@ from mailstream.policy import default_policy
 from mailstream.settings import Settings
 from mailstream.topics import TopicNames, TopicSpec, create_topics
 from streams.normalize import Normalizer
+from streams.reader import source_record
 from streams.recipients import StateKeeper
-from streams.records import Output, SourceRecord
+from streams.records import Output
 
 COMMIT_SECONDS = 2.8  # Faust's broker_commit_interval
 BATCH = 1000
@@ -90,18 +91,6 @@ def changelog_topics(settings: Settings) -> dict[str, str]:
     compacted = {"cleanup.policy": "compact"}
     create_topics(settings, [TopicSpec(name, settings.partitions, 1, compacted) for name in names.values()])
     return names
-
-
-def source_record(message: Message) -> SourceRecord:
-    return SourceRecord(
-        topic=message.topic(),
-        partition=message.partition(),
-        offset=message.offset(),
-        timestamp=message.timestamp()[1],
-        key=message.key(),
-        value=message.value(),
-        headers=message.headers() or (),
-    )
 
 
 def run(settings: Settings) -> None:

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common import (
+    POLL_SECONDS,
     PipelineRun,
-    Watermarks,
     bench_cluster,
     event_keys,
     fresh_settings,
@@ -37,6 +37,7 @@ from common import (
     peak_rss_mib,
     produce,
     raw_records,
+    running,
     worker,
 )
 
@@ -44,6 +45,7 @@ from mailstream.broker.provision import Cluster
 from mailstream.generate import Envelope, campaign, mailbot
 from mailstream.settings import Settings
 from mailstream.topics import TopicNames
+from streams.reader import Watermarks
 
 STORES = ("memory://", "rocksdb://")
 RESTART_TIMEOUT_SECONDS = 180.0
@@ -78,12 +80,12 @@ def first_state_seconds(settings: Settings, log: Path, waiting: int) -> tuple[fl
         started = time.monotonic()
         with worker(settings, log) as process:
             try:
-                done = watch.wait_for(
-                    names.recipient_state, expected, RESTART_TIMEOUT_SECONDS, lambda: process.poll() is None
+                watch.wait_for(
+                    names.recipient_state, expected, RESTART_TIMEOUT_SECONDS, running(process), POLL_SECONDS
                 )
             except TimeoutError:
                 return None, peak_rss_mib(process.pid)
-            return done - started, peak_rss_mib(process.pid)
+            return time.monotonic() - started, peak_rss_mib(process.pid)
     finally:
         watch.close()
 

@@ -11,11 +11,32 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
+from connectors.registry import get_provider
 from mailstream.events import format_timestamp_ms
+from mailstream.topics import TopicNames
 
 Envelope = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class RawRecord:
+    topic: str
+    key: bytes | None
+    value: bytes | None
+
+
+def raw_record(names: TopicNames, envelope: Envelope) -> RawRecord:
+    """A webhook as the ingest lands it: the body on its provider's raw topic, keyed by the
+    provider's message id."""
+    payload = envelope["payload"]
+    body = payload if isinstance(payload, bytes) else orjson.dumps(payload)
+    provider = envelope["provider"]
+    return RawRecord(names.raw(provider), get_provider(provider).message_key(body), body)
 
 HUMAN_AGENT = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/122.0 Safari/537.36"
 PROXY_AGENT = "Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 (via ggpht.com GoogleImageProxy)"

@@ -41,8 +41,9 @@ from mailstream.settings import Settings
 from mailstream.text import render_table
 from mailstream.topics import TopicNames, TopicSpec
 from streams.normalize import RECEIVED_AT_HEADER
+from streams.reader import latest_by_key, read_to_end
 from streams.records import REDRIVE_COUNT_HEADER, payload_was_cut
-from streams.replay import read_to_end, time_argument
+from streams.replay import time_argument
 
 if TYPE_CHECKING:
     from confluent_kafka import KafkaError, Message
@@ -246,16 +247,8 @@ def load_dead_letters(settings: Settings, topic: str, errors: TextIO) -> list[De
 
 def load_ledger(settings: Settings, topic: str) -> dict[str, Any]:
     """The latest ledger entry per dead letter; {} before the first redrive."""
-    ledger: dict[str, Any] = {}
-    for record in read_to_end(settings, topic):
-        if record.key is None:
-            continue
-        key = record.key.decode()
-        if record.value is None:
-            ledger.pop(key, None)
-        else:
-            ledger[key] = orjson.loads(record.value)
-    return ledger
+    latest = latest_by_key((record.key, record.value) for record in read_to_end(settings, topic))
+    return {key.decode(): orjson.loads(value) for key, value in latest.items() if value is not None}
 
 
 def send(settings: Settings, redrives: Sequence[Redrive], actor: str, out: TextIO) -> int:

@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from typing import TypeVar
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 
 from mailstream.settings import Settings
+from streams.records import SourceRecord
 
 Records = list[tuple[bytes | None, bytes | None]]
+Partition = tuple[str, int]  # (topic, partition)
+Value = TypeVar("Value")
 
 
 def read_until(
@@ -40,22 +50,130 @@ def read_until(
     return records
 
 
-def end_offsets(settings: Settings, topic: str) -> int:
-    """How many records were ever written to `topic` (the sum of its high watermarks)."""
-    consumer = Consumer({**settings.kafka.librdkafka_config(), "group.id": "mailstream-watermarks"})
+LEADERLESS = frozenset({
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+    KafkaError._TRANSPORT,
+    KafkaError._TIMED_OUT,
+})
+
+
+def watermark_offsets(consumer: Consumer, partition: TopicPartition, timeout: float = 15) -> tuple[int, int]:
+    """(low, high) of `partition`, retried while it has no leader (a topic just created, a
+    broker just restarted) until `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return consumer.get_watermark_offsets(partition, timeout=timeout)
+        except KafkaException as error:
+            if error.args[0].code() not in LEADERLESS or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+class Watermarks:
+    """How many records topics hold (the sums of their high watermarks), polled with one
+    long-lived client, cheap to ask often."""
+
+    def __init__(self, settings: Settings) -> None:
+        config = {**settings.kafka.librdkafka_config(), "group.id": f"mailstream-watermarks-{uuid.uuid4().hex}"}
+        self._consumer = Consumer(config)
+
+    def total(self, topic: str) -> int:
+        partitions = self._consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        return sum(watermark_offsets(self._consumer, TopicPartition(topic, p), 10)[1] for p in partitions)
+
+    def wait_for(
+        self,
+        topic: str,
+        count: int,
+        timeout: float,
+        check: Callable[[], None] = lambda: None,
+        poll_seconds: float = 0.02,
+    ) -> int:
+        """Poll until `topic` holds `count` records, calling `check` (which may raise) between
+        polls; returns the count reached, TimeoutError at the deadline."""
+        deadline = time.monotonic() + timeout
+        while (total := self.total(topic)) < count:
+            check()
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{topic}: {total}/{count} records after {timeout}s")
+            time.sleep(poll_seconds)
+        return total
+
+    def close(self) -> None:
+        self._consumer.close()
+
+    def __enter__(self) -> Watermarks:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+def read_to_end(
+    settings: Settings, topic: str, start: Mapping[Partition, int] | None = None
+) -> list[SourceRecord]:
+    """Every record of `topic` from `start` (default: the beginning) up to the end offsets as
+    of the call, without joining or committing to a consumer group; [] for a missing topic."""
+    consumer = Consumer(
+        {
+            **settings.kafka.librdkafka_config(),
+            "group.id": f"mailstream-reader-{uuid.uuid4().hex}",  # required, never joined
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+        }
+    )
     try:
-        metadata = consumer.list_topics(topic, timeout=10)
-        return sum(
-            consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)[1]
-            for partition in metadata.topics[topic].partitions
-        )
+        metadata = consumer.list_topics(topic, timeout=15).topics[topic]
+        if metadata.error is not None:
+            return []
+        remaining: dict[int, int] = {}
+        assignment = []
+        for partition in metadata.partitions:
+            low, high = watermark_offsets(consumer, TopicPartition(topic, partition))
+            begin = max(low, (start or {}).get((topic, partition), low))
+            if begin < high:
+                remaining[partition] = high
+                assignment.append(TopicPartition(topic, partition, begin))
+        consumer.assign(assignment)
+        records: list[SourceRecord] = []
+        last_message = time.monotonic()
+        while remaining:
+            if time.monotonic() - last_message > 30:
+                raise TimeoutError(f"{topic}: no record for 30 s, {len(records)} read")
+            for message in consumer.consume(1000, timeout=0.5):
+                last_message = time.monotonic()
+                error = message.error()
+                if error is not None and error.code() != KafkaError._PARTITION_EOF:
+                    raise KafkaException(error)
+                if error is None:
+                    records.append(source_record(message))
+                if error is not None or message.offset() >= remaining.get(message.partition(), 0) - 1:
+                    remaining.pop(message.partition(), None)
+        return records
     finally:
         consumer.close()
 
 
-def latest_by_key(records: Iterable[tuple[bytes | None, bytes | None]]) -> dict[bytes, bytes | None]:
-    """What a compacted topic converges to: the last value per key (None: a tombstone)."""
-    latest: dict[bytes, bytes | None] = {}
+def source_record(message: Message) -> SourceRecord:
+    """A consumed record as the pipeline's processors see it."""
+    timestamp_type, timestamp = message.timestamp()
+    return SourceRecord(
+        topic=message.topic() or "",
+        partition=message.partition() or 0,
+        offset=message.offset() or 0,
+        timestamp=timestamp if timestamp_type else None,
+        key=message.key(),
+        value=message.value(),
+        headers=tuple(message.headers() or ()),
+    )
+
+
+def latest_by_key(records: Iterable[tuple[bytes | None, Value]]) -> dict[bytes, Value]:
+    """What a compacted topic converges to: the last value per key (a None value: a tombstone)."""
+    latest: dict[bytes, Value] = {}
     for key, value in records:
         if key is not None:
             latest[key] = value

@@ -15,8 +15,6 @@ from typing import Any
 from mailstream.codec import AvroCodec
 
 REDRIVE_COUNT_HEADER = "mailstream.redrive_count"  # set by `mailstream dlq redrive`
-
-
 MAX_DEAD_LETTER_PAYLOAD = 512 * 1024  # Kafka's default record limit is 1 MiB
 PAYLOAD_CUT_NOTE = "payload cut to its first"
 

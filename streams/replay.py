@@ -53,7 +53,6 @@ import re
 import shutil
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -62,15 +61,14 @@ from typing import TYPE_CHECKING, TextIO
 from mailstream.events import format_timestamp_ms
 from mailstream.settings import Settings
 from mailstream.topics import TopicNames
+from streams.reader import Partition, latest_by_key, read_to_end
 from streams.records import SourceRecord
 
 if TYPE_CHECKING:
     import subprocess
 
-    from confluent_kafka import Message
     from confluent_kafka.admin import AdminClient
 
-Partition = tuple[str, int]  # (topic, partition)
 Offsets = dict[Partition, int]
 
 TABLES = ("messages", "recipients")  # the Faust tables of streams/app.py
@@ -156,10 +154,7 @@ def format_summary(records: int, elapsed: float, recipients: int, tombstones: in
 
 def live_keys(records: Iterable[SourceRecord]) -> dict[bytes, int]:
     """Key -> partition of every key whose latest value is not a tombstone."""
-    latest: dict[bytes, SourceRecord] = {}
-    for record in records:
-        if record.key is not None:
-            latest[record.key] = record
+    latest = latest_by_key((record.key, record) for record in records)
     return {key: record.partition for key, record in latest.items() if record.value is not None}
 
 
@@ -196,66 +191,6 @@ class ProgressPrinter:
 
 
 # --- Reading topics ----------------------------------------------------------------------
-
-
-def read_to_end(
-    settings: Settings, topic: str, start: Mapping[Partition, int] | None = None
-) -> list[SourceRecord]:
-    """Every record of `topic` from `start` (default: the beginning) up to the end offsets as
-    of the call, without joining or committing to a consumer group; [] for a missing topic."""
-    from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
-
-    consumer = Consumer(
-        {
-            **settings.kafka.librdkafka_config(),
-            "group.id": f"mailstream-reader-{uuid.uuid4().hex}",  # required, never joined
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-        }
-    )
-    try:
-        metadata = consumer.list_topics(topic, timeout=15).topics[topic]
-        if metadata.error is not None:
-            return []
-        remaining: dict[int, int] = {}
-        assignment = []
-        for partition in metadata.partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=15)
-            begin = max(low, (start or {}).get((topic, partition), low))
-            if begin < high:
-                remaining[partition] = high
-                assignment.append(TopicPartition(topic, partition, begin))
-        consumer.assign(assignment)
-        records: list[SourceRecord] = []
-        last_message = time.monotonic()
-        while remaining:
-            if time.monotonic() - last_message > 30:
-                raise TimeoutError(f"{topic}: no record for 30 s, {len(records)} read")
-            for message in consumer.consume(1000, timeout=0.5):
-                last_message = time.monotonic()
-                error = message.error()
-                if error is not None and error.code() != KafkaError._PARTITION_EOF:
-                    raise KafkaException(error)
-                if error is None:
-                    records.append(source_record(message))
-                if error is not None or message.offset() >= remaining.get(message.partition(), 0) - 1:
-                    remaining.pop(message.partition(), None)
-        return records
-    finally:
-        consumer.close()
-
-
-def source_record(message: Message) -> SourceRecord:
-    timestamp_type, timestamp = message.timestamp()
-    return SourceRecord(
-        topic=message.topic() or "",
-        partition=message.partition() or 0,
-        offset=message.offset() or 0,
-        timestamp=timestamp if timestamp_type else None,
-        key=message.key(),
-        value=message.value(),
-        headers=tuple(message.headers() or ()),
-    )
 
 
 # --- The consumer group and topics, through the admin client -------------------------------

@@ -80,6 +80,7 @@ def send_and_confirm(command: OperatorCommand, wait: float) -> int:
     from mailstream.codec import codec_for
     from mailstream.settings import Settings
     from mailstream.topics import TopicNames
+    from streams.reader import watermark_offsets
 
     settings = Settings.from_env()
     names = TopicNames(settings.topic_prefix)
@@ -89,7 +90,7 @@ def send_and_confirm(command: OperatorCommand, wait: float) -> int:
         # Watch from the current ends, set before sending, so the outcome cannot be missed.
         consumer.assign(
             [
-                TopicPartition(topic, partition, consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)[1])
+                TopicPartition(topic, partition, watermark_offsets(consumer, TopicPartition(topic, partition), 10)[1])
                 for topic in (names.suppressions, names.dead_letters)
                 for partition in consumer.list_topics(topic, timeout=10).topics[topic].partitions
             ]

@@ -116,13 +116,15 @@ class SuppressionList:
         """Assign every partition at its start; returns partition -> end offset still to read."""
         from confluent_kafka import OFFSET_BEGINNING, KafkaException, TopicPartition
 
+        from streams.reader import watermark_offsets
+
         metadata = self._consumer.list_topics(self.topic, timeout=15).topics[self.topic]
         if metadata.error is not None:
             self._consumer.close()
             raise KafkaException(metadata.error)
         behind = {}
         for partition in metadata.partitions:
-            low, high = self._consumer.get_watermark_offsets(TopicPartition(self.topic, partition), timeout=15)
+            low, high = watermark_offsets(self._consumer, TopicPartition(self.topic, partition))
             if low < high:
                 behind[partition] = high
         self._consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in metadata.partitions])

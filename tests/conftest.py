@@ -1,4 +1,5 @@
-"""Session-wide fixtures: one real Kafka cluster for the whole test session."""
+"""Shared fixtures: one real Kafka cluster for the whole test session, and per test its own
+settings and topics."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ from collections.abc import Iterator
 
 import pytest
 
+from connectors.registry import PROVIDERS
 from mailstream.broker.provision import Cluster, provision_cluster
 from mailstream.settings import KafkaSettings, Settings
+from mailstream.topics import TopicNames, create_topics, topic_specs
+from streams.processes import settings_env
 
 
 @pytest.fixture(scope="session")
@@ -36,3 +40,14 @@ def settings(kafka_bootstrap: str) -> Settings:
         app_id=f"mailstream-test-{unique}",
         sweep_interval_seconds=0,
     )
+
+
+@pytest.fixture
+def names(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> TopicNames:
+    """Creates the topics of `settings`; in-process CLI calls (`mailstream.cli.main`) read the
+    same settings from the environment."""
+    create_topics(settings, topic_specs(settings, PROVIDERS))
+    for name, value in settings_env(settings).items():
+        if name.startswith("MAILSTREAM_"):
+            monkeypatch.setenv(name, value)
+    return TopicNames(settings.topic_prefix)

@@ -1,5 +1,4 @@
-"""Fixtures of the integration tier: the project's topics, the environment the CLI reads,
-a running worker."""
+"""Fixtures of the integration tier: a running worker."""
 
 from __future__ import annotations
 
@@ -8,22 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from connectors.registry import PROVIDERS
 from mailstream.settings import Settings
-from mailstream.topics import TopicNames, create_topics, topic_specs
-from streams.processes import settings_env
+from mailstream.topics import TopicNames
 from tests.integration.harness import running_worker
-
-
-@pytest.fixture
-def names(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> TopicNames:
-    """Creates the topics of `settings`; in-process CLI calls (`mailstream.cli.main`) read the
-    same settings from the environment."""
-    create_topics(settings, topic_specs(settings, PROVIDERS))
-    for name, value in settings_env(settings).items():
-        if name.startswith("MAILSTREAM_"):
-            monkeypatch.setenv(name, value)
-    return TopicNames(settings.topic_prefix)
 
 
 @pytest.fixture

@@ -19,8 +19,7 @@ from mailstream.recipient import RecipientState, suppression_record
 from mailstream.settings import Settings
 from mailstream.simulate import simulate
 from mailstream.topics import TopicNames
-from streams.reader import latest_by_key, read_until
-from streams.replay import read_to_end
+from streams.reader import latest_by_key, read_to_end, read_until
 from tests.integration.harness import running_worker, send_envelopes
 
 pytestmark = pytest.mark.kafka

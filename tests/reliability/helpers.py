@@ -1,5 +1,5 @@
-"""What the reliability tests share: worker processes that can be killed and restarted, progress
-on topics, producing with coordinates, and the comparison of the published state with the
+"""What the reliability tests share: worker processes that can be killed and restarted, the
+consumer group's assignment and commits, and the comparison of the published state with the
 offline twin (`mailstream simulate`).
 
 Workers run with a 6 s Kafka session timeout (the broker's minimum; Faust's default is 60 s):
@@ -13,44 +13,31 @@ import contextlib
 import random
 import subprocess
 import time
-import uuid
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
-import orjson
 from confluent_kafka import (
     Consumer,
-    KafkaError,
-    KafkaException,
-    Message,
-    Producer,
     TopicPartition,
 )
 from confluent_kafka.admin import AdminClient
 
-from connectors.registry import PROVIDERS, get_provider
+from connectors.registry import PROVIDERS
 from mailstream.codec import codec_for
-from mailstream.generate import Envelope
+from mailstream.generate import Envelope, raw_record
 from mailstream.policy import default_policy
 from mailstream.recipient import RecipientState
 from mailstream.settings import Settings
 from mailstream.simulate import simulate
 from mailstream.topics import TopicNames
 from streams.processes import kill, service, settings_env
-from streams.reader import Records, end_offsets, latest_by_key, read_until
+from streams.reader import Records, latest_by_key, read_to_end, read_until
 
 FAST_FAILOVER = {"BROKER_SESSION_TIMEOUT": "6", "BROKER_HEARTBEAT_INTERVAL": "1"}
 STATE_CODEC = codec_for("recipient_state")
 DEAD_LETTER_CODEC = codec_for("dead_letter")
 States = dict[str, dict]
-LEADERLESS = {
-    KafkaError.LEADER_NOT_AVAILABLE,
-    KafkaError.NOT_LEADER_FOR_PARTITION,
-    KafkaError.UNKNOWN_TOPIC_OR_PART,
-    KafkaError._TRANSPORT,
-    KafkaError._TIMED_OUT,
-}
 
 
 # --- Worker processes -------------------------------------------------------------------------
@@ -95,45 +82,7 @@ class Workers:
         self._stack.close()
 
 
-# --- Progress on topics -----------------------------------------------------------------------
-
-
-class Offsets:
-    """How many records a topic holds (the sum of its high watermarks), polled cheaply with one
-    long-lived client."""
-
-    def __init__(self, settings: Settings) -> None:
-        config = {**settings.kafka.librdkafka_config(), "group.id": f"offsets-{uuid.uuid4().hex}"}
-        self._consumer = Consumer(config)
-
-    def total(self, topic: str, timeout: float = 10) -> int:
-        """Retries while the partitions have no leader yet (a topic just created, a broker
-        just restarted)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                partitions = self._consumer.list_topics(topic, timeout=10).topics[topic].partitions
-                return sum(
-                    self._consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-                    for p in partitions
-                )
-            except KafkaException as error:
-                if error.args[0].code() not in LEADERLESS or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
-
-    def wait_until(self, topic: str, count: int, timeout: float, check: Callable[[], None]) -> int:
-        """Poll until `topic` holds `count` records (calling `check`, which may raise, between
-        polls); returns the count reached."""
-        deadline = time.monotonic() + timeout
-        while (total := self.total(topic)) < count:
-            check()
-            assert time.monotonic() < deadline, f"{topic}: {total}/{count} records after {timeout}s"
-            time.sleep(0.02)
-        return total
-
-    def close(self) -> None:
-        self._consumer.close()
+# --- The consumer group -----------------------------------------------------------------------
 
 
 def group_assignment(settings: Settings) -> dict[str, set[tuple[str, int]]]:
@@ -189,48 +138,6 @@ def wait_for_commits(settings: Settings, timeout: float, check: Callable[[], Non
     finally:
         consumer.close()
 
-# --- Producing --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class RawRecord:
-    topic: str
-    key: bytes | None
-    value: bytes | None
-
-
-Coordinates = tuple[str, int, int]  # topic, partition, offset
-
-
-def raw_record(names: TopicNames, envelope: Envelope) -> RawRecord:
-    """A webhook as the ingest lands it: the body on its provider's raw topic, keyed by message id."""
-    payload = envelope["payload"]
-    body = payload if isinstance(payload, bytes) else orjson.dumps(payload)
-    provider = envelope["provider"]
-    return RawRecord(names.raw(provider), get_provider(provider).message_key(body), body)
-
-
-def produce_in_order(settings: Settings, records: Sequence[RawRecord]) -> list[Coordinates]:
-    """Produce `records` in order with one idempotent producer; their coordinates, in order.
-    Records up to the broker's 1 MiB limit are allowed (librdkafka's own default is 1 MB)."""
-    producer = Producer(
-        {**settings.kafka.librdkafka_config(), "enable.idempotence": True, "message.max.bytes": 2**21}
-    )
-    coordinates: list[Coordinates | None] = [None] * len(records)
-
-    def delivered(index: int) -> Callable[[KafkaError | None, Message], None]:
-        def report(error: KafkaError | None, message: Message) -> None:
-            assert error is None, f"record {index} was not delivered: {error}"
-            coordinates[index] = (message.topic(), message.partition(), message.offset())
-
-        return report
-
-    for index, record in enumerate(records):
-        producer.produce(record.topic, record.value, record.key, on_delivery=delivered(index))
-        producer.poll(0)
-    assert producer.flush(30) == 0, "records left undelivered"
-    return [c for c in coordinates if c is not None]
-
 
 # --- The oracle -------------------------------------------------------------------------------
 
@@ -258,8 +165,7 @@ def wait_for_oracle(
     try:
         read_until(settings, topic, lambda records: published_states(records) == expected, timeout)
     except TimeoutError:
-        total = end_offsets(settings, topic)
-        published = published_states(read_until(settings, topic, lambda records: len(records) >= total, 30))
+        published = published_states([(record.key, record.value) for record in read_to_end(settings, topic)])
         raise AssertionError(f"{context}: {difference(published, expected)}\n{logs()}") from None
 
 
@@ -291,21 +197,11 @@ def late_deliveries(envelopes: Sequence[Envelope], rng: random.Random, share: fl
     recipient then wait in the message table until it arrives, and are released by it."""
     messages: dict[tuple[str, bytes | None], list[Envelope]] = {}
     for envelope in envelopes:
-        body = orjson.dumps(envelope["payload"])
-        key = (envelope["provider"], get_provider(envelope["provider"]).message_key(body))
-        messages.setdefault(key, []).append(envelope)
+        record = raw_record(TopicNames(), envelope)
+        messages.setdefault((record.topic, record.key), []).append(envelope)
     arranged: list[Envelope] = []
     for events in messages.values():
         if len(events) > 1 and rng.random() < share:
             events = [*events[1:], events[0]]
         arranged.extend(events)
     return arranged
-
-
-@contextlib.contextmanager
-def offsets_of(settings: Settings) -> Iterator[Offsets]:
-    offsets = Offsets(settings)
-    try:
-        yield offsets
-    finally:
-        offsets.close()

@@ -24,9 +24,9 @@ from mailstream.policy import default_policy
 from mailstream.settings import Settings
 from mailstream.topics import TopicNames
 from streams.app import create_app
+from streams.reader import Watermarks
 from tests.integration.harness import send_envelopes
 from tests.reliability.helpers import (
-    Offsets,
     Workers,
     expected_states,
     late_deliveries,
@@ -58,7 +58,7 @@ def kill_schedule(seed: int, names: TopicNames) -> list[KillPoint]:
 
 
 def test_sigkill_at_random_points_loses_nothing_and_counts_nothing_twice(
-    settings: Settings, names: TopicNames, workers: Workers, offsets: Offsets, chaos_seed: int
+    settings: Settings, names: TopicNames, workers: Workers, offsets: Watermarks, chaos_seed: int
 ) -> None:
     schedule = kill_schedule(chaos_seed, names)
     print("kill schedule:", schedule)
@@ -72,7 +72,7 @@ def test_sigkill_at_random_points_loses_nothing_and_counts_nothing_twice(
         sent.extend(envelopes)
         for point in (p for p in schedule if p.round == index):
             target = before[point.stage] + int(point.fraction * len(envelopes))
-            reached = offsets.wait_until(point.stage, target, 60, lambda: workers.assert_alive("worker"))
+            reached = offsets.wait_for(point.stage, target, 60, lambda: workers.assert_alive("worker"))
             workers.kill("worker")
             print(f"killed in round {index} at {point.stage}={reached - before[point.stage]} of ~{len(envelopes)}")
             workers.start("worker", settings)

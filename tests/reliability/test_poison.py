@@ -18,18 +18,15 @@ import pytest
 
 from connectors.registry import parse
 from mailstream.codec import codec_for
-from mailstream.generate import Envelope, campaign_rounds
+from mailstream.generate import Envelope, RawRecord, campaign_rounds, raw_record
 from mailstream.settings import Settings
 from mailstream.topics import TopicNames
-from streams.reader import end_offsets, read_until
+from streams.reader import read_to_end, read_until
+from tests.integration.harness import Coordinates, produce_in_order
 from tests.reliability.helpers import (
     DEAD_LETTER_CODEC,
-    Coordinates,
-    RawRecord,
     Workers,
     expected_states,
-    produce_in_order,
-    raw_record,
     wait_for_oracle,
 )
 
@@ -115,7 +112,6 @@ def dead_letters(settings: Settings, names: TopicNames, count: int) -> dict[Coor
     try:
         records = read_until(settings, names.dead_letters, lambda found: len(found) >= count, 60)
     except TimeoutError:
-        written = end_offsets(settings, names.dead_letters)
-        records = read_until(settings, names.dead_letters, lambda found: len(found) >= written, 30)
+        records = [(record.key, record.value) for record in read_to_end(settings, names.dead_letters)]
     letters = [DEAD_LETTER_CODEC.decode(value) for _, value in records if value is not None]
     return {(l["source_topic"], l["source_partition"], l["source_offset"]): l for l in letters}

@@ -21,11 +21,11 @@ from connectors.registry import PROVIDERS
 from mailstream.generate import campaign_rounds
 from mailstream.settings import Settings
 from mailstream.topics import TopicNames, create_topics, topic_specs
+from streams.reader import Watermarks
 from tests.integration.harness import send_envelopes
 from tests.reliability.helpers import (
     Workers,
     expected_states,
-    offsets_of,
     wait_for_commits,
     wait_for_members,
     wait_for_oracle,
@@ -60,13 +60,13 @@ def test_the_survivor_takes_over_with_the_state_intact(
         workers.start(name, settings)
     wait_for_members(settings, 2, 60, both_alive)
     sent: list[dict] = []
-    with offsets_of(settings) as offsets:
+    with Watermarks(settings) as offsets:
         for index, envelopes in enumerate(campaign_rounds(RECIPIENTS, ROUNDS, seed=chaos_seed), start=1):
             before = offsets.total(names.recipient_state)
             send_envelopes(settings, envelopes)
             sent.extend(envelopes)
             if index == killed_round:
-                offsets.wait_until(names.recipient_state, before + int(fraction * len(envelopes)), 60, both_alive)
+                offsets.wait_for(names.recipient_state, before + int(fraction * len(envelopes)), 60, both_alive)
                 workers.kill(victim)
                 [owned] = wait_for_members(settings, 1, 60, lambda: workers.assert_alive(survivor)).values()
                 assert owns_every_source_partition(owned, settings, names)
