@@ -24,6 +24,7 @@ from streams.queries import add_queries
 from streams.recipients import StateKeeper
 from streams.records import Output, SourceRecord
 from streams.sweep import add_inactivity_sweep
+from streams.transport import Transport
 
 RAW = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
 
@@ -50,6 +51,7 @@ def create_app(settings: Settings, policy: Policy, *, web_enabled: bool = True) 
         key_serializer="raw",
         value_serializer="raw",
     )
+    app.transport = Transport(app.conf.broker_consumer, app)
     registry = settings.schema_registry_url
     event_codec = codec_for("email_event", registry)
     dead_letter_codec = codec_for("dead_letter", registry)
@@ -100,15 +102,8 @@ def create_app(settings: Settings, policy: Policy, *, web_enabled: bool = True) 
     sources = {*(names.raw(p) for p in PROVIDERS), names.events, names.commands}
 
     @app.on_rebalance_complete.connect
-    async def rewind_partitions_never_committed(sender: faust.App, **_: Any) -> None:
-        """Faust drops what was fetched during a rebalance and seeks back to the committed
-        offsets; a partition without one (its owner died before its first commit) would stay
-        where the drop left it, past records nobody processed. Start those from the beginning."""
-        consumer = sender.consumer
-        committed = await consumer.seek_to_committed()
-        for tp, offset in committed.items():
-            if offset is None and tp.topic in sources:
-                await consumer.seek(tp, 0)
+    async def seek_before_streams_resume(sender: faust.App, **_: Any) -> None:
+        await sender.consumer.seek_before_resume(sources)
 
     add_queries(app, recipients, settings.web_token)
     if settings.sweep_interval_seconds > 0:

@@ -83,6 +83,23 @@ def test_sigkill_at_random_points_loses_nothing_and_counts_nothing_twice(
     workers.assert_alive("worker")
 
 
+def test_a_worker_restarted_on_a_backlog_commits_what_it_processed(
+    settings: Settings, names: TopicNames, workers: Workers, chaos_seed: int
+) -> None:
+    """Each round waits, unread, until the worker (killed after the previous round) starts on
+    it: the fetcher then has records as soon as Faust resumes the stream partitions, the moment
+    streams/transport.py guards. Faust's own seek there made a restarted worker process the
+    backlog yet commit about one offset per commit interval."""
+    sent: list[dict] = []
+    for index, envelopes in enumerate(campaign_rounds(RECIPIENTS, 3, seed=chaos_seed), start=1):
+        send_envelopes(settings, envelopes)
+        sent.extend(envelopes)
+        workers.start("worker", settings)
+        wait_for_oracle(settings, expected_states(sent), 120, f"round {index}, chaos seed {chaos_seed}", workers.log_tails)
+        wait_for_commits(settings, 30, lambda: workers.assert_alive("worker"))
+        workers.kill("worker")
+
+
 def test_every_agent_runs_at_concurrency_1(tmp_path: Path) -> None:
     """faust-streaming issue 606: with concurrency above 1 an agent can commit an offset past an
     event still being processed, which a crash then loses."""

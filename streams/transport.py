@@ -1,0 +1,66 @@
+"""Faust's aiokafka transport, with a consumer whose seek after a rebalance cannot make commits
+stall.
+
+faust-streaming 0.15 resumes the stream partitions after table recovery and only then seeks them
+to their committed offsets (`Recovery.on_recovery_completed`). While that seek waits for the
+consumer thread, the fetcher can already hand records from the committed offset to the streams.
+Faust's seek then moves the read offset back, so the rest of the batch in flight looks like a gap
+in the partition. Faust counts a gap's offsets as processed at its next commit, even those
+still queued in a stream, and counts them again when they are acknowledged. The duplicates
+then hold commits to one offset per commit interval (robinhood/faust#625). The crash test saw a
+restarted worker process everything and commit almost nothing for 30 s.
+
+The seek after resuming still has a job: a fetch that was in flight while the partitions were
+paused can return records that Faust discards, and only this seek reads them again. So it
+stays, but records already handed to the streams keep their read offset: they sit in the
+streams' queues and will be processed. To tell them apart from read offsets of an earlier
+assignment, the worker calls `seek_before_resume` from `app.on_rebalance_complete`, which fires
+just before the partitions are resumed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from faust.transport.consumer import ensure_TP
+from faust.transport.drivers import aiokafka
+from faust.types import TP
+
+
+class Consumer(aiokafka.Consumer):
+    _sources: Collection[str] = ()
+
+    async def seek_before_resume(self, sources: Collection[str]) -> None:
+        """Seek to the committed offsets while the stream partitions are paused, resetting every
+        read offset. A source partition without a committed offset (its owner died before its
+        first commit) starts from the beginning: otherwise it would stay wherever the records
+        dropped during the rebalance left it, past records nobody processed."""
+        self._sources = sources
+        await super().perform_seek()
+        for tp in self._never_committed_sources():
+            await self.seek(tp, 0)
+
+    async def perform_seek(self) -> None:
+        committed = await self.seek_to_committed()
+        # Nothing awaits from here until the read offsets are set: no record is handed out in between.
+        handed_out = dict(self._read_offset) if self.flow_active else {}
+        for partition, offset in committed.items():
+            tp = ensure_TP(partition)
+            position = offset if offset is not None and offset >= 0 else None
+            last_handed_out = handed_out.get(tp)
+            if last_handed_out is not None and (position is None or last_handed_out >= position):
+                position = last_handed_out
+            self._read_offset[tp] = position
+            if offset is not None:
+                self._committed_offset[tp] = offset or None
+        for tp in self._never_committed_sources():
+            await self._seek(tp, 0)  # the position only: records below the read offset are skipped
+
+    def _never_committed_sources(self) -> list[TP]:
+        return [
+            tp for tp in self.assignment() if tp.topic in self._sources and self._committed_offset[tp] is None
+        ]
+
+
+class Transport(aiokafka.Transport):
+    Consumer = Consumer
