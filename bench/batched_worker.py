@@ -18,15 +18,15 @@ from collections.abc import Awaitable, Callable, Sequence
 import faust
 from faust.streams import _current_event
 
-from connectors.registry import PROVIDERS
+from mailstream.connectors.registry import PROVIDERS
 from mailstream.codec import codec_for
 from mailstream.policy import Policy, load_policy
 from mailstream.settings import Settings
 from mailstream.topics import TopicNames, create_topics, topic_specs
-from streams.app import create_app, source_record
-from streams.normalize import Normalizer
-from streams.recipients import StateKeeper
-from streams.records import Output, SourceRecord
+from mailstream.streams.app import create_app, source_record
+from mailstream.streams.normalize import Normalizer
+from mailstream.streams.recipients import StateKeeper
+from mailstream.streams.records import Output, SourceRecord
 
 BATCH_WITHIN_SECONDS = 0.01
 

@@ -25,18 +25,18 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from connectors.registry import PROVIDERS
-from mailstream.broker import KAFKA_VERSION
-from mailstream.broker.provision import Cluster, provision_cluster
+from mailstream.connectors.registry import PROVIDERS
+from mailstream.dev.broker import KAFKA_VERSION
+from mailstream.dev.provision import Cluster, provision_cluster
 from mailstream.codec import codec_for
-from mailstream.generate import Envelope, RawRecord, raw_record
+from mailstream.connectors.samples import Envelope, RawRecord, raw_record
 from mailstream.policy import default_policy
 from mailstream.settings import KafkaSettings, Settings
 from mailstream.topics import TopicNames, create_topics, topic_specs
-from streams.normalize import Normalizer
-from streams.processes import service, settings_env, stop
-from streams.reader import Watermarks
-from streams.records import SourceRecord
+from mailstream.streams.normalize import Normalizer
+from mailstream.streams.operations.processes import service, settings_env, stop
+from mailstream.streams.reader import Watermarks
+from mailstream.streams.records import SourceRecord
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 

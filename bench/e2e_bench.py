@@ -46,12 +46,12 @@ from common import (
     worker,
 )
 
-from mailstream.broker import ensure_jars
-from mailstream.broker.provision import Cluster
-from mailstream.generate import Envelope, RawRecord, campaign, mailbot
+from mailstream.dev.broker import ensure_jars
+from mailstream.dev.provision import Cluster
+from mailstream.connectors.samples import Envelope, RawRecord, campaign, mailbot
 from mailstream.topics import TopicNames, TopicSpec, create_topics
-from streams.reader import Watermarks, read_to_end
-from streams.records import SourceRecord
+from mailstream.streams.reader import Watermarks, read_to_end
+from mailstream.streams.records import SourceRecord
 
 BENCH = Path(__file__).resolve().parent
 MESSAGES_PER_RECIPIENT = 2

@@ -32,9 +32,9 @@ from pathlib import Path
 import aiohttp
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from connectors.registry import PROVIDERS
-from mailstream.broker import free_port
-from mailstream.broker.provision import Cluster, provision_cluster
+from mailstream.connectors.registry import PROVIDERS
+from mailstream.dev.broker import free_port
+from mailstream.dev.provision import Cluster, provision_cluster
 from mailstream.settings import (
     IngestSettings,
     KafkaSettings,
@@ -42,7 +42,7 @@ from mailstream.settings import (
     Settings,
 )
 from mailstream.topics import TopicNames, create_topics, topic_specs
-from streams.processes import service, settings_env
+from mailstream.streams.operations.processes import service, settings_env
 
 PAYLOADS = Path(__file__).resolve().parent.parent / "tests" / "payloads"
 SECRET = "bench-secret"

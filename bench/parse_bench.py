@@ -15,8 +15,8 @@ from pathlib import Path
 import fastavro
 import orjson
 
-from connectors.base import Provider
-from connectors.registry import PROVIDERS
+from mailstream.connectors.base import Provider
+from mailstream.connectors.registry import PROVIDERS
 from mailstream.codec import AvroCodec, codec_for
 
 PAYLOADS = Path(__file__).resolve().parent.parent / "tests" / "payloads"

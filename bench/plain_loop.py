@@ -28,15 +28,15 @@ import orjson
 from common import client_config
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 
-from connectors.registry import PROVIDERS
+from mailstream.connectors.registry import PROVIDERS
 from mailstream.codec import codec_for
 from mailstream.policy import default_policy
 from mailstream.settings import Settings
 from mailstream.topics import TopicNames, TopicSpec, create_topics
-from streams.normalize import Normalizer
-from streams.reader import source_record
-from streams.recipients import StateKeeper
-from streams.records import Output
+from mailstream.streams.normalize import Normalizer
+from mailstream.streams.reader import source_record
+from mailstream.streams.recipients import StateKeeper
+from mailstream.streams.records import Output
 
 COMMIT_SECONDS = 2.8  # Faust's broker_commit_interval
 BATCH = 1000

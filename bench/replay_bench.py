@@ -41,11 +41,11 @@ from common import (
     worker,
 )
 
-from mailstream.broker.provision import Cluster
-from mailstream.generate import Envelope, campaign, mailbot
+from mailstream.dev.provision import Cluster
+from mailstream.connectors.samples import Envelope, campaign, mailbot
 from mailstream.settings import Settings
 from mailstream.topics import TopicNames
-from streams.reader import Watermarks
+from mailstream.streams.reader import Watermarks
 
 STORES = ("memory://", "rocksdb://")
 RESTART_TIMEOUT_SECONDS = 180.0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from connectors.registry import PROVIDERS, parse
+from mailstream.connectors.registry import PROVIDERS, parse
 from mailstream.errors import ParseError
 from mailstream.events import render_json_line
 

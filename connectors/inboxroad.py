@@ -15,7 +15,7 @@ import base64
 import binascii
 from collections.abc import Mapping
 
-from connectors.base import (
+from mailstream.connectors.base import (
     Event,
     Item,
     VerifyConfig,

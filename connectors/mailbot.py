@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from connectors.base import (
+from mailstream.connectors.base import (
     Event,
     Item,
     VerifyConfig,

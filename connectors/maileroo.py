@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from connectors.base import (
+from mailstream.connectors.base import (
     Event,
     Item,
     VerifyConfig,

@@ -6,8 +6,8 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
-from connectors import inboxroad, mailbot, maileroo
-from connectors.base import Provider
+from mailstream.connectors import inboxroad, mailbot, maileroo
+from mailstream.connectors.base import Provider
 from mailstream.errors import ParseError
 
 PROVIDERS: Mapping[str, Provider] = MappingProxyType(

@@ -1,6 +1,7 @@
 """The `mailstream` command: one entry point, one module per subcommand.
 
-Each module named in COMMANDS has `register(subparsers)`, which adds its parser and sets
+This is the composition root: it names modules of every layer (as strings, imported on use);
+no other core module may. Each module named in COMMANDS has `register(subparsers)`, which adds its parser and sets
 `handler=callable(args) -> int`. Heavy imports (faust, confluent_kafka) happen inside the
 handlers, so `mailstream --help` stays instant.
 """
@@ -12,17 +13,19 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from mailstream import __version__
+
 COMMANDS: tuple[str, ...] = (
-    "mailstream.broker.cli",
-    "mailstream.topics_cli",
-    "mailstream.simulate",
-    "streams.cli",
-    "streams.demo",
-    "streams.suppress_cli",
-    "streams.replay",
-    "streams.dead_letters",
-    "connectors.cli",
-    "connectors.ingest.cli",
+    "mailstream.dev.cli",
+    "mailstream.streams.operations.topics",
+    "mailstream.streams.simulate",
+    "mailstream.streams.cli",
+    "mailstream.dev.demo",
+    "mailstream.streams.operations.suppress",
+    "mailstream.streams.operations.replay",
+    "mailstream.streams.operations.dead_letters",
+    "mailstream.connectors.cli",
+    "mailstream.connectors.ingest.cli",
 )
 
 
@@ -31,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mailstream",
         description="Email engagement and deliverability events on Kafka.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module_name in COMMANDS:
         importlib.import_module(module_name).register(subparsers)

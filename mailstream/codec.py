@@ -23,7 +23,7 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 from mailstream.errors import DecodeError
-from schemas import history_versions, load_schema
+from mailstream.schemas import history_versions, load_schema
 
 if TYPE_CHECKING:
     from confluent_kafka.schema_registry import SchemaRegistryClient

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from connectors.base import VerifyConfig
+    from mailstream.connectors.base import VerifyConfig
 
 ENV_PREFIX = "MAILSTREAM_"
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
@@ -296,7 +296,7 @@ class IngestSettings:
 
     def verify_config(self, provider: str) -> VerifyConfig:
         """The `VerifyConfig` a provider's `verify()` checks requests against."""
-        from connectors.base import VerifyConfig
+        from mailstream.connectors.base import VerifyConfig
 
         auth = getattr(self, provider, None)
         if not isinstance(auth, ProviderAuthSettings):

@@ -14,17 +14,17 @@ from typing import Any
 
 import faust
 
-from connectors.registry import PROVIDERS
+from mailstream.connectors.registry import PROVIDERS
 from mailstream.codec import codec_for
 from mailstream.policy import Policy
 from mailstream.settings import Settings
 from mailstream.topics import TopicNames
-from streams.normalize import Normalizer
-from streams.queries import add_queries
-from streams.recipients import StateKeeper
-from streams.records import Output, SourceRecord
-from streams.sweep import add_inactivity_sweep
-from streams.transport import Transport
+from mailstream.streams.normalize import Normalizer
+from mailstream.streams.queries import add_queries
+from mailstream.streams.recipients import StateKeeper
+from mailstream.streams.records import Output, SourceRecord
+from mailstream.streams.sweep import add_inactivity_sweep
+from mailstream.streams.transport import Transport
 
 RAW = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
 

@@ -23,11 +23,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import faust
 
-    from connectors.registry import PROVIDERS
+    from mailstream.connectors.registry import PROVIDERS
     from mailstream.policy import load_policy
     from mailstream.settings import Settings
     from mailstream.topics import create_topics, topic_specs
-    from streams.app import create_app
+    from mailstream.streams.app import create_app
 
     settings = Settings.from_env()
     overrides = {"web_host": args.web_host, "web_port": args.web_port}

@@ -10,13 +10,13 @@ from __future__ import annotations
 from collections.abc import Mapping, MutableMapping
 from typing import Any
 
-from connectors.registry import parse
+from mailstream.connectors.registry import parse
 from mailstream.codec import AvroCodec
 from mailstream.errors import MailstreamError
 from mailstream.messages import MessageInfo, message_key, route
 from mailstream.policy import Policy
 from mailstream.topics import TopicNames
-from streams.records import Output, SourceRecord, dead_letter
+from mailstream.streams.records import Output, SourceRecord, dead_letter
 
 RECEIVED_AT_HEADER = "mailstream.received_at"
 

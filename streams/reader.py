@@ -16,7 +16,7 @@ from confluent_kafka import (
 )
 
 from mailstream.settings import Settings
-from streams.records import SourceRecord
+from mailstream.streams.records import SourceRecord
 
 Records = list[tuple[bytes | None, bytes | None]]
 Partition = tuple[str, int]  # (topic, partition)

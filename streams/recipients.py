@@ -26,7 +26,7 @@ from mailstream.errors import MailstreamError
 from mailstream.policy import Policy
 from mailstream.recipient import RecipientState, apply, suppression_record
 from mailstream.topics import TopicNames
-from streams.records import Output, SourceRecord, dead_letter
+from mailstream.streams.records import Output, SourceRecord, dead_letter
 
 RecipientTable = MutableMapping[bytes, dict[str, Any]]
 

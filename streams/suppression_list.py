@@ -26,7 +26,7 @@ class SuppressionList:
     is known within a poll. Reads are thread-safe. A record it cannot decode (a newer schema)
     still counts as suppressed, with reason UNKNOWN: not mailing is the safe side.
 
-        from streams.suppression_list import SuppressionList
+        from mailstream.streams.suppression_list import SuppressionList
 
         suppressions = SuppressionList(Settings.from_env())   # or SuppressionList("kafka:9092")
         suppressions.wait_until_caught_up(timeout=30)          # before the first send
@@ -116,7 +116,7 @@ class SuppressionList:
         """Assign every partition at its start; returns partition -> end offset still to read."""
         from confluent_kafka import OFFSET_BEGINNING, KafkaException, TopicPartition
 
-        from streams.reader import watermark_offsets
+        from mailstream.streams.reader import watermark_offsets
 
         metadata = self._consumer.list_topics(self.topic, timeout=15).topics[self.topic]
         if metadata.error is not None:

@@ -9,11 +9,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from connectors.registry import PROVIDERS
-from mailstream.broker.provision import Cluster, provision_cluster
+from mailstream.connectors.registry import PROVIDERS
+from mailstream.dev.provision import Cluster, provision_cluster
 from mailstream.settings import KafkaSettings, Settings
 from mailstream.topics import TopicNames, create_topics, topic_specs
-from streams.processes import settings_env
+from mailstream.streams.operations.processes import settings_env
 
 
 @pytest.fixture(scope="session")

@@ -19,11 +19,11 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from connectors.base import Provider, VerifyConfig
-from connectors.ingest.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from connectors.ingest.metrics import IngestMetrics
-from connectors.ingest.producer import AsyncProducer, ProduceError, producer_config
-from connectors.registry import PROVIDERS
+from mailstream.connectors.base import Provider, VerifyConfig
+from mailstream.connectors.ingest.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from mailstream.connectors.ingest.metrics import IngestMetrics
+from mailstream.connectors.ingest.producer import AsyncProducer, ProduceError, producer_config
+from mailstream.connectors.registry import PROVIDERS
 from mailstream.errors import SignatureError
 from mailstream.settings import Settings
 from mailstream.topics import TopicNames

@@ -28,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from aiohttp import web
 
-    from connectors.ingest.app import create_app
+    from mailstream.connectors.ingest.app import create_app
     from mailstream.settings import Settings
 
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import orjson
 import pytest
 
-from connectors.base import MAX_BODY_BYTES, Provider, VerifyConfig
+from mailstream.connectors.base import MAX_BODY_BYTES, Provider, VerifyConfig
 from mailstream.codec import AvroCodec, codec_for
 from mailstream.errors import ParseError, SignatureError
 from mailstream.events import EMAIL_EVENT_FIELDS, EventType

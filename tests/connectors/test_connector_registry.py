@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from connectors import registry
-from connectors.base import Provider
+from mailstream.connectors import registry
+from mailstream.connectors.base import Provider
 from mailstream.errors import ParseError
 from tests.connectors.provider_contract import PAYLOADS
 

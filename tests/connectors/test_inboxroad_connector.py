@@ -8,8 +8,8 @@ from typing import Any
 import orjson
 import pytest
 
-from connectors import inboxroad
-from connectors.base import VerifyConfig, deterministic_event_id
+from mailstream.connectors import inboxroad
+from mailstream.connectors.base import VerifyConfig, deterministic_event_id
 from mailstream.errors import SignatureError
 from mailstream.events import BounceClass, EventType
 from tests.connectors.provider_contract import NOW, SECRET, ProviderContract

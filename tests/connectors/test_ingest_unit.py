@@ -8,8 +8,8 @@ import time
 import pytest
 from confluent_kafka import KafkaError
 
-from connectors.ingest.metrics import IngestMetrics
-from connectors.ingest.producer import (
+from mailstream.connectors.ingest.metrics import IngestMetrics
+from mailstream.connectors.ingest.producer import (
     AsyncProducer,
     ProduceError,
     _settle,

@@ -7,8 +7,8 @@ from typing import Any
 import orjson
 import pytest
 
-from connectors import mailbot
-from connectors.base import VerifyConfig
+from mailstream.connectors import mailbot
+from mailstream.connectors.base import VerifyConfig
 from mailstream.errors import SignatureError
 from mailstream.events import BounceClass, EventType
 from tests.connectors.provider_contract import NOW, ProviderContract, assert_canonical

@@ -7,8 +7,8 @@ from typing import Any
 import orjson
 import pytest
 
-from connectors import maileroo
-from connectors.base import hmac_hex
+from mailstream.connectors import maileroo
+from mailstream.connectors.base import hmac_hex
 from mailstream.errors import ParseError, SignatureError
 from mailstream.events import BounceClass, EventType
 from tests.connectors.provider_contract import NOW, SECRET, ProviderContract

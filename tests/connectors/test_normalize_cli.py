@@ -39,7 +39,7 @@ EXPECTED_LINE = {
 
 
 def test_normalize_is_a_registered_command() -> None:
-    assert "connectors.cli" in cli.COMMANDS
+    assert "mailstream.connectors.cli" in cli.COMMANDS
 
 
 def test_prints_one_json_line_per_event(capsys: pytest.CaptureFixture[str]) -> None:
@@ -88,7 +88,7 @@ def test_missing_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 
 def test_as_a_subprocess() -> None:
     ok = subprocess.run(
-        [sys.executable, "-m", "mailstream.cli", "normalize", "--provider", "inboxroad", "-"],
+        [sys.executable, "-m", "mailstream", "normalize", "--provider", "inboxroad", "-"],
         input=SEED_DELIVERED.read_bytes(),
         capture_output=True,
         timeout=60,
@@ -97,7 +97,7 @@ def test_as_a_subprocess() -> None:
     assert (ok.returncode, ok.stderr) == (0, b"")
     assert orjson.loads(ok.stdout) == EXPECTED_LINE
     bad = subprocess.run(
-        [sys.executable, "-m", "mailstream.cli", "normalize", "--provider", "inboxroad", "-"],
+        [sys.executable, "-m", "mailstream", "normalize", "--provider", "inboxroad", "-"],
         input=b"[1, 2]",
         capture_output=True,
         timeout=60,

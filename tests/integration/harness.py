@@ -9,10 +9,10 @@ from pathlib import Path
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from mailstream.generate import RawRecord, raw_record
+from mailstream.connectors.samples import RawRecord, raw_record
 from mailstream.settings import Settings
 from mailstream.topics import TopicNames
-from streams.processes import service, settings_env
+from mailstream.streams.operations.processes import service, settings_env
 
 
 @contextlib.contextmanager

@@ -9,8 +9,8 @@ import pytest
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
-from mailstream.broker import LocalBroker
-from mailstream.broker.provision import provision_cluster
+from mailstream.dev.broker import LocalBroker
+from mailstream.dev.provision import provision_cluster
 from mailstream.settings import Settings
 from mailstream.topics import create_topics, topic_specs
 

@@ -11,15 +11,15 @@ from confluent_kafka import Producer
 
 from mailstream.cli import main
 from mailstream.codec import codec_for
-from mailstream.generate import maileroo
+from mailstream.connectors.samples import maileroo
 from mailstream.settings import Settings
 from mailstream.topics import TopicNames
-from streams.dead_letters import (
+from mailstream.streams.operations.dead_letters import (
     REDRIVE_COUNT_HEADER,
     REDRIVEN_FROM_HEADER,
     redrive_topic,
 )
-from streams.reader import latest_by_key, read_until
+from mailstream.streams.reader import latest_by_key, read_until
 from tests.integration.harness import send_envelopes
 
 pytestmark = pytest.mark.kafka

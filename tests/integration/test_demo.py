@@ -12,7 +12,7 @@ pytestmark = pytest.mark.kafka
 
 def test_demo_shows_every_rule_and_stops_what_it_started() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "mailstream.cli", "demo"], capture_output=True, text=True, timeout=300, check=False
+        [sys.executable, "-m", "mailstream", "demo"], capture_output=True, text=True, timeout=300, check=False
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     states_table = result.stdout.split("Recipient states")[1].split("Suppressions")[0]

@@ -28,9 +28,9 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from connectors.ingest.app import create_app
-from connectors.registry import PROVIDERS
-from mailstream.broker import LocalBroker, free_port
+from mailstream.connectors.ingest.app import create_app
+from mailstream.connectors.registry import PROVIDERS
+from mailstream.dev.broker import LocalBroker, free_port
 from mailstream.settings import (
     IngestSettings,
     KafkaSettings,
@@ -435,7 +435,7 @@ def ingest_process(settings: Settings, port: int, log: Path) -> Iterator[subproc
     }
     with open(log, "wb") as output:
         process = subprocess.Popen(
-            [sys.executable, "-m", "mailstream.cli", "ingest", "--port", str(port)],
+            [sys.executable, "-m", "mailstream", "ingest", "--port", str(port)],
             env=env,
             stdout=output,
             stderr=subprocess.STDOUT,

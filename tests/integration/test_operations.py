@@ -17,14 +17,14 @@ from pathlib import Path
 import orjson
 import pytest
 
-from connectors.registry import PROVIDERS
-from mailstream.broker import free_port
+from mailstream.connectors.registry import PROVIDERS
+from mailstream.dev.broker import free_port
 from mailstream.codec import codec_for
-from mailstream.generate import HUMAN_AGENT, inboxroad, maileroo
+from mailstream.connectors.samples import HUMAN_AGENT, inboxroad, maileroo
 from mailstream.settings import Settings
 from mailstream.topics import TopicNames, create_topics, topic_specs
-from streams.processes import settings_env
-from streams.reader import latest_by_key, read_until
+from mailstream.streams.operations.processes import settings_env
+from mailstream.streams.reader import latest_by_key, read_until
 from tests.integration.harness import running_worker, send_envelopes
 
 pytestmark = pytest.mark.kafka
@@ -48,7 +48,7 @@ def operated(settings: Settings, tmp_path: Path) -> Iterator[tuple[Settings, str
 
 def suppress(settings: Settings, *arguments: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "mailstream.cli", "suppress", *arguments, "--actor", "ops@test"],
+        [sys.executable, "-m", "mailstream", "suppress", *arguments, "--actor", "ops@test"],
         env=settings_env(settings), capture_output=True, text=True, timeout=120, check=False,
     )
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from mailstream.codec import codec_for
-from mailstream.generate import (
+from mailstream.connectors.samples import (
     HUMAN_AGENT,
     campaign_rounds,
     inboxroad,
@@ -16,9 +16,9 @@ from mailstream.generate import (
 from mailstream.policy import default_policy
 from mailstream.recipient import RecipientState
 from mailstream.settings import Settings
-from mailstream.simulate import simulate
+from mailstream.streams.simulate import simulate
 from mailstream.topics import TopicNames
-from streams.reader import latest_by_key, read_until
+from mailstream.streams.reader import latest_by_key, read_until
 from tests.integration.harness import send_envelopes
 
 pytestmark = pytest.mark.kafka

@@ -13,13 +13,13 @@ import pytest
 
 from mailstream.cli import main
 from mailstream.codec import codec_for
-from mailstream.generate import campaign_rounds
+from mailstream.connectors.samples import campaign_rounds
 from mailstream.policy import default_policy
 from mailstream.recipient import RecipientState, suppression_record
 from mailstream.settings import Settings
-from mailstream.simulate import simulate
+from mailstream.streams.simulate import simulate
 from mailstream.topics import TopicNames
-from streams.reader import latest_by_key, read_to_end, read_until
+from mailstream.streams.reader import latest_by_key, read_to_end, read_until
 from tests.integration.harness import running_worker, send_envelopes
 
 pytestmark = pytest.mark.kafka

@@ -8,11 +8,11 @@ import time
 import pytest
 from confluent_kafka import Producer
 
-from connectors.registry import PROVIDERS
+from mailstream.connectors.registry import PROVIDERS
 from mailstream.codec import codec_for
 from mailstream.settings import Settings
 from mailstream.topics import TopicNames, create_topics, topic_specs
-from streams.suppression_list import SuppressionList
+from mailstream.streams.suppression_list import SuppressionList
 
 pytestmark = pytest.mark.kafka
 

@@ -15,7 +15,7 @@ import pytest
 
 from mailstream.settings import Settings
 from mailstream.topics import TopicNames
-from streams.reader import Watermarks
+from mailstream.streams.reader import Watermarks
 from tests.reliability.helpers import Workers
 
 

@@ -23,16 +23,16 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient
 
-from connectors.registry import PROVIDERS
+from mailstream.connectors.registry import PROVIDERS
 from mailstream.codec import codec_for
-from mailstream.generate import Envelope, raw_record
+from mailstream.connectors.samples import Envelope, raw_record
 from mailstream.policy import default_policy
 from mailstream.recipient import RecipientState
 from mailstream.settings import Settings
-from mailstream.simulate import simulate
+from mailstream.streams.simulate import simulate
 from mailstream.topics import TopicNames
-from streams.processes import kill, service, settings_env
-from streams.reader import Records, latest_by_key, read_to_end, read_until
+from mailstream.streams.operations.processes import kill, service, settings_env
+from mailstream.streams.reader import Records, latest_by_key, read_to_end, read_until
 
 FAST_FAILOVER = {"BROKER_SESSION_TIMEOUT": "6", "BROKER_HEARTBEAT_INTERVAL": "1"}
 STATE_CODEC = codec_for("recipient_state")

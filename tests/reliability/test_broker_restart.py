@@ -18,9 +18,9 @@ import aiohttp
 import orjson
 import pytest
 
-from connectors.registry import PROVIDERS
-from mailstream.broker import LocalBroker, free_port
-from mailstream.generate import Envelope, campaign_rounds
+from mailstream.connectors.registry import PROVIDERS
+from mailstream.dev.broker import LocalBroker, free_port
+from mailstream.connectors.samples import Envelope, campaign_rounds
 from mailstream.settings import (
     IngestSettings,
     KafkaSettings,
@@ -28,7 +28,7 @@ from mailstream.settings import (
     Settings,
 )
 from mailstream.topics import create_topics, topic_specs
-from streams.processes import service, settings_env
+from mailstream.streams.operations.processes import service, settings_env
 from tests.reliability.helpers import Workers, expected_states, wait_for_oracle
 
 pytestmark = pytest.mark.kafka

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import pytest
 
-from mailstream.generate import campaign_rounds
+from mailstream.connectors.samples import campaign_rounds
 from mailstream.policy import default_policy
 from mailstream.settings import Settings
 from mailstream.topics import TopicNames
-from streams.app import create_app
-from streams.reader import Watermarks
+from mailstream.streams.app import create_app
+from mailstream.streams.reader import Watermarks
 from tests.integration.harness import send_envelopes
 from tests.reliability.helpers import (
     Workers,

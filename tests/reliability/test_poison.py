@@ -16,12 +16,12 @@ from dataclasses import dataclass
 import orjson
 import pytest
 
-from connectors.registry import parse
+from mailstream.connectors.registry import parse
 from mailstream.codec import codec_for
-from mailstream.generate import Envelope, RawRecord, campaign_rounds, raw_record
+from mailstream.connectors.samples import Envelope, RawRecord, campaign_rounds, raw_record
 from mailstream.settings import Settings
 from mailstream.topics import TopicNames
-from streams.reader import read_to_end, read_until
+from mailstream.streams.reader import read_to_end, read_until
 from tests.integration.harness import Coordinates, produce_in_order
 from tests.reliability.helpers import (
     DEAD_LETTER_CODEC,

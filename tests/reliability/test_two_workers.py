@@ -17,11 +17,11 @@ from dataclasses import replace
 
 import pytest
 
-from connectors.registry import PROVIDERS
-from mailstream.generate import campaign_rounds
+from mailstream.connectors.registry import PROVIDERS
+from mailstream.connectors.samples import campaign_rounds
 from mailstream.settings import Settings
 from mailstream.topics import TopicNames, create_topics, topic_specs
-from streams.reader import Watermarks
+from mailstream.streams.reader import Watermarks
 from tests.integration.harness import send_envelopes
 from tests.reliability.helpers import (
     Workers,

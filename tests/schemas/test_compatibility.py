@@ -13,7 +13,7 @@ import pytest
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.utils import generate_many
 
-from schemas import history_versions, load_schema, schema_names
+from mailstream.schemas import history_versions, load_schema, schema_names
 
 SAMPLES_PER_VERSION = 50
 
@@ -117,7 +117,7 @@ def test_new_fields_have_defaults(name: str, version: int, old: dict[str, Any]) 
 def test_the_schema_readme_documents_every_field_of_every_schema() -> None:
     from pathlib import Path
 
-    from schemas import load_schema
+    from mailstream.schemas import load_schema
 
     folder = Path(__file__).resolve().parents[2] / "schemas"
     readme = (folder / "README.md").read_text()

@@ -22,7 +22,7 @@ from mailstream.codec import (
 )
 from mailstream.errors import DecodeError
 from mailstream.events import EventType, new_event
-from schemas import load_schema
+from mailstream.schemas import load_schema
 
 PAYLOADS = Path(__file__).parent.parent / "payloads"
 

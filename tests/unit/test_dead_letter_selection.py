@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from mailstream.codec import codec_for
-from streams.dead_letters import (
+from mailstream.streams.operations.dead_letters import (
     REDRIVE_COUNT_HEADER,
     REDRIVEN_FROM_HEADER,
     DeadLetter,
@@ -20,8 +20,8 @@ from streams.dead_letters import (
     split_kinds,
     unknown_kinds,
 )
-from streams.normalize import RECEIVED_AT_HEADER
-from streams.records import MAX_DEAD_LETTER_PAYLOAD, SourceRecord, dead_letter
+from mailstream.streams.normalize import RECEIVED_AT_HEADER
+from mailstream.streams.records import MAX_DEAD_LETTER_PAYLOAD, SourceRecord, dead_letter
 
 T0 = 1_700_000_000_000
 

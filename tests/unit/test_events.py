@@ -13,7 +13,7 @@ from mailstream.events import (
     new_event,
     render_json_line,
 )
-from schemas import load_schema
+from mailstream.schemas import load_schema
 
 REQUIRED = {"event_id": "e", "provider": "p", "event_type": EventType.SENT, "occurred_at": 0}
 

@@ -36,7 +36,7 @@ def test_compose_commands_are_real_mailstream_subcommands() -> None:
 
 def test_help_lists_the_subcommands() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "mailstream.cli", "--help"], capture_output=True, text=True, check=False
+        [sys.executable, "-m", "mailstream", "--help"], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0
     commands = ("kafka", "topics", "worker", "ingest", "normalize", "simulate", "replay", "dlq", "suppress", "demo")

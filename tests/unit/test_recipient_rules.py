@@ -27,7 +27,7 @@ from mailstream.recipient import (
     suppress_manually,
     suppression_record,
 )
-from schemas import load_schema
+from mailstream.schemas import load_schema
 
 T0 = 1_695_222_842_000  # 2023-09-20T15:14:02Z
 SECOND = 1_000

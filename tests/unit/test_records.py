@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from mailstream.codec import codec_for
-from streams.records import (
+from mailstream.streams.records import (
     MAX_DEAD_LETTER_PAYLOAD,
     REDRIVE_COUNT_HEADER,
     SourceRecord,

@@ -7,8 +7,8 @@ import io
 
 import pytest
 
-from streams.records import SourceRecord
-from streams.replay import (
+from mailstream.streams.records import SourceRecord
+from mailstream.streams.operations.replay import (
     ProgressPrinter,
     changelog_topics,
     format_duration,

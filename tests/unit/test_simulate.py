@@ -11,7 +11,7 @@ import pytest
 from mailstream.cli import main
 from mailstream.policy import default_policy
 from mailstream.recipient import RecipientStatus, SuppressionReason
-from mailstream.simulate import simulate
+from mailstream.streams.simulate import simulate
 
 MAILEROO_MESSAGE = "<499840827041934075286474.8057.2024315233239@domain.com>"
 HUMAN_UA = (

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mailstream.broker import BrokerError, LocalBroker, cache_dir, ensure_jars
+from mailstream.dev.broker import BrokerError, LocalBroker, cache_dir, ensure_jars
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

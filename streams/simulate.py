@@ -19,7 +19,7 @@ from typing import IO, Any
 
 import orjson
 
-from connectors import registry
+from mailstream.connectors import registry
 from mailstream.errors import ParseError
 from mailstream.events import render_json_line
 from mailstream.messages import MessageInfo, message_key, route

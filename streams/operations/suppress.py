@@ -80,7 +80,7 @@ def send_and_confirm(command: OperatorCommand, wait: float) -> int:
     from mailstream.codec import codec_for
     from mailstream.settings import Settings
     from mailstream.topics import TopicNames
-    from streams.reader import watermark_offsets
+    from mailstream.streams.reader import watermark_offsets
 
     settings = Settings.from_env()
     names = TopicNames(settings.topic_prefix)

@@ -20,13 +20,13 @@ from typing import Any
 import orjson
 
 from mailstream.codec import codec_for
-from mailstream.generate import HUMAN_AGENT, PROXY_AGENT, inboxroad, mailbot, maileroo
+from mailstream.connectors.samples import HUMAN_AGENT, PROXY_AGENT, inboxroad, mailbot, maileroo
 from mailstream.recipient import RecipientState
 from mailstream.settings import KafkaSettings, Settings
 from mailstream.text import render_table
 from mailstream.topics import TopicNames
-from streams.processes import service, settings_env
-from streams.reader import Records, latest_by_key, read_until
+from mailstream.streams.operations.processes import service, settings_env
+from mailstream.streams.reader import Records, latest_by_key, read_until
 
 T0 = 1_763_900_000_000
 MINUTE = 60_000
@@ -100,10 +100,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from connectors.registry import PROVIDERS
-    from mailstream.broker import LocalBroker, free_port
+    from mailstream.connectors.registry import PROVIDERS
+    from mailstream.dev.broker import LocalBroker, free_port
     from mailstream.policy import default_policy
-    from mailstream.simulate import simulate
+    from mailstream.streams.simulate import simulate
     from mailstream.topics import create_topics, topic_specs
 
     with tempfile.TemporaryDirectory(prefix="mailstream-demo-") as workdir, contextlib.ExitStack() as stack:
@@ -177,8 +177,8 @@ def _post(url: str, body: bytes, headers: dict[str, str]) -> int:
 
 
 def _post_story(base: str, envelopes: list[dict[str, Any]]) -> None:
-    from connectors.base import VerifyConfig
-    from connectors.registry import get_provider
+    from mailstream.connectors.base import VerifyConfig
+    from mailstream.connectors.registry import get_provider
 
     for envelope in envelopes:
         provider = get_provider(envelope["provider"])

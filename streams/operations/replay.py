@@ -61,8 +61,8 @@ from typing import TYPE_CHECKING, TextIO
 from mailstream.events import format_timestamp_ms
 from mailstream.settings import Settings
 from mailstream.topics import TopicNames
-from streams.reader import Partition, latest_by_key, read_to_end
-from streams.records import SourceRecord
+from mailstream.streams.reader import Partition, latest_by_key, read_to_end
+from mailstream.streams.records import SourceRecord
 
 if TYPE_CHECKING:
     import subprocess
@@ -320,7 +320,7 @@ class ReplayPlan:
 
 
 def plan_replay(admin: AdminClient, settings: Settings, from_ms: int | None) -> ReplayPlan:
-    from connectors.registry import PROVIDERS
+    from mailstream.connectors.registry import PROVIDERS
 
     names = TopicNames(settings.topic_prefix)
     raw = partitions_of(admin, [names.raw(provider) for provider in PROVIDERS])
@@ -387,7 +387,7 @@ def rebuild(
     admin: AdminClient, settings: Settings, plan: ReplayPlan, out: TextIO, worker_log: Path
 ) -> None:
     """Run a worker until it has consumed the inputs and the events they produced."""
-    from streams.processes import service, settings_env
+    from mailstream.streams.operations.processes import service, settings_env
 
     names = TopicNames(settings.topic_prefix)
     printer = ProgressPrinter(out, out.isatty())

@@ -16,7 +16,7 @@ def service(arguments: list[str], env: dict[str, str], log: Path) -> Iterator[su
     """`mailstream ARGUMENTS...` in its own process group, output to `log`; stopped on exit."""
     with open(log, "ab") as output:
         process = subprocess.Popen(
-            [sys.executable, "-m", "mailstream.cli", *arguments],
+            [sys.executable, "-m", "mailstream", *arguments],
             env=env,
             stdout=output,
             stderr=subprocess.STDOUT,

@@ -16,7 +16,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from connectors.registry import PROVIDERS
+    from mailstream.connectors.registry import PROVIDERS
     from mailstream.settings import Settings
     from mailstream.topics import create_topics, topic_specs
 

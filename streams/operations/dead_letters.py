@@ -40,10 +40,10 @@ from mailstream.events import format_timestamp_ms
 from mailstream.settings import Settings
 from mailstream.text import render_table
 from mailstream.topics import TopicNames, TopicSpec
-from streams.normalize import RECEIVED_AT_HEADER
-from streams.reader import latest_by_key, read_to_end
-from streams.records import REDRIVE_COUNT_HEADER, payload_was_cut
-from streams.replay import time_argument
+from mailstream.streams.normalize import RECEIVED_AT_HEADER
+from mailstream.streams.reader import latest_by_key, read_to_end
+from mailstream.streams.records import REDRIVE_COUNT_HEADER, payload_was_cut
+from mailstream.streams.operations.replay import time_argument
 
 if TYPE_CHECKING:
     from confluent_kafka import KafkaError, Message

@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from mailstream.broker import LocalBroker
+from mailstream.dev.broker import LocalBroker
 
 
 @dataclass(frozen=True)

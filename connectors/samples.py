@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from connectors.registry import get_provider
+from mailstream.connectors.registry import get_provider
 from mailstream.events import format_timestamp_ms
 from mailstream.topics import TopicNames
 
