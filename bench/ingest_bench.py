@@ -32,6 +32,7 @@ from pathlib import Path
 import aiohttp
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
+from mailstream.connectors.base import verify_config
 from mailstream.connectors.registry import PROVIDERS
 from mailstream.dev.broker import free_port
 from mailstream.dev.provision import Cluster, provision_cluster
@@ -76,7 +77,7 @@ def signed_requests(settings: Settings) -> list[Signed]:
     """Every golden body of every provider, signed now (mailbot's window is 5 minutes)."""
     requests = []
     for name, provider in PROVIDERS.items():
-        config = settings.ingest.verify_config(name)
+        config = verify_config(settings.ingest, name)
         for path in sorted((PAYLOADS / name).glob("*.json")):
             if path.name.endswith(".expected.json"):
                 continue

@@ -18,6 +18,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import orjson
 
 from mailstream.errors import ParseError, SignatureError
+from mailstream.settings import ENV_PREFIX, IngestSettings, ProviderAuthSettings, SettingsError
 
 MAX_BODY_BYTES = 8 * 1024 * 1024  # far above any real webhook batch; a larger body is abuse
 AuthMode = Literal["hmac", "api_key", "basic"]
@@ -54,6 +55,22 @@ class VerifyConfig:
             raise ValueError(f"mode must be one of {AUTH_MODES}, not {self.mode!r}")
         if self.max_age_seconds <= 0:
             raise ValueError("max_age_seconds must be positive")
+
+
+def verify_config(ingest: IngestSettings, provider: str) -> VerifyConfig:
+    """The `VerifyConfig` a provider's `verify()` checks requests against."""
+    auth = getattr(ingest, provider, None)
+    if not isinstance(auth, ProviderAuthSettings):
+        raise SettingsError(f"no {ENV_PREFIX}INGEST_* settings for provider {provider!r}")
+    return VerifyConfig(
+        secrets=auth.secrets,
+        allow_unsigned=auth.allow_unsigned,
+        signature_header=auth.signature_header,
+        max_age_seconds=auth.max_age_seconds,
+        mode=auth.mode,  # type: ignore[arg-type]  # checked in IngestSettings.from_env
+        api_key_header=auth.api_key_header,
+        basic_auth=auth.basic_auth,
+    )
 
 
 @runtime_checkable

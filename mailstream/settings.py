@@ -12,10 +12,7 @@ import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from mailstream.connectors.base import VerifyConfig
+from typing import Any
 
 ENV_PREFIX = "MAILSTREAM_"
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
@@ -236,7 +233,7 @@ def _split_pair(name: str, item: str) -> tuple[str, str]:
     return left, right
 
 
-INGEST_AUTH_MODES = ("hmac", "api_key", "basic")  # as connectors.base.AUTH_MODES
+INGEST_AUTH_MODES = ("hmac", "api_key", "basic")  # as mailstream.connectors.base.AUTH_MODES
 
 
 @dataclass(frozen=True)
@@ -293,20 +290,3 @@ class IngestSettings:
                     )
                 providers[spec.name] = ProviderAuthSettings(**values)
         return cls(**providers, **_read_fields(cls, env, prefix))
-
-    def verify_config(self, provider: str) -> VerifyConfig:
-        """The `VerifyConfig` a provider's `verify()` checks requests against."""
-        from mailstream.connectors.base import VerifyConfig
-
-        auth = getattr(self, provider, None)
-        if not isinstance(auth, ProviderAuthSettings):
-            raise SettingsError(f"no {ENV_PREFIX}INGEST_* settings for provider {provider!r}")
-        return VerifyConfig(
-            secrets=auth.secrets,
-            allow_unsigned=auth.allow_unsigned,
-            signature_header=auth.signature_header,
-            max_age_seconds=auth.max_age_seconds,
-            mode=auth.mode,  # type: ignore[arg-type]  # checked in from_env
-            api_key_header=auth.api_key_header,
-            basic_auth=auth.basic_auth,
-        )

@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from mailstream.connectors.base import Provider, VerifyConfig
+from mailstream.connectors.base import Provider, VerifyConfig, verify_config
 from mailstream.connectors.ingest.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from mailstream.connectors.ingest.metrics import IngestMetrics
 from mailstream.connectors.ingest.producer import AsyncProducer, ProduceError, producer_config
@@ -46,7 +46,7 @@ class Route:
 def build_routes(settings: Settings, providers: Mapping[str, Provider]) -> dict[str, Route]:
     names = TopicNames(settings.topic_prefix)
     return {
-        name: Route(provider, settings.ingest.verify_config(name), names.raw(name), name.encode())
+        name: Route(provider, verify_config(settings.ingest, name), names.raw(name), name.encode())
         for name, provider in providers.items()
     }
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from mailstream.connectors.base import verify_config
 from mailstream.settings import IngestSettings, Settings, SettingsError
 
 
@@ -12,11 +13,11 @@ def test_defaults_refuse_unsigned_webhooks_and_limit_bodies_to_one_mebibyte() ->
     assert ingest.max_body_bytes == 1024 * 1024
     assert ingest.produce_timeout_seconds == 10.0
     for provider in ("mailbot", "maileroo", "inboxroad"):
-        config = ingest.verify_config(provider)
+        config = verify_config(ingest, provider)
         assert config.secrets == ()
         assert config.allow_unsigned is False
-    assert ingest.verify_config("mailbot").max_age_seconds == 300
-    assert ingest.verify_config("inboxroad").mode == "hmac"
+    assert verify_config(ingest, "mailbot").max_age_seconds == 300
+    assert verify_config(ingest, "inboxroad").mode == "hmac"
 
 
 def test_each_provider_reads_its_own_variables() -> None:
@@ -32,14 +33,14 @@ def test_each_provider_reads_its_own_variables() -> None:
         "MAILSTREAM_INGEST_PRODUCE_TIMEOUT_SECONDS": "2.5",
     }
     ingest = Settings.from_env(env).ingest
-    mailbot = ingest.verify_config("mailbot")
+    mailbot = verify_config(ingest, "mailbot")
     assert mailbot.secrets == ("current-secret", "previous-secret")
     assert mailbot.max_age_seconds == 60
-    maileroo = ingest.verify_config("maileroo")
+    maileroo = verify_config(ingest, "maileroo")
     assert (maileroo.signature_header, maileroo.allow_unsigned, maileroo.secrets) == (
         "X-Signature", True, ()
     )
-    inboxroad = ingest.verify_config("inboxroad")
+    inboxroad = verify_config(ingest, "inboxroad")
     assert inboxroad.mode == "basic"
     assert inboxroad.basic_auth == (("roadie", "pa:ss"), ("backup", "other"))
     assert inboxroad.api_key_header == "X-Key"
@@ -52,7 +53,7 @@ def test_secrets_and_passwords_never_appear_in_repr() -> None:
         "MAILSTREAM_INGEST_INBOXROAD_BASIC_AUTH": "roadie:inboxroad-hush",
     }
     settings = Settings.from_env(env)
-    for text in (repr(settings), str(settings), repr(settings.ingest.verify_config("inboxroad"))):
+    for text in (repr(settings), str(settings), repr(verify_config(settings.ingest, "inboxroad"))):
         assert "hush" not in text
 
 
@@ -73,4 +74,4 @@ def test_bad_values_name_the_variable(env: dict[str, str], variable: str) -> Non
 
 def test_a_provider_without_settings_is_a_settings_error() -> None:
     with pytest.raises(SettingsError, match="sendgrid"):
-        IngestSettings().verify_config("sendgrid")
+        verify_config(IngestSettings(), "sendgrid")

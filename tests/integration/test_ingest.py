@@ -28,6 +28,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from mailstream.connectors.base import verify_config
 from mailstream.connectors.ingest.app import create_app
 from mailstream.connectors.registry import PROVIDERS
 from mailstream.dev.broker import LocalBroker, free_port
@@ -106,7 +107,7 @@ async def client(ingest_settings: Settings) -> AsyncIterator[Client]:
 def signed_headers(
     settings: Settings, provider: str, body: bytes, **overrides: object
 ) -> dict[str, str]:
-    config = replace(settings.ingest.verify_config(provider), **overrides)
+    config = replace(verify_config(settings.ingest, provider), **overrides)
     headers = PROVIDERS[provider].sign(body, config, time.time())
     return {"Content-Type": "application/json", **headers}
 
@@ -237,7 +238,7 @@ def altered_maileroo(settings: Settings) -> Request:
 
 def stale_mailbot(settings: Settings) -> Request:
     body, _ = PAYLOADS["mailbot"]
-    config = settings.ingest.verify_config("mailbot")
+    config = verify_config(settings.ingest, "mailbot")
     headers = PROVIDERS["mailbot"].sign(body, config, time.time() - config.max_age_seconds - 5)
     return "/webhooks/mailbot", body, headers
 

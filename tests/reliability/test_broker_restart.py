@@ -18,6 +18,7 @@ import aiohttp
 import orjson
 import pytest
 
+from mailstream.connectors.base import verify_config
 from mailstream.connectors.registry import PROVIDERS
 from mailstream.dev.broker import LocalBroker, free_port
 from mailstream.connectors.samples import Envelope, campaign_rounds
@@ -55,7 +56,7 @@ class Provider:
             await self._deliver(envelope["provider"], orjson.dumps(envelope["payload"]))
 
     async def _deliver(self, provider: str, body: bytes) -> None:
-        config = self._settings.ingest.verify_config(provider)
+        config = verify_config(self._settings.ingest, provider)
         while True:
             headers = {"Content-Type": "application/json", **PROVIDERS[provider].sign(body, config, time.time())}
             async with self._session.post(f"{self._base_url}/webhooks/{provider}", data=body, headers=headers) as answer:

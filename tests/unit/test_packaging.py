@@ -53,3 +53,33 @@ def test_readme_quick_start_has_exactly_the_two_commands_ci_runs() -> None:
     commands = [line.split("#")[0].strip() for line in quick_start.strip().splitlines()]
     assert commands == ["make demo", "make test"]
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_the_wheel_installs_one_import_package_and_builds_without_warnings(tmp_path: Path) -> None:
+    import tomllib
+    import zipfile
+
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(tmp_path), str(ROOT)],
+        capture_output=True, text=True, timeout=240, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Warning" not in result.stderr, result.stderr
+    (wheel,) = tmp_path.glob("*.whl")
+    assert wheel.name.startswith("mailstream_kafka-")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {name.split("/")[0] for name in names if ".dist-info/" not in name} == {"mailstream"}
+    history = {path.name for path in (ROOT / "schemas" / "history").iterdir() if path.is_dir()}
+    assert {f"mailstream/schemas/history/{name}/v1.avsc" for name in history} <= set(names)
+    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    assert {f"mailstream.schemas.history.{name}" for name in history} <= set(packages)
+
+
+def test_python_dash_m_mailstream_prints_the_version() -> None:
+    from mailstream import __version__
+
+    result = subprocess.run(
+        [sys.executable, "-m", "mailstream", "--version"], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"mailstream {__version__}"
