@@ -1,6 +1,7 @@
 """The pipeline without Faust: one confluent-kafka consumer, the project's own processors
-(`streams.normalize.Normalizer`, `streams.recipients.StateKeeper`) over dict tables, one
-producer. The ceiling for Python on librdkafka, doing the same Kafka work as the worker:
+(`mailstream.streams.normalize.Normalizer`, `mailstream.streams.recipients.StateKeeper`) over
+dict tables, one producer. The ceiling for Python on librdkafka, doing the same Kafka work as
+the worker:
 
 - one consumer reads the raw topics, email.events and email.commands (as the worker's one
   consumer does);

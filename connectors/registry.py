@@ -30,7 +30,7 @@ def parse(
     headers: Mapping[str, str] | None = None,
     received_at: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Canonical events of one webhook body (see `connectors.base.Provider.parse`).
+    """Canonical events of one webhook body (see `mailstream.connectors.base.Provider.parse`).
 
     Raises ParseError (with `kind` and an actionable message) for a body it cannot parse or
     an unknown provider; unknown event types are UNKNOWN events, never errors.

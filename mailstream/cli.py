@@ -1,9 +1,9 @@
 """The `mailstream` command: one entry point, one module per subcommand.
 
 This is the composition root: it names modules of every layer (as strings, imported on use);
-no other core module may. Each module named in COMMANDS has `register(subparsers)`, which adds its parser and sets
-`handler=callable(args) -> int`. Heavy imports (faust, confluent_kafka) happen inside the
-handlers, so `mailstream --help` stays instant.
+no other core module may. Each module named in COMMANDS has `register(subparsers)`, which adds
+its parser and sets `handler=callable(args) -> int`. Heavy imports (faust, confluent_kafka)
+happen inside the handlers, so `mailstream --help` stays instant.
 """
 
 from __future__ import annotations

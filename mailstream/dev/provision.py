@@ -2,7 +2,7 @@
 
 1. `KAFKA_BOOTSTRAP_SERVERS` (or `MAILSTREAM_KAFKA_BOOTSTRAP_SERVERS`): an existing cluster;
 2. testcontainers' Kafka module, when a Docker engine answers;
-3. the local jar broker (`mailstream.broker.LocalBroker`) in a fresh directory.
+3. the local jar broker (`mailstream.dev.broker.LocalBroker`) in a fresh directory.
 """
 
 from __future__ import annotations

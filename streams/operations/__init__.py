@@ -1,1 +1,2 @@
-"""Operator tools: replay, dead letters, manual suppression, topic creation, and starting the project's services as processes."""
+"""Operator tools: replay, dead letters, manual suppression, topic creation, and starting the
+project's services as processes."""

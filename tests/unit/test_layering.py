@@ -5,6 +5,8 @@ imports inside functions and TYPE_CHECKING blocks included) and checked against 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -106,9 +108,6 @@ def test_no_module_imports_the_folders_as_top_level_packages(path: Path) -> None
 
 
 def test_the_downstream_client_does_not_pull_in_faust() -> None:
-    import subprocess
-    import sys
-
     probe = "import sys, mailstream.streams.suppression_list; print('faust' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tomllib
+import zipfile
 from pathlib import Path
 
 import yaml
 
+from mailstream import __version__
 from mailstream.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,9 +59,6 @@ def test_readme_quick_start_has_exactly_the_two_commands_ci_runs() -> None:
 
 
 def test_the_wheel_installs_one_import_package_and_builds_without_warnings(tmp_path: Path) -> None:
-    import tomllib
-    import zipfile
-
     result = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(tmp_path), str(ROOT)],
         capture_output=True, text=True, timeout=240, check=False,
@@ -76,8 +76,6 @@ def test_the_wheel_installs_one_import_package_and_builds_without_warnings(tmp_p
 
 
 def test_python_dash_m_mailstream_prints_the_version() -> None:
-    from mailstream import __version__
-
     result = subprocess.run(
         [sys.executable, "-m", "mailstream", "--version"], capture_output=True, text=True, check=False
     )
