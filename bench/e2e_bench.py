@@ -48,7 +48,8 @@ from common import (
 
 from mailstream.dev.broker import ensure_jars
 from mailstream.dev.provision import Cluster
-from mailstream.connectors.samples import Envelope, RawRecord, campaign, mailbot
+from mailstream.connectors import mailbot
+from mailstream.connectors.samples import Envelope, RawRecord, campaign
 from mailstream.topics import TopicNames, TopicSpec, create_topics
 from mailstream.streams.reader import Watermarks, read_to_end
 from mailstream.streams.records import SourceRecord
@@ -177,7 +178,7 @@ def latency_at(cluster: Cluster, pipeline: Pipeline, rate: float, seconds: float
 
 def _warm_up() -> Envelope:
     """One record to wait for before the clock starts: the worker is then assigned and running."""
-    payload = mailbot("message.delivered", "warm-up@bench.example", "warm-up@bench", 1_700_000_000_000, "warm-up")
+    payload = mailbot.sample_payload("message.delivered", "warm-up@bench.example", "warm-up@bench", 1_700_000_000_000, "warm-up")
     return {"provider": "mailbot", "payload": payload}
 
 

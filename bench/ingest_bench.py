@@ -32,14 +32,13 @@ from pathlib import Path
 import aiohttp
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from mailstream.connectors.base import verify_config
 from mailstream.connectors.registry import PROVIDERS
 from mailstream.dev.broker import free_port
 from mailstream.dev.provision import Cluster, provision_cluster
 from mailstream.settings import (
     IngestSettings,
     KafkaSettings,
-    ProviderAuthSettings,
+    ProviderAuth,
     Settings,
 )
 from mailstream.topics import TopicNames, create_topics, topic_specs
@@ -77,7 +76,7 @@ def signed_requests(settings: Settings) -> list[Signed]:
     """Every golden body of every provider, signed now (mailbot's window is 5 minutes)."""
     requests = []
     for name, provider in PROVIDERS.items():
-        config = verify_config(settings.ingest, name)
+        config = settings.ingest.auth(name)
         for path in sorted((PAYLOADS / name).glob("*.json")):
             if path.name.endswith(".expected.json"):
                 continue
@@ -208,12 +207,12 @@ def percentile(values: list[float], fraction: float) -> float:
 
 
 def run(args: argparse.Namespace, cluster: Cluster, work: Path) -> dict[str, str]:
-    auth = ProviderAuthSettings(secrets=(SECRET,))
+    auth = ProviderAuth(secrets=(SECRET,))
     settings = Settings(
         kafka=KafkaSettings(bootstrap_servers=cluster.bootstrap_servers),
         topic_prefix=f"bench{uuid.uuid4().hex[:8]}.",
         partitions=args.partitions,
-        ingest=IngestSettings(mailbot=auth, maileroo=auth, inboxroad=auth),
+        ingest=IngestSettings(providers=dict.fromkeys(PROVIDERS, auth)),
     )
     raw = {TopicNames(settings.topic_prefix).raw(p) for p in PROVIDERS}
     create_topics(settings, [s for s in topic_specs(settings, PROVIDERS) if s.name in raw])

@@ -42,7 +42,8 @@ from common import (
 )
 
 from mailstream.dev.provision import Cluster
-from mailstream.connectors.samples import Envelope, campaign, mailbot
+from mailstream.connectors import mailbot
+from mailstream.connectors.samples import Envelope, campaign
 from mailstream.settings import Settings
 from mailstream.topics import TopicNames
 from mailstream.streams.reader import Watermarks
@@ -66,7 +67,7 @@ class StoreResult:
 
 
 def probe(name: str) -> Envelope:
-    payload = mailbot("message.delivered", f"{name}@bench.example", f"{name}@bench", 1_700_000_000_000, name)
+    payload = mailbot.sample_payload("message.delivered", f"{name}@bench.example", f"{name}@bench", 1_700_000_000_000, name)
     return {"provider": "mailbot", "payload": payload}
 
 

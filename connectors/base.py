@@ -11,66 +11,18 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import orjson
 
 from mailstream.errors import ParseError, SignatureError
-from mailstream.settings import ENV_PREFIX, IngestSettings, ProviderAuthSettings, SettingsError
+from mailstream.settings import AuthMode, ProviderAuth
 
 MAX_BODY_BYTES = 8 * 1024 * 1024  # far above any real webhook batch; a larger body is abuse
-AuthMode = Literal["hmac", "api_key", "basic"]
-AUTH_MODES: tuple[AuthMode, ...] = ("hmac", "api_key", "basic")
 Event = dict[str, Any]
 Item = Mapping[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class VerifyConfig:
-    """How one provider's webhooks are authenticated.
-
-    secrets: accepted HMAC secrets (or API keys in api_key mode); several at once while a
-        secret is rotated. allow_unsigned: accept requests presenting no credential (local
-        testing, or while signing is rolled out); a credential that is presented is still
-        checked when secrets are configured. signature_header / api_key_header: override
-        the provider's header name. max_age_seconds: freshness window of timestamped
-        signatures (mailbot). mode: Inboxroad only ("hmac", "api_key" or "basic").
-        basic_auth: accepted (username, password) pairs for mode "basic".
-    """
-
-    secrets: tuple[str, ...] = field(default=(), repr=False)
-    allow_unsigned: bool = False
-    signature_header: str | None = None
-    max_age_seconds: int = 300
-    mode: AuthMode = "hmac"
-    api_key_header: str | None = None
-    basic_auth: tuple[tuple[str, str], ...] = field(default=(), repr=False)
-
-    def __post_init__(self) -> None:
-        if isinstance(self.secrets, str):
-            raise TypeError("secrets must be a tuple of strings, not one string")
-        if self.mode not in AUTH_MODES:
-            raise ValueError(f"mode must be one of {AUTH_MODES}, not {self.mode!r}")
-        if self.max_age_seconds <= 0:
-            raise ValueError("max_age_seconds must be positive")
-
-
-def verify_config(ingest: IngestSettings, provider: str) -> VerifyConfig:
-    """The `VerifyConfig` a provider's `verify()` checks requests against."""
-    auth = getattr(ingest, provider, None)
-    if not isinstance(auth, ProviderAuthSettings):
-        raise SettingsError(f"no {ENV_PREFIX}INGEST_* settings for provider {provider!r}")
-    return VerifyConfig(
-        secrets=auth.secrets,
-        allow_unsigned=auth.allow_unsigned,
-        signature_header=auth.signature_header,
-        max_age_seconds=auth.max_age_seconds,
-        mode=auth.mode,  # type: ignore[arg-type]  # checked in IngestSettings.from_env
-        api_key_header=auth.api_key_header,
-        basic_auth=auth.basic_auth,
-    )
 
 
 @runtime_checkable
@@ -85,12 +37,12 @@ class Provider(Protocol):
         ...
 
     def verify(
-        self, body: bytes, headers: Mapping[str, str], config: VerifyConfig, now: float
+        self, body: bytes, headers: Mapping[str, str], config: ProviderAuth, now: float
     ) -> None:
         """Raises SignatureError unless the request is authentic under `config` at `now`."""
         ...
 
-    def sign(self, body: bytes, config: VerifyConfig, now: float) -> dict[str, str]:
+    def sign(self, body: bytes, config: ProviderAuth, now: float) -> dict[str, str]:
         """Headers that make `body` pass `verify` with `config` (tests, demo, benchmarks)."""
         ...
 
@@ -98,14 +50,20 @@ class Provider(Protocol):
         """Best-effort message id of the body's first event, for the Kafka key. Never raises."""
         ...
 
+    def sample(self, sample: Sample) -> dict[str, Any] | None:
+        """A payload as the provider sends it for `sample`, or None when the provider does not
+        report that kind of event (generated campaigns, the demo, benchmarks)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class WebhookProvider:
     name: str
     normalize: Callable[[Item, int | None], list[Event]]
-    verify_request: Callable[[bytes, Mapping[str, str], VerifyConfig, float], None]
-    sign_request: Callable[[bytes, VerifyConfig, float], dict[str, str]]
+    verify_request: Callable[[bytes, Mapping[str, str], ProviderAuth, float], None]
+    sign_request: Callable[[bytes, ProviderAuth, float], dict[str, str]]
     message_id_of: Callable[[Item], str | None]
+    sample_of: Callable[[Sample], dict[str, Any] | None]
 
     def parse(
         self, body: bytes, headers: Mapping[str, str] | None = None, received_at: int | None = None
@@ -122,11 +80,11 @@ class WebhookProvider:
         return events
 
     def verify(
-        self, body: bytes, headers: Mapping[str, str], config: VerifyConfig, now: float
+        self, body: bytes, headers: Mapping[str, str], config: ProviderAuth, now: float
     ) -> None:
         self.verify_request(body, headers, config, now)
 
-    def sign(self, body: bytes, config: VerifyConfig, now: float) -> dict[str, str]:
+    def sign(self, body: bytes, config: ProviderAuth, now: float) -> dict[str, str]:
         return self.sign_request(body, config, now)
 
     def message_key(self, body: bytes) -> bytes | None:
@@ -137,6 +95,35 @@ class WebhookProvider:
             return message_id.encode() if message_id else None
         except Exception:  # a best-effort key must never fail the ingest
             return None
+
+    def sample(self, sample: Sample) -> dict[str, Any] | None:
+        return self.sample_of(sample)
+
+
+# --- Sample payloads ------------------------------------------------------------------------
+
+SampleKind = Literal[
+    "delivered", "hard", "soft", "deferred", "open", "open_machine", "click", "reply", "complaint"
+]
+HUMAN_AGENT = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/122.0 Safari/537.36"
+)
+PROXY_AGENT = (
+    "Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 (via ggpht.com GoogleImageProxy)"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One event of a generated campaign, before a provider gives it its shape. open_machine is
+    an open by a mail-privacy proxy; `url` is what a click follows (maybe an unsubscribe link)."""
+
+    kind: SampleKind
+    address: str
+    message_id: str
+    at_ms: int
+    event_id: str
+    url: str
 
 
 # --- Decoding -------------------------------------------------------------------------------
@@ -300,7 +287,7 @@ def lookup_header(headers: Mapping[str, str], name: str) -> str | None:
 
 
 def presented_credential(
-    headers: Mapping[str, str], header: str, config: VerifyConfig, configured: bool, provider: str
+    headers: Mapping[str, str], header: str, config: ProviderAuth, configured: bool, provider: str
 ) -> str | None:
     """The credential the request carries in `header`, or None when the request may pass
     unchecked (allow_unsigned). Raises SignatureError when neither holds."""
@@ -319,7 +306,7 @@ def presented_credential(
     return value
 
 
-def require_mode(config: VerifyConfig, mode: AuthMode, provider: str) -> None:
+def require_mode(config: ProviderAuth, mode: AuthMode, provider: str) -> None:
     if config.mode != mode:
         raise SignatureError(f"{provider} supports only mode={mode!r}, configured {config.mode!r}")
 
@@ -346,7 +333,7 @@ def secret_matches(candidate: str, accepted: tuple[str, ...]) -> bool:
     return matched
 
 
-def first_secret(config: VerifyConfig, provider: str) -> str:
+def first_secret(config: ProviderAuth, provider: str) -> str:
     if not config.secrets:
-        raise ValueError(f"signing a {provider} request needs a secret in VerifyConfig.secrets")
+        raise ValueError(f"signing a {provider} request needs a secret in ProviderAuth.secrets")
     return config.secrets[0]

@@ -14,11 +14,13 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Mapping
+from typing import Any
 
 from mailstream.connectors.base import (
+    Sample,
+    SampleKind,
     Event,
     Item,
-    VerifyConfig,
     WebhookProvider,
     clean_address,
     clean_message_id,
@@ -34,6 +36,7 @@ from mailstream.connectors.base import (
 from mailstream.classify import classify_bounce, extract_status
 from mailstream.errors import ParseError, SignatureError
 from mailstream.events import BounceClass, EventType, new_event
+from mailstream.settings import ProviderAuth
 
 NAME = "inboxroad"
 SIGNATURE_HEADER = "X-Inboxroad-Signature"
@@ -106,7 +109,7 @@ def message_id_of(item: Item) -> str | None:
     return clean_message_id(get_str(item, "header_Message-Id"))
 
 
-def verify(body: bytes, headers: Mapping[str, str], config: VerifyConfig, now: float) -> None:
+def verify(body: bytes, headers: Mapping[str, str], config: ProviderAuth, now: float) -> None:
     """mode "hmac": hex HMAC-SHA256 of the raw body in X-Inboxroad-Signature; "api_key": one
     of `secrets` in X-Api-Key; "basic": HTTP basic auth with one of `basic_auth`."""
     if config.mode == "basic":
@@ -124,7 +127,7 @@ def verify(body: bytes, headers: Mapping[str, str], config: VerifyConfig, now: f
         raise SignatureError(f"{header} does not match: wrong secret or altered body")
 
 
-def _verify_basic(headers: Mapping[str, str], config: VerifyConfig) -> None:
+def _verify_basic(headers: Mapping[str, str], config: ProviderAuth) -> None:
     authorization = presented_credential(
         headers, "Authorization", config, bool(config.basic_auth), NAME
     )
@@ -142,7 +145,7 @@ def _verify_basic(headers: Mapping[str, str], config: VerifyConfig) -> None:
         raise SignatureError("Authorization: unknown user or wrong password")
 
 
-def sign(body: bytes, config: VerifyConfig, now: float) -> dict[str, str]:
+def sign(body: bytes, config: ProviderAuth, now: float) -> dict[str, str]:
     if config.mode == "basic":
         if not config.basic_auth:
             raise ValueError("signing an inboxroad request in basic mode needs basic_auth")
@@ -154,4 +157,46 @@ def sign(body: bytes, config: VerifyConfig, now: float) -> dict[str, str]:
     return {config.signature_header or SIGNATURE_HEADER: hmac_hex(first_secret(config, NAME), body)}
 
 
-PROVIDER = WebhookProvider(NAME, normalize, verify, sign, message_id_of)
+# Sample payloads in the shape of seeds/inboxroad (bounceCat, dsnStatus and dsnDiag as listed).
+SAMPLE_BOUNCES = (
+    ("bad-mailbox", "5.1.1 (bad destination mailbox address)", "smtp;550 5.1.1 User unknown"),
+    ("quota-issues", "4.2.2 (mailbox full)", "smtp;452 4.2.2 Mailbox full"),
+    ("message-expired", "4.4.7 (delivery time expired)", "smtp;421 4.4.7 Message expired"),
+    ("spam-related", "5.7.1 (delivery not authorized)", "smtp;550 5.7.1 Message rejected as spam"),
+)
+_SAMPLE_KINDS: dict[SampleKind, tuple[str, int]] = {
+    "delivered": ("d", 0), "hard": ("b", 0), "soft": ("b", 1), "complaint": ("f", 0)
+}
+
+
+def sample_payload(
+    kind: str, rcpt: str, message_id: str, at_ms: int, bounce: int = 0
+) -> dict[str, Any]:
+    """An Inboxroad webhook: `kind` d, b, rb or f; `bounce` indexes SAMPLE_BOUNCES."""
+    payload = {
+        "type": kind,
+        "timeLogged": str(at_ms // 1000),
+        "orig": "news@rp.example.com",
+        "rcpt": rcpt,
+        "dsnAction": "relayed" if kind == "d" else "failed",
+        "dsnStatus": "2.0.0 (success)",
+        "dsnDiag": "smtp;250 2.0.0 OK",
+        "bounceCat": "other",
+        "rcvSmtpUser": "user",
+        "header_Message-Id": f"<{message_id}>",
+        "vmta": "a000",
+    }
+    if kind in ("b", "rb"):
+        category, status, diagnostic = SAMPLE_BOUNCES[bounce]
+        payload |= {"bounceCat": category, "dsnStatus": status, "dsnDiag": diagnostic}
+    return payload
+
+
+def sample(event: Sample) -> dict[str, Any] | None:
+    if event.kind not in _SAMPLE_KINDS:
+        return None  # Inboxroad reports deliveries, bounces and complaints only
+    code, bounce = _SAMPLE_KINDS[event.kind]
+    return sample_payload(code, event.address, event.message_id, event.at_ms, bounce)
+
+
+PROVIDER = WebhookProvider(NAME, normalize, verify, sign, message_id_of, sample)

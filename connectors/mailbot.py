@@ -17,9 +17,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from mailstream.connectors.base import (
+    HUMAN_AGENT,
+    PROXY_AGENT,
+    Sample,
+    SampleKind,
     Event,
     Item,
-    VerifyConfig,
     WebhookProvider,
     clean_address,
     clean_message_id,
@@ -37,7 +40,8 @@ from mailstream.connectors.base import (
 )
 from mailstream.classify import classify_bounce, extract_status
 from mailstream.errors import ParseError, SignatureError
-from mailstream.events import BounceClass, EventType, new_event
+from mailstream.events import BounceClass, EventType, format_timestamp_ms, new_event
+from mailstream.settings import ProviderAuth
 
 NAME = "mailbot"
 SIGNATURE_HEADER = "X-Mailbot-Signature"
@@ -122,7 +126,7 @@ def message_id_of(item: Item) -> str | None:
     return _message_id(layers, message)
 
 
-def verify(body: bytes, headers: Mapping[str, str], config: VerifyConfig, now: float) -> None:
+def verify(body: bytes, headers: Mapping[str, str], config: ProviderAuth, now: float) -> None:
     """`X-Mailbot-Signature: sha256=<hex>`, HMAC-SHA256 of f"{X-Mailbot-Timestamp}." + body,
     with the timestamp (unix seconds) inside the freshness window in either direction."""
     require_mode(config, "hmac", NAME)
@@ -148,7 +152,7 @@ def verify(body: bytes, headers: Mapping[str, str], config: VerifyConfig, now: f
         raise SignatureError(f"{header} does not match: wrong secret or altered body")
 
 
-def sign(body: bytes, config: VerifyConfig, now: float) -> dict[str, str]:
+def sign(body: bytes, config: ProviderAuth, now: float) -> dict[str, str]:
     timestamp = str(int(now))
     digest = hmac_hex(first_secret(config, NAME), timestamp.encode() + b"." + body)
     return {
@@ -157,7 +161,50 @@ def sign(body: bytes, config: VerifyConfig, now: float) -> dict[str, str]:
     }
 
 
-PROVIDER = WebhookProvider(NAME, normalize, verify, sign, message_id_of)
+def sample_payload(
+    event_type: str, recipient: str | None, message_id: str, at_ms: int, event_id: str, **extra: Any
+) -> dict[str, Any]:
+    """A mailbot webhook in the shape of seeds/000; `extra` adds top-level fields."""
+    payload: dict[str, Any] = {
+        "event_id": event_id,
+        "event_type": event_type,
+        "message_id": message_id,
+        "inbox_id": "inb_demo",
+        "created_at": format_timestamp_ms(at_ms),
+        "labels": ["outbound", "campaign:march-followup"],
+    }
+    if recipient is not None:
+        payload["recipient"] = recipient
+    payload.update(extra)
+    return payload
+
+
+_SAMPLE_SHAPES: dict[SampleKind, tuple[str, dict[str, str]]] = {
+    "delivered": ("message.delivered", {}),
+    "hard": ("message.bounced", {"bounce_type": "hard", "diagnostic": "550 5.1.1 user unknown"}),
+    "soft": ("message.bounced", {"bounce_type": "soft", "diagnostic": "452 4.2.2 mailbox full"}),
+    "deferred": ("message.deferred", {}),
+    "open": ("message.opened", {"user_agent": HUMAN_AGENT}),
+    "open_machine": ("message.opened", {"user_agent": PROXY_AGENT}),
+    "click": ("message.clicked", {"user_agent": HUMAN_AGENT}),
+    "reply": ("message.replied", {}),
+}
+_SAMPLES_NAMING_THE_RECIPIENT = frozenset(("delivered", "hard", "soft", "deferred", "reply"))
+
+
+def sample(event: Sample) -> dict[str, Any] | None:
+    if event.kind not in _SAMPLE_SHAPES:
+        return None  # mailbot's documented events carry no complaints
+    event_type, fields = _SAMPLE_SHAPES[event.kind]
+    if event.kind == "click":
+        fields = {"url": event.url} | fields
+    recipient = event.address if event.kind in _SAMPLES_NAMING_THE_RECIPIENT else None
+    return sample_payload(
+        event_type, recipient, event.message_id, event.at_ms, event.event_id, **fields
+    )
+
+
+PROVIDER = WebhookProvider(NAME, normalize, verify, sign, message_id_of, sample)
 
 
 # --- Field lookup ---------------------------------------------------------------------------

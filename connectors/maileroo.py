@@ -12,11 +12,15 @@ with the SMTP reply ("452-4.2.2 The recipient's inbox is out of storage space...
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from mailstream.connectors.base import (
+    HUMAN_AGENT,
+    PROXY_AGENT,
+    Sample,
+    SampleKind,
     Event,
     Item,
-    VerifyConfig,
     WebhookProvider,
     clean_address,
     clean_message_id,
@@ -35,6 +39,7 @@ from mailstream.connectors.base import (
 from mailstream.classify import classify_bounce, extract_status
 from mailstream.errors import ParseError, SignatureError
 from mailstream.events import EventType, new_event
+from mailstream.settings import ProviderAuth
 
 NAME = "maileroo"
 SIGNATURE_HEADER = "X-Maileroo-Signature"
@@ -97,7 +102,7 @@ def message_id_of(item: Item) -> str | None:
     return clean_message_id(get_str(item, "message_id"))
 
 
-def verify(body: bytes, headers: Mapping[str, str], config: VerifyConfig, now: float) -> None:
+def verify(body: bytes, headers: Mapping[str, str], config: ProviderAuth, now: float) -> None:
     """Hex HMAC-SHA256 of the raw body, in X-Maileroo-Signature unless configured otherwise."""
     require_mode(config, "hmac", NAME)
     header = config.signature_header or SIGNATURE_HEADER
@@ -108,8 +113,51 @@ def verify(body: bytes, headers: Mapping[str, str], config: VerifyConfig, now: f
         raise SignatureError(f"{header} does not match: wrong secret or altered body")
 
 
-def sign(body: bytes, config: VerifyConfig, now: float) -> dict[str, str]:
+def sign(body: bytes, config: ProviderAuth, now: float) -> dict[str, str]:
     return {config.signature_header or SIGNATURE_HEADER: hmac_hex(first_secret(config, NAME), body)}
 
 
-PROVIDER = WebhookProvider(NAME, normalize, verify, sign, message_id_of)
+def sample_payload(
+    event_type: str, to: str | None, message_id: str, at_ms: int, event_id: str, **data: str
+) -> dict[str, Any]:
+    """A Maileroo webhook in the shape of the seed samples; `data` goes into event_data."""
+    event_data: dict[str, Any] = {"to": to} if to is not None else {}
+    event_data.update(data)
+    return {
+        "domain_id": 774,
+        "event_data": event_data,
+        "event_id": event_id,
+        "event_time": at_ms // 1000,
+        "event_type": event_type,
+        "inserted_at": "2024-03-15T23:32:57.401Z",
+        "message_id": f"<{message_id}>",
+        "message_reference_id": event_id[:32],
+        "tags": {"campaign": "spring"},
+        "user_id": 323,
+    }
+
+
+def sample(event: Sample) -> dict[str, Any] | None:
+    agent = PROXY_AGENT if event.kind == "open_machine" else HUMAN_AGENT
+    reader = {"ip": "203.0.113.9", "user_agent": agent}
+    shapes: dict[SampleKind, tuple[str, str | None, dict[str, str]]] = {
+        "delivered": ("delivered", event.address, {}),
+        "hard": ("failed", event.address, {
+            "reason": "550-5.1.1 The email account that you tried to reach does not exist."
+        }),
+        "soft": ("failed", event.address, {
+            "reason": "452-4.2.2 The recipient's inbox is out of storage space."
+        }),
+        "deferred": ("deferred", event.address, {"reason": "421-4.7.0 Try again later"}),
+        "open": ("opened", None, reader),
+        "open_machine": ("opened", None, {"ip": "66.249.84.1", "user_agent": agent}),
+        "click": ("clicked", None, reader | {"original_url": event.url}),
+        "complaint": ("complained", event.address, {}),
+    }
+    if event.kind not in shapes:
+        return None  # Maileroo reports no replies
+    event_type, to, data = shapes[event.kind]
+    return sample_payload(event_type, to, event.message_id, event.at_ms, event.event_id, **data)
+
+
+PROVIDER = WebhookProvider(NAME, normalize, verify, sign, message_id_of, sample)

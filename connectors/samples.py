@@ -4,7 +4,7 @@
 `mailstream simulate` reads) for a mixed campaign over the three providers: mostly deliveries
 and opens, some clicks, bounces of every class, deferrals, complaints, unsubscribes and
 replies, in event-time order per message. Seeded, so a test can regenerate the same stream.
-The payload builders follow the shapes of the provider documents in shared/seeds.
+Each provider module gives the payloads their shape (`Provider.sample`).
 """
 
 from __future__ import annotations
@@ -16,11 +16,12 @@ from typing import Any
 
 import orjson
 
+from mailstream.connectors.base import Sample, SampleKind
 from mailstream.connectors.registry import get_provider
-from mailstream.events import format_timestamp_ms
 from mailstream.topics import TopicNames
 
 Envelope = dict[str, Any]
+OFFER_URL = "https://example.com/offer"
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,72 +38,6 @@ def raw_record(names: TopicNames, envelope: Envelope) -> RawRecord:
     body = payload if isinstance(payload, bytes) else orjson.dumps(payload)
     provider = envelope["provider"]
     return RawRecord(names.raw(provider), get_provider(provider).message_key(body), body)
-
-HUMAN_AGENT = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/122.0 Safari/537.36"
-PROXY_AGENT = "Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 (via ggpht.com GoogleImageProxy)"
-
-INBOXROAD_BOUNCES = (
-    ("bad-mailbox", "5.1.1 (bad destination mailbox address)", "smtp;550 5.1.1 User unknown"),
-    ("quota-issues", "4.2.2 (mailbox full)", "smtp;452 4.2.2 Mailbox full"),
-    ("message-expired", "4.4.7 (delivery time expired)", "smtp;421 4.4.7 Message expired"),
-    ("spam-related", "5.7.1 (delivery not authorized)", "smtp;550 5.7.1 Message rejected as spam"),
-)
-
-
-def inboxroad(kind: str, rcpt: str, message_id: str, at_ms: int, bounce: int = 0) -> dict[str, Any]:
-    payload = {
-        "type": kind,
-        "timeLogged": str(at_ms // 1000),
-        "orig": "news@rp.example.com",
-        "rcpt": rcpt,
-        "dsnAction": "relayed" if kind == "d" else "failed",
-        "dsnStatus": "2.0.0 (success)",
-        "dsnDiag": "smtp;250 2.0.0 OK",
-        "bounceCat": "other",
-        "rcvSmtpUser": "user",
-        "header_Message-Id": f"<{message_id}>",
-        "vmta": "a000",
-    }
-    if kind in ("b", "rb"):
-        category, status, diagnostic = INBOXROAD_BOUNCES[bounce]
-        payload |= {"bounceCat": category, "dsnStatus": status, "dsnDiag": diagnostic}
-    return payload
-
-
-def maileroo(
-    event_type: str, to: str | None, message_id: str, at_ms: int, event_id: str, **data: str
-) -> dict[str, Any]:
-    event_data: dict[str, Any] = {"to": to} if to is not None else {}
-    event_data.update(data)
-    return {
-        "domain_id": 774,
-        "event_data": event_data,
-        "event_id": event_id,
-        "event_time": at_ms // 1000,
-        "event_type": event_type,
-        "inserted_at": "2024-03-15T23:32:57.401Z",
-        "message_id": f"<{message_id}>",
-        "message_reference_id": event_id[:32],
-        "tags": {"campaign": "spring"},
-        "user_id": 323,
-    }
-
-
-def mailbot(
-    event_type: str, recipient: str | None, message_id: str, at_ms: int, event_id: str, **extra: Any
-) -> dict[str, Any]:
-    payload: dict[str, Any] = {
-        "event_id": event_id,
-        "event_type": event_type,
-        "message_id": message_id,
-        "inbox_id": "inb_demo",
-        "created_at": format_timestamp_ms(at_ms),
-        "labels": ["outbound", "campaign:march-followup"],
-    }
-    if recipient is not None:
-        payload["recipient"] = recipient
-    payload.update(extra)
-    return payload
 
 
 def campaign(
@@ -137,7 +72,7 @@ def _message_events(
     rng: random.Random, provider: str, address: str, message_id: str, sent_at: int, serial: int
 ) -> Iterator[Envelope]:
     roll = rng.random()
-    events: list[tuple[str, int, dict[str, Any]]] = []
+    events: list[tuple[SampleKind, int, dict[str, Any]]] = []
     delivered_at = sent_at + rng.randint(500, 5_000)
     if roll < 0.02:
         events.append(("hard", delivered_at, {}))
@@ -171,41 +106,8 @@ def _message_events(
 
 
 def _payload(
-    provider: str, kind: str, address: str, message_id: str, at: int, event_id: str, extra: dict[str, Any]
+    provider: str, kind: SampleKind, address: str, message_id: str, at: int, event_id: str,
+    extra: dict[str, Any],
 ) -> dict[str, Any] | None:
-    url = "https://example.com/unsubscribe?u=1" if extra.get("unsubscribe") else "https://example.com/offer"
-    if provider == "inboxroad":
-        inboxroad_kinds = {"delivered": ("d", 0), "hard": ("b", 0), "soft": ("b", 1), "complaint": ("f", 0)}
-        if kind not in inboxroad_kinds:
-            return None  # Inboxroad reports deliveries, bounces and complaints only
-        code, bounce = inboxroad_kinds[kind]
-        return inboxroad(code, address, message_id, at, bounce)
-    if provider == "maileroo":
-        agent = PROXY_AGENT if kind == "open_machine" else HUMAN_AGENT
-        builders: dict[str, tuple[str, str | None, dict[str, str]]] = {
-            "delivered": ("delivered", address, {}),
-            "hard": ("failed", address, {"reason": "550-5.1.1 The email account that you tried to reach does not exist."}),
-            "soft": ("failed", address, {"reason": "452-4.2.2 The recipient's inbox is out of storage space."}),
-            "deferred": ("deferred", address, {"reason": "421-4.7.0 Try again later"}),
-            "open": ("opened", None, {"ip": "203.0.113.9", "user_agent": agent}),
-            "open_machine": ("opened", None, {"ip": "66.249.84.1", "user_agent": agent}),
-            "click": ("clicked", None, {"ip": "203.0.113.9", "user_agent": agent, "original_url": url}),
-            "complaint": ("complained", address, {}),
-        }
-        event_type, to, data = builders[kind]
-        return maileroo(event_type, to, message_id, at, event_id, **data)
-    names = {
-        "delivered": ("message.delivered", {}),
-        "hard": ("message.bounced", {"bounce_type": "hard", "diagnostic": "550 5.1.1 user unknown"}),
-        "soft": ("message.bounced", {"bounce_type": "soft", "diagnostic": "452 4.2.2 mailbox full"}),
-        "deferred": ("message.deferred", {}),
-        "open": ("message.opened", {"user_agent": HUMAN_AGENT}),
-        "open_machine": ("message.opened", {"user_agent": PROXY_AGENT}),
-        "click": ("message.clicked", {"url": url, "user_agent": HUMAN_AGENT}),
-        "reply": ("message.replied", {}),
-    }
-    if kind not in names:
-        return None  # mailbot's documented events carry no complaints
-    event_type, fields = names[kind]
-    recipient = address if kind in ("delivered", "hard", "soft", "deferred", "reply") else None
-    return mailbot(event_type, recipient, message_id, at, event_id, **fields)
+    url = "https://example.com/unsubscribe?u=1" if extra.get("unsubscribe") else OFFER_URL
+    return get_provider(provider).sample(Sample(kind, address, message_id, at, event_id, url))

@@ -12,7 +12,7 @@ import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 ENV_PREFIX = "MAILSTREAM_"
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
@@ -189,7 +189,8 @@ def _read_fields(cls: type, env: Mapping[str, str], prefix: str) -> dict[str, An
     for spec in fields(cls):
         name = prefix + spec.name.upper()
         raw = env.get(name)
-        if raw is None or raw == "" or str(spec.type).endswith("Settings"):
+        nested = str(spec.type).endswith("Settings") or str(spec.type).startswith("Mapping")
+        if raw is None or raw == "" or nested:
             continue
         values[spec.name] = _convert(name, raw, str(spec.type))
     return values
@@ -233,60 +234,97 @@ def _split_pair(name: str, item: str) -> tuple[str, str]:
     return left, right
 
 
-INGEST_AUTH_MODES = ("hmac", "api_key", "basic")  # as mailstream.connectors.base.AUTH_MODES
+AuthMode = Literal["hmac", "api_key", "basic"]
+AUTH_MODES: tuple[AuthMode, ...] = get_args(AuthMode)
 
 
-@dataclass(frozen=True)
-class ProviderAuthSettings:
+@dataclass(frozen=True, slots=True)
+class ProviderAuth:
     """How one provider's webhooks are authenticated; read from
-    `MAILSTREAM_INGEST_<PROVIDER>_<FIELD>` (see `IngestSettings`)."""
+    `MAILSTREAM_INGEST_<PROVIDER>_<FIELD>` (see `IngestSettings`).
+
+    secrets: accepted HMAC secrets (or API keys in api_key mode); several at once while a
+        secret is rotated. allow_unsigned: accept requests presenting no credential (local
+        testing, or while signing is rolled out); a credential that is presented is still
+        checked when secrets are configured. signature_header / api_key_header: override
+        the provider's header name. max_age_seconds: freshness window of timestamped
+        signatures. mode: for providers that offer several schemes ("hmac", "api_key" or
+        "basic"). basic_auth: accepted (username, password) pairs for mode "basic".
+    """
 
     secrets: tuple[str, ...] = field(default=(), repr=False)
     allow_unsigned: bool = False
     signature_header: str | None = None
     max_age_seconds: int = 300
-    mode: str = "hmac"
+    mode: AuthMode = "hmac"
     api_key_header: str | None = None
     basic_auth: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.secrets, str):
+            raise SettingsError("secrets must be a tuple of strings, not one string")
+        if self.mode not in AUTH_MODES:
+            raise SettingsError(f"mode must be one of {', '.join(AUTH_MODES)}, not {self.mode!r}")
+        if self.max_age_seconds <= 0:
+            raise SettingsError("max_age_seconds must be positive")
+
+
+_AUTH_FIELDS = sorted((spec.name for spec in fields(ProviderAuth)), key=len, reverse=True)
+_NO_AUTH = ProviderAuth()
 
 
 @dataclass(frozen=True)
 class IngestSettings:
     """The webhook ingest service (`mailstream ingest`). A provider without secrets is
-    refused (401) unless its ALLOW_UNSIGNED is true. `<PROVIDER>` is MAILBOT, MAILEROO or
-    INBOXROAD; lists are comma-separated, several secrets are accepted at once for rotation.
+    refused (401) unless its ALLOW_UNSIGNED is true. `<PROVIDER>` is any provider's registry
+    name in upper case (MAILBOT, MAILEROO, INBOXROAD, ...); lists are comma-separated, several
+    secrets are accepted at once for rotation.
 
     | variable | default | meaning |
     |---|---|---|
     | MAILSTREAM_INGEST_<PROVIDER>_SECRETS | unset | HMAC secrets (API keys in api_key mode) |
     | MAILSTREAM_INGEST_<PROVIDER>_ALLOW_UNSIGNED | false | accept requests without credential |
-    | MAILSTREAM_INGEST_<PROVIDER>_SIGNATURE_HEADER | X-<Provider>-Signature | its header name |
-    | MAILSTREAM_INGEST_MAILBOT_MAX_AGE_SECONDS | 300 | freshness window of X-Mailbot-Timestamp |
-    | MAILSTREAM_INGEST_INBOXROAD_MODE | hmac | hmac, api_key or basic |
-    | MAILSTREAM_INGEST_INBOXROAD_API_KEY_HEADER | the provider's | header carrying the API key |
-    | MAILSTREAM_INGEST_INBOXROAD_BASIC_AUTH | unset | user:password entries for mode basic |
+    | MAILSTREAM_INGEST_<PROVIDER>_SIGNATURE_HEADER | the provider's | its signature header |
+    | MAILSTREAM_INGEST_<PROVIDER>_MAX_AGE_SECONDS | 300 | freshness window of signed timestamps |
+    | MAILSTREAM_INGEST_<PROVIDER>_MODE | hmac | hmac, api_key or basic (Inboxroad offers all) |
+    | MAILSTREAM_INGEST_<PROVIDER>_API_KEY_HEADER | the provider's | header carrying the API key |
+    | MAILSTREAM_INGEST_<PROVIDER>_BASIC_AUTH | unset | user:password entries for mode basic |
     | MAILSTREAM_INGEST_MAX_BODY_BYTES | 1048576 | larger bodies are answered 413 |
     | MAILSTREAM_INGEST_PRODUCE_TIMEOUT_SECONDS | 10 | Kafka write deadline, then 503 |
     """
 
-    mailbot: ProviderAuthSettings = field(default_factory=ProviderAuthSettings)
-    maileroo: ProviderAuthSettings = field(default_factory=ProviderAuthSettings)
-    inboxroad: ProviderAuthSettings = field(default_factory=ProviderAuthSettings)
+    providers: Mapping[str, ProviderAuth] = field(default_factory=dict)
     max_body_bytes: int = 1024 * 1024
     produce_timeout_seconds: float = 10.0
+
+    def auth(self, provider: str) -> ProviderAuth:
+        """The provider's configured authentication; the refusing default when unset."""
+        return self.providers.get(provider, _NO_AUTH)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> IngestSettings:
         prefix = ENV_PREFIX + "INGEST_"
-        providers: dict[str, ProviderAuthSettings] = {}
-        for spec in fields(cls):
-            if spec.type == "ProviderAuthSettings":
-                provider_prefix = f"{prefix}{spec.name.upper()}_"
-                values = _read_fields(ProviderAuthSettings, env, provider_prefix)
-                if values.get("mode", "hmac") not in INGEST_AUTH_MODES:
-                    raise SettingsError(
-                        f"{provider_prefix}MODE={values['mode']!r}: "
-                        f"expected one of {', '.join(INGEST_AUTH_MODES)}"
-                    )
-                providers[spec.name] = ProviderAuthSettings(**values)
-        return cls(**providers, **_read_fields(cls, env, prefix))
+        names: set[str] = set()
+        for variable in env:
+            if variable.startswith(prefix):
+                rest = variable[len(prefix) :]
+                for name in _AUTH_FIELDS:
+                    suffix = "_" + name.upper()
+                    if rest.endswith(suffix) and len(rest) > len(suffix):
+                        names.add(rest[: -len(suffix)])
+                        break
+        providers = {
+            name.lower(): _provider_auth(env, f"{prefix}{name}_") for name in sorted(names)
+        }
+        return cls(providers=providers, **_read_fields(cls, env, prefix))
+
+
+def _provider_auth(env: Mapping[str, str], prefix: str) -> ProviderAuth:
+    values = _read_fields(ProviderAuth, env, prefix)
+    if values.get("mode", "hmac") not in AUTH_MODES:
+        raise SettingsError(
+            f"{prefix}MODE={values['mode']!r}: expected one of {', '.join(AUTH_MODES)}"
+        )
+    if values.get("max_age_seconds", 1) <= 0:
+        raise SettingsError(f"{prefix}MAX_AGE_SECONDS: expected a positive number of seconds")
+    return ProviderAuth(**values)

@@ -19,13 +19,13 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from mailstream.connectors.base import Provider, VerifyConfig, verify_config
+from mailstream.connectors.base import Provider
 from mailstream.connectors.ingest.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from mailstream.connectors.ingest.metrics import IngestMetrics
 from mailstream.connectors.ingest.producer import AsyncProducer, ProduceError, producer_config
 from mailstream.connectors.registry import PROVIDERS
 from mailstream.errors import SignatureError
-from mailstream.settings import Settings
+from mailstream.settings import ENV_PREFIX, ProviderAuth, Settings, SettingsError
 from mailstream.topics import TopicNames
 
 RETRY_AFTER_SECONDS = "5"
@@ -38,15 +38,21 @@ class Route:
     """Everything a webhook of one provider needs, computed once at start-up."""
 
     provider: Provider
-    config: VerifyConfig
+    config: ProviderAuth
     topic: str
     name_header: bytes
 
 
 def build_routes(settings: Settings, providers: Mapping[str, Provider]) -> dict[str, Route]:
+    unknown = sorted(set(settings.ingest.providers) - set(providers))
+    if unknown:
+        raise SettingsError(
+            f"{ENV_PREFIX}INGEST_{unknown[0].upper()}_* configures no known provider; "
+            f"known: {', '.join(sorted(providers))}"
+        )
     names = TopicNames(settings.topic_prefix)
     return {
-        name: Route(provider, verify_config(settings.ingest, name), names.raw(name), name.encode())
+        name: Route(provider, settings.ingest.auth(name), names.raw(name), name.encode())
         for name, provider in providers.items()
     }
 

@@ -20,7 +20,8 @@ from typing import Any
 import orjson
 
 from mailstream.codec import codec_for
-from mailstream.connectors.samples import HUMAN_AGENT, PROXY_AGENT, inboxroad, mailbot, maileroo
+from mailstream.connectors import inboxroad, mailbot, maileroo
+from mailstream.connectors.base import HUMAN_AGENT, PROXY_AGENT
 from mailstream.recipient import RecipientState
 from mailstream.settings import KafkaSettings, Settings
 from mailstream.text import render_table
@@ -53,38 +54,38 @@ def story() -> list[dict[str, Any]]:
         return T0 + int(minutes * MINUTE)
 
     alice = [
-        mailbot("message.delivered", "alice@example.com", "a1@demo", at(0), "a-1"),
-        *(mailbot("message.opened", None, "a1@demo", at(10 + n), f"a-o{n}", user_agent=HUMAN_AGENT) for n in range(3)),
-        mailbot("message.clicked", None, "a1@demo", at(20), "a-c", url="https://example.com/pricing", user_agent=HUMAN_AGENT),
-        mailbot("message.replied", "alice@example.com", "a1@demo", at(30), "a-r"),
+        mailbot.sample_payload("message.delivered", "alice@example.com", "a1@demo", at(0), "a-1"),
+        *(mailbot.sample_payload("message.opened", None, "a1@demo", at(10 + n), f"a-o{n}", user_agent=HUMAN_AGENT) for n in range(3)),
+        mailbot.sample_payload("message.clicked", None, "a1@demo", at(20), "a-c", url="https://example.com/pricing", user_agent=HUMAN_AGENT),
+        mailbot.sample_payload("message.replied", "alice@example.com", "a1@demo", at(30), "a-r"),
     ]
     carol = [
-        maileroo("failed", "carol@example.com", f"c{n}@demo", at(n * 60), f"c-{n}",
+        maileroo.sample_payload("failed", "carol@example.com", f"c{n}@demo", at(n * 60), f"c-{n}",
                  reason="452-4.2.2 The recipient's inbox is out of storage space.")
         for n in range(5)
     ]
     frank = [
-        maileroo("delivered", "frank@example.com", "f1@demo", at(0), "f-1"),
-        maileroo("opened", None, "f1@demo", at(0) + 2_000, "f-2", user_agent=PROXY_AGENT, ip="66.249.84.1"),
-        maileroo("opened", None, "f1@demo", at(45), "f-3", user_agent=HUMAN_AGENT, ip="203.0.113.7"),
+        maileroo.sample_payload("delivered", "frank@example.com", "f1@demo", at(0), "f-1"),
+        maileroo.sample_payload("opened", None, "f1@demo", at(0) + 2_000, "f-2", user_agent=PROXY_AGENT, ip="66.249.84.1"),
+        maileroo.sample_payload("opened", None, "f1@demo", at(45), "f-3", user_agent=HUMAN_AGENT, ip="203.0.113.7"),
     ]
     erin = [
-        maileroo("delivered", "erin@example.com", "e1@demo", at(0), "e-1"),
-        maileroo("clicked", None, "e1@demo", at(5), "e-2", original_url="https://example.com/unsubscribe?u=erin",
+        maileroo.sample_payload("delivered", "erin@example.com", "e1@demo", at(0), "e-1"),
+        maileroo.sample_payload("clicked", None, "e1@demo", at(5), "e-2", original_url="https://example.com/unsubscribe?u=erin",
                  user_agent=HUMAN_AGENT, ip="203.0.113.8"),
     ]
     payloads = [
         *(("mailbot", p) for p in alice),
-        ("inboxroad", inboxroad("b", "bob@example.com", "b1@demo", at(1), bounce=0)),
+        ("inboxroad", inboxroad.sample_payload("b", "bob@example.com", "b1@demo", at(1), bounce=0)),
         # One batch body: Maileroo may post several events at once. Five separate webhooks of
         # five messages would sit on different raw partitions, and the order of the bounces
         # (which one is the 5th) would depend on how the worker interleaves partitions.
         ("maileroo", carol),
-        ("inboxroad", inboxroad("d", "dave@example.com", "d1@demo", at(2))),
-        ("inboxroad", inboxroad("f", "dave@example.com", "d1@demo", at(50))),
+        ("inboxroad", inboxroad.sample_payload("d", "dave@example.com", "d1@demo", at(2))),
+        ("inboxroad", inboxroad.sample_payload("f", "dave@example.com", "d1@demo", at(50))),
         *(("maileroo", p) for p in erin),
         *(("maileroo", p) for p in frank),
-        ("mailbot", mailbot("message.deferred", "grace@example.com", "g1@demo", at(3), "g-1")),
+        ("mailbot", mailbot.sample_payload("message.deferred", "grace@example.com", "g1@demo", at(3), "g-1")),
     ]
     return [{"provider": provider, "payload": payload} for provider, payload in payloads]
 
@@ -177,13 +178,13 @@ def _post(url: str, body: bytes, headers: dict[str, str]) -> int:
 
 
 def _post_story(base: str, envelopes: list[dict[str, Any]]) -> None:
-    from mailstream.connectors.base import VerifyConfig
+    from mailstream.settings import ProviderAuth
     from mailstream.connectors.registry import get_provider
 
     for envelope in envelopes:
         provider = get_provider(envelope["provider"])
         body = orjson.dumps(envelope["payload"])
-        headers = provider.sign(body, VerifyConfig(secrets=(SECRETS[envelope["provider"]],)), time.time())
+        headers = provider.sign(body, ProviderAuth(secrets=(SECRETS[envelope["provider"]],)), time.time())
         status = _post(f"{base}/webhooks/{envelope['provider']}", body, headers)
         if status != 200:
             raise SystemExit(f"ingest answered {status} to a valid {envelope['provider']} webhook")
@@ -191,7 +192,7 @@ def _post_story(base: str, envelopes: list[dict[str, Any]]) -> None:
     print(f"   forged maileroo webhook: HTTP {forged} (refused, nothing stored)")
     maileroo_provider = get_provider("maileroo")
     malformed = b'{"event_type": "delivered", "event_data": '
-    headers = maileroo_provider.sign(malformed, VerifyConfig(secrets=(SECRETS["maileroo"],)), time.time())
+    headers = maileroo_provider.sign(malformed, ProviderAuth(secrets=(SECRETS["maileroo"],)), time.time())
     status = _post(f"{base}/webhooks/maileroo", malformed, headers)
     print(f"   signed but malformed maileroo webhook: HTTP {status} (stored; the normalizer dead-letters it)")
 

@@ -1,5 +1,7 @@
 """The contract every provider connector keeps. Each provider's test class inherits
 `ProviderContract`, fills in the class attributes, and adds its own golden cases and quirks.
+The contract includes property tests: no input makes a parser raise anything but ParseError,
+and whatever a parser returns is a canonical event the Avro schema accepts.
 
 Golden cases are `tests/payloads/<provider>/<case>.json` (a webhook body, seed samples
 verbatim) next to `<case>.expected.json` (the canonical events, every field).
@@ -13,8 +15,11 @@ from typing import Any, ClassVar
 
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from mailstream.connectors.base import MAX_BODY_BYTES, Provider, VerifyConfig
+from mailstream.connectors.base import MAX_BODY_BYTES, Provider
+from mailstream.settings import ProviderAuth
 from mailstream.codec import AvroCodec, codec_for
 from mailstream.errors import ParseError, SignatureError
 from mailstream.events import EMAIL_EVENT_FIELDS, EventType
@@ -26,6 +31,33 @@ OLD_SECRET = "whsec_previous"
 WRONG_VALUES: tuple[Any, ...] = (12345, 1.5, True, "text", [], ["x"], {}, {"email": 5})
 
 EVENT_CODEC: AvroCodec = codec_for("email_event")
+
+TIMESTAMP_VALUES = st.one_of(
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.floats(allow_nan=False),
+    st.datetimes().map(lambda moment: moment.isoformat()),
+    st.text(alphabet="0123456789.:-+TZ ", max_size=30),
+)
+SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=40),
+    TIMESTAMP_VALUES,
+)
+JSON_VALUES = st.recursive(
+    SCALARS,
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    max_leaves=12,
+)
+# differing_executors: the property tests are inherited by every provider's test class.
+PROPERTY_SETTINGS = settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.differing_executors],
+)
 
 
 def golden_cases(provider: str) -> list[Path]:
@@ -49,6 +81,7 @@ class ProviderContract:
     event_type_key: ClassVar[str]
     timestamp_keys: ClassVar[tuple[str, ...]]
     message_id_key: ClassVar[str]
+    known_keys: ClassVar[tuple[str, ...]]  # every key the parser reads, so fuzzing reaches past
 
     def valid_item(self) -> dict[str, Any]:
         """One complete, valid webhook event of a known type."""
@@ -62,8 +95,8 @@ class ProviderContract:
     def body(self, document: Any = None) -> bytes:
         return orjson.dumps(self.valid_item() if document is None else document)
 
-    def config(self, *secrets: str, **options: Any) -> VerifyConfig:
-        return VerifyConfig(secrets=secrets or (SECRET,), **options)
+    def config(self, *secrets: str, **options: Any) -> ProviderAuth:
+        return ProviderAuth(secrets=secrets or (SECRET,), **options)
 
     # --- Golden payloads ------------------------------------------------------------------
 
@@ -116,10 +149,10 @@ class ProviderContract:
         body = self.body()
         headers = self.provider.sign(body, self.config(), NOW)
         with pytest.raises(SignatureError, match="no secret configured"):
-            self.provider.verify(body, headers, VerifyConfig(), NOW)
+            self.provider.verify(body, headers, ProviderAuth(), NOW)
 
     def test_allow_unsigned_accepts_a_request_without_credentials(self) -> None:
-        self.provider.verify(self.body(), {}, VerifyConfig(allow_unsigned=True), NOW)
+        self.provider.verify(self.body(), {}, ProviderAuth(allow_unsigned=True), NOW)
         self.provider.verify(self.body(), {}, self.config(allow_unsigned=True), NOW)
 
     def test_allow_unsigned_still_checks_a_presented_credential(self) -> None:
@@ -128,7 +161,7 @@ class ProviderContract:
         with pytest.raises(SignatureError):
             self.provider.verify(body, forged, self.config(allow_unsigned=True), NOW)
 
-    def test_verify_config_repr_hides_secrets(self) -> None:
+    def test_auth_repr_hides_secrets(self) -> None:
         assert SECRET not in repr(self.config())
 
     # --- Parsing --------------------------------------------------------------------------
@@ -249,3 +282,53 @@ class ProviderContract:
         for _ in range(1000):
             self.provider.message_key(body)
         assert time.perf_counter() - started < 0.5  # about 5 µs each; generous for CI
+
+    # --- Fuzzing --------------------------------------------------------------------------
+
+    def keyed_objects(self) -> st.SearchStrategy[dict[str, Any]]:
+        keys = st.sampled_from(self.known_keys)
+        values = st.recursive(
+            SCALARS,
+            lambda children: st.lists(children, max_size=3)
+            | st.dictionaries(keys, children, max_size=5),
+            max_leaves=15,
+        )
+        return st.dictionaries(keys, values, max_size=10)
+
+    def parse_or_typed_error(self, body: bytes) -> None:
+        try:
+            events = self.provider.parse(body)
+        except ParseError as error:
+            assert error.kind and error.message
+        else:
+            assert_canonical(events)
+
+    @PROPERTY_SETTINGS
+    @given(body=st.binary(max_size=300))
+    def test_arbitrary_bytes(self, body: bytes) -> None:
+        self.parse_or_typed_error(body)
+        assert isinstance(self.provider.message_key(body), bytes | None)
+
+    @PROPERTY_SETTINGS
+    @given(document=JSON_VALUES)
+    def test_arbitrary_json(self, document: Any) -> None:
+        self.parse_or_typed_error(orjson.dumps(document))
+
+    @PROPERTY_SETTINGS
+    @given(data=st.data())
+    def test_right_keys_with_any_values(self, data: st.DataObject) -> None:
+        item = data.draw(self.keyed_objects())
+        self.parse_or_typed_error(orjson.dumps(item))
+        self.parse_or_typed_error(orjson.dumps([item, item]))
+        self.provider.message_key(orjson.dumps(item))
+
+    @PROPERTY_SETTINGS
+    @given(data=st.data())
+    def test_valid_item_with_some_values_replaced(self, data: st.DataObject) -> None:
+        overrides = data.draw(self.keyed_objects())
+        self.parse_or_typed_error(orjson.dumps(self.valid_item() | overrides))
+
+    @PROPERTY_SETTINGS
+    @given(value=TIMESTAMP_VALUES)
+    def test_any_timestamp_value(self, value: Any) -> None:
+        self.parse_or_typed_error(orjson.dumps(self.valid_item() | {self.timestamp_keys[0]: value}))

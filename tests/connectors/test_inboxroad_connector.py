@@ -9,7 +9,8 @@ import orjson
 import pytest
 
 from mailstream.connectors import inboxroad
-from mailstream.connectors.base import VerifyConfig, deterministic_event_id
+from mailstream.connectors.base import deterministic_event_id
+from mailstream.settings import ProviderAuth
 from mailstream.errors import SignatureError
 from mailstream.events import BounceClass, EventType
 from tests.connectors.provider_contract import NOW, SECRET, ProviderContract
@@ -39,6 +40,10 @@ class TestInboxroad(ProviderContract):
     event_type_key = "type"
     timestamp_keys = ("timeLogged",)
     message_id_key = "header_Message-Id"
+    known_keys = (
+        "type", "timeLogged", "orig", "rcpt", "dsnAction", "dsnStatus", "dsnDiag", "bounceCat",
+        "rcvSmtpUser", "header_Message-Id", "vmta",
+    )
 
     def valid_item(self) -> dict[str, Any]:
         return {
@@ -116,7 +121,7 @@ class TestInboxroad(ProviderContract):
             inboxroad.verify(self.body(), {"X-Api-Key": SECRET}, config, NOW)
 
     def test_basic_mode(self) -> None:
-        config = VerifyConfig(mode="basic", basic_auth=(("hook", "pw-new"), ("hook", "pw-old")))
+        config = ProviderAuth(mode="basic", basic_auth=(("hook", "pw-new"), ("hook", "pw-old")))
         body = self.body()
         assert inboxroad.sign(body, config, NOW) == basic("hook", "pw-new")
         inboxroad.verify(body, basic("hook", "pw-new"), config, NOW)
@@ -129,13 +134,13 @@ class TestInboxroad(ProviderContract):
         "authorization", ["Bearer abc", "Basic", "Basic !!!", "Basic " + "w6k=", "hook:pw"]
     )
     def test_malformed_basic_authorization_is_refused(self, authorization: str) -> None:
-        config = VerifyConfig(mode="basic", basic_auth=(("hook", "pw"),))
+        config = ProviderAuth(mode="basic", basic_auth=(("hook", "pw"),))
         with pytest.raises(SignatureError):
             inboxroad.verify(self.body(), {"Authorization": authorization}, config, NOW)
 
     def test_basic_mode_without_credentials_is_refused(self) -> None:
         with pytest.raises(SignatureError, match="no secret configured"):
-            inboxroad.verify(self.body(), basic("a", "b"), VerifyConfig(mode="basic"), NOW)
+            inboxroad.verify(self.body(), basic("a", "b"), ProviderAuth(mode="basic"), NOW)
 
     def test_custom_signature_header(self) -> None:
         config = self.config(signature_header="X-Sig")

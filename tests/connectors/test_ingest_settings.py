@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from mailstream.connectors.base import verify_config
-from mailstream.settings import IngestSettings, Settings, SettingsError
+from mailstream.connectors.ingest.app import build_routes
+from mailstream.connectors.registry import PROVIDERS
+from mailstream.settings import IngestSettings, ProviderAuth, Settings, SettingsError
 
 
 def test_defaults_refuse_unsigned_webhooks_and_limit_bodies_to_one_mebibyte() -> None:
@@ -13,11 +14,11 @@ def test_defaults_refuse_unsigned_webhooks_and_limit_bodies_to_one_mebibyte() ->
     assert ingest.max_body_bytes == 1024 * 1024
     assert ingest.produce_timeout_seconds == 10.0
     for provider in ("mailbot", "maileroo", "inboxroad"):
-        config = verify_config(ingest, provider)
+        config = ingest.auth(provider)
         assert config.secrets == ()
         assert config.allow_unsigned is False
-    assert verify_config(ingest, "mailbot").max_age_seconds == 300
-    assert verify_config(ingest, "inboxroad").mode == "hmac"
+    assert ingest.auth("mailbot").max_age_seconds == 300
+    assert ingest.auth("inboxroad").mode == "hmac"
 
 
 def test_each_provider_reads_its_own_variables() -> None:
@@ -33,14 +34,14 @@ def test_each_provider_reads_its_own_variables() -> None:
         "MAILSTREAM_INGEST_PRODUCE_TIMEOUT_SECONDS": "2.5",
     }
     ingest = Settings.from_env(env).ingest
-    mailbot = verify_config(ingest, "mailbot")
+    mailbot = ingest.auth("mailbot")
     assert mailbot.secrets == ("current-secret", "previous-secret")
     assert mailbot.max_age_seconds == 60
-    maileroo = verify_config(ingest, "maileroo")
+    maileroo = ingest.auth("maileroo")
     assert (maileroo.signature_header, maileroo.allow_unsigned, maileroo.secrets) == (
         "X-Signature", True, ()
     )
-    inboxroad = verify_config(ingest, "inboxroad")
+    inboxroad = ingest.auth("inboxroad")
     assert inboxroad.mode == "basic"
     assert inboxroad.basic_auth == (("roadie", "pa:ss"), ("backup", "other"))
     assert inboxroad.api_key_header == "X-Key"
@@ -53,7 +54,7 @@ def test_secrets_and_passwords_never_appear_in_repr() -> None:
         "MAILSTREAM_INGEST_INBOXROAD_BASIC_AUTH": "roadie:inboxroad-hush",
     }
     settings = Settings.from_env(env)
-    for text in (repr(settings), str(settings), repr(verify_config(settings.ingest, "inboxroad"))):
+    for text in (repr(settings), str(settings), repr(settings.ingest.auth("inboxroad"))):
         assert "hush" not in text
 
 
@@ -72,6 +73,22 @@ def test_bad_values_name_the_variable(env: dict[str, str], variable: str) -> Non
         Settings.from_env(env)
 
 
-def test_a_provider_without_settings_is_a_settings_error() -> None:
-    with pytest.raises(SettingsError, match="sendgrid"):
-        verify_config(IngestSettings(), "sendgrid")
+def test_a_provider_without_settings_refuses_unsigned_requests() -> None:
+    auth = IngestSettings().auth("a-provider-nobody-configured")
+    assert (auth.secrets, auth.allow_unsigned) == ((), False)
+
+
+def test_any_registry_name_reads_its_own_variables() -> None:
+    env = {
+        "MAILSTREAM_INGEST_AMAZON_SES_SECRETS": "ses-secret",
+        "MAILSTREAM_INGEST_AMAZON_SES_MAX_AGE_SECONDS": "30",
+    }
+    ingest = Settings.from_env(env).ingest
+    assert set(ingest.providers) == {"amazon_ses"}
+    assert ingest.auth("amazon_ses") == ProviderAuth(secrets=("ses-secret",), max_age_seconds=30)
+
+
+def test_settings_for_an_unregistered_provider_stop_the_ingest_at_start_up() -> None:
+    settings = Settings.from_env({"MAILSTREAM_INGEST_MAILBOTT_SECRETS": "typo"})
+    with pytest.raises(SettingsError, match="MAILSTREAM_INGEST_MAILBOTT_.*known: inboxroad"):
+        build_routes(settings, PROVIDERS)

@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from mailstream.connectors import mailbot
-from mailstream.connectors.base import VerifyConfig
+from mailstream.settings import ProviderAuth
 from mailstream.errors import SignatureError
 from mailstream.events import BounceClass, EventType
 from tests.connectors.provider_contract import NOW, ProviderContract, assert_canonical
@@ -19,6 +19,13 @@ class TestMailbot(ProviderContract):
     event_type_key = "event_type"
     timestamp_keys = ("created_at", "timestamp")
     message_id_key = "message_id"
+    known_keys = (
+        "event_id", "event_type", "type", "event", "created_at", "timestamp", "message_id", "id",
+        "recipient", "to", "from", "sender", "inbox_id", "labels", "url", "ip", "user_agent",
+        "data", "message", "bounce", "bounce_type", "smtp_status", "status", "diagnostic",
+        "diagnostic_code", "reason", "bounce_reason", "in_reply_to", "reply_to_message_id",
+        "email",
+    )
 
     def valid_item(self) -> dict[str, Any]:
         return {
@@ -193,4 +200,4 @@ class TestMailbot(ProviderContract):
         assert mailbot.PROVIDER.message_key(orjson.dumps(item)) == b"msg_1@getmail.bot"
 
     def test_unsigned_config_needs_no_headers(self) -> None:
-        mailbot.verify(self.body(), {}, VerifyConfig(allow_unsigned=True), NOW)
+        mailbot.verify(self.body(), {}, ProviderAuth(allow_unsigned=True), NOW)

@@ -19,6 +19,10 @@ class TestMaileroo(ProviderContract):
     event_type_key = "event_type"
     timestamp_keys = ("event_time", "inserted_at")
     message_id_key = "message_id"
+    known_keys = (
+        "domain_id", "event_data", "event_id", "event_time", "event_type", "inserted_at",
+        "message_id", "tags", "to", "reason", "ip", "user_agent", "original_url",
+    )
 
     def valid_item(self) -> dict[str, Any]:
         return {

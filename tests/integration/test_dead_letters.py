@@ -11,7 +11,7 @@ from confluent_kafka import Producer
 
 from mailstream.cli import main
 from mailstream.codec import codec_for
-from mailstream.connectors.samples import maileroo
+from mailstream.connectors import maileroo
 from mailstream.settings import Settings
 from mailstream.topics import TopicNames
 from mailstream.streams.operations.dead_letters import (
@@ -40,7 +40,7 @@ def dlq(capsys: pytest.CaptureFixture[str], *arguments: str) -> tuple[int, str]:
 
 def fixed_dead_letter(names: TopicNames) -> bytes:
     """A dead letter as the normalizer writes one, whose payload the pipeline accepts now."""
-    payload = orjson.dumps(maileroo("delivered", "late@example.com", "late1@x", T0, "late-e1"))
+    payload = orjson.dumps(maileroo.sample_payload("delivered", "late@example.com", "late1@x", T0, "late-e1"))
     return DEAD_LETTER.encode(
         {
             "source_topic": names.raw("maileroo"),

@@ -28,14 +28,13 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from mailstream.connectors.base import verify_config
 from mailstream.connectors.ingest.app import create_app
 from mailstream.connectors.registry import PROVIDERS
 from mailstream.dev.broker import LocalBroker, free_port
 from mailstream.settings import (
     IngestSettings,
     KafkaSettings,
-    ProviderAuthSettings,
+    ProviderAuth,
     Settings,
 )
 from mailstream.topics import TopicNames, create_topics, topic_specs
@@ -46,9 +45,11 @@ Client = TestClient[web.Request, web.Application]
 LEADER_PENDING = (KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE)
 
 INGEST = IngestSettings(
-    mailbot=ProviderAuthSettings(secrets=("mailbot-current", "mailbot-previous")),
-    maileroo=ProviderAuthSettings(secrets=("maileroo-secret",)),
-    inboxroad=ProviderAuthSettings(secrets=("inboxroad-secret",)),
+    providers={
+        "mailbot": ProviderAuth(secrets=("mailbot-current", "mailbot-previous")),
+        "maileroo": ProviderAuth(secrets=("maileroo-secret",)),
+        "inboxroad": ProviderAuth(secrets=("inboxroad-secret",)),
+    },
     max_body_bytes=4096,
     produce_timeout_seconds=2.0,
 )
@@ -107,7 +108,7 @@ async def client(ingest_settings: Settings) -> AsyncIterator[Client]:
 def signed_headers(
     settings: Settings, provider: str, body: bytes, **overrides: object
 ) -> dict[str, str]:
-    config = replace(verify_config(settings.ingest, provider), **overrides)
+    config = replace(settings.ingest.auth(provider), **overrides)
     headers = PROVIDERS[provider].sign(body, config, time.time())
     return {"Content-Type": "application/json", **headers}
 
@@ -238,7 +239,7 @@ def altered_maileroo(settings: Settings) -> Request:
 
 def stale_mailbot(settings: Settings) -> Request:
     body, _ = PAYLOADS["mailbot"]
-    config = verify_config(settings.ingest, "mailbot")
+    config = settings.ingest.auth("mailbot")
     headers = PROVIDERS["mailbot"].sign(body, config, time.time() - config.max_age_seconds - 5)
     return "/webhooks/mailbot", body, headers
 
@@ -313,7 +314,7 @@ async def test_a_provider_without_secrets_is_refused_unless_unsigned_is_allowed(
         response = await client.post("/webhooks/maileroo", data=body)
         assert response.status == 401
         assert "no secret configured" in (await response.json())["reason"]
-    allowed = IngestSettings(maileroo=ProviderAuthSettings(allow_unsigned=True))
+    allowed = IngestSettings(providers={"maileroo": ProviderAuth(allow_unsigned=True)})
     async with serving(replace(settings, ingest=allowed)) as client:
         assert (await client.post("/webhooks/maileroo", data=body)).status == 200
 
@@ -432,7 +433,7 @@ def ingest_process(settings: Settings, port: int, log: Path) -> Iterator[subproc
         **os.environ,
         "MAILSTREAM_KAFKA_BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
         "MAILSTREAM_TOPIC_PREFIX": settings.topic_prefix,
-        "MAILSTREAM_INGEST_MAILEROO_SECRETS": ",".join(settings.ingest.maileroo.secrets),
+        "MAILSTREAM_INGEST_MAILEROO_SECRETS": ",".join(settings.ingest.auth("maileroo").secrets),
     }
     with open(log, "wb") as output:
         process = subprocess.Popen(

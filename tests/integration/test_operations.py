@@ -20,7 +20,8 @@ import pytest
 from mailstream.connectors.registry import PROVIDERS
 from mailstream.dev.broker import free_port
 from mailstream.codec import codec_for
-from mailstream.connectors.samples import HUMAN_AGENT, inboxroad, maileroo
+from mailstream.connectors import inboxroad, maileroo
+from mailstream.connectors.base import HUMAN_AGENT
 from mailstream.settings import Settings
 from mailstream.topics import TopicNames, create_topics, topic_specs
 from mailstream.streams.operations.processes import settings_env
@@ -100,8 +101,8 @@ def test_manual_suppression_lift_and_complaint_force(operated: tuple[Settings, s
     settings, _ = operated
     now = int(time.time() * 1000)
     send_envelopes(settings, [
-        {"provider": "maileroo", "payload": maileroo("delivered", "ann@example.com", "m1@x", now - DAY, "e1")},
-        {"provider": "inboxroad", "payload": inboxroad("f", "dave@example.com", "m2@x", now - DAY)},
+        {"provider": "maileroo", "payload": maileroo.sample_payload("delivered", "ann@example.com", "m1@x", now - DAY, "e1")},
+        {"provider": "inboxroad", "payload": inboxroad.sample_payload("f", "dave@example.com", "m2@x", now - DAY)},
     ])
     wait_for_states(settings, {"ann@example.com", "dave@example.com"})
 
@@ -141,10 +142,10 @@ def test_queries_answer_state_and_cohorts_with_a_token(operated: tuple[Settings,
     settings, base = operated
     now = int(time.time() * 1000)
     send_envelopes(settings, [
-        {"provider": "maileroo", "payload": maileroo("delivered", "hot@example.com", "h1@x", now - 2 * DAY, "h1")},
-        *({"provider": "maileroo", "payload": maileroo("opened", None, "h1@x", now - DAY + n * 60_000, f"h-o{n}", user_agent=HUMAN_AGENT)} for n in range(3)),
-        {"provider": "maileroo", "payload": maileroo("clicked", None, "h1@x", now - DAY + 600_000, "h-c", user_agent=HUMAN_AGENT, original_url="https://example.com/x")},
-        {"provider": "maileroo", "payload": maileroo("delivered", "cold@example.com", "c1@x", now - DAY, "c1")},
+        {"provider": "maileroo", "payload": maileroo.sample_payload("delivered", "hot@example.com", "h1@x", now - 2 * DAY, "h1")},
+        *({"provider": "maileroo", "payload": maileroo.sample_payload("opened", None, "h1@x", now - DAY + n * 60_000, f"h-o{n}", user_agent=HUMAN_AGENT)} for n in range(3)),
+        {"provider": "maileroo", "payload": maileroo.sample_payload("clicked", None, "h1@x", now - DAY + 600_000, "h-c", user_agent=HUMAN_AGENT, original_url="https://example.com/x")},
+        {"provider": "maileroo", "payload": maileroo.sample_payload("delivered", "cold@example.com", "c1@x", now - DAY, "c1")},
     ])
     wait_for_states(settings, {"hot@example.com", "cold@example.com"})
     wait_for_web(base)
@@ -172,8 +173,8 @@ def test_inactivity_sweep_publishes_the_reset(settings: Settings, tmp_path: Path
     create_topics(settings, topic_specs(settings, PROVIDERS))
     long_ago = int(time.time() * 1000) - 40 * DAY
     send_envelopes(settings, [
-        {"provider": "maileroo", "payload": maileroo("delivered", "old@example.com", "o1@x", long_ago, "o1")},
-        {"provider": "maileroo", "payload": maileroo("opened", None, "o1@x", long_ago + 3_600_000, "o2", user_agent=HUMAN_AGENT)},
+        {"provider": "maileroo", "payload": maileroo.sample_payload("delivered", "old@example.com", "o1@x", long_ago, "o1")},
+        {"provider": "maileroo", "payload": maileroo.sample_payload("opened", None, "o1@x", long_ago + 3_600_000, "o2", user_agent=HUMAN_AGENT)},
     ])
     names = TopicNames(settings.topic_prefix)
     with running_worker(settings, tmp_path / "worker.log"):

@@ -6,13 +6,9 @@ from __future__ import annotations
 import pytest
 
 from mailstream.codec import codec_for
-from mailstream.connectors.samples import (
-    HUMAN_AGENT,
-    campaign_rounds,
-    inboxroad,
-    mailbot,
-    maileroo,
-)
+from mailstream.connectors import inboxroad, mailbot, maileroo
+from mailstream.connectors.base import HUMAN_AGENT
+from mailstream.connectors.samples import campaign_rounds
 from mailstream.policy import default_policy
 from mailstream.recipient import RecipientState
 from mailstream.settings import Settings
@@ -44,15 +40,15 @@ def test_webhooks_of_every_provider_become_events_states_and_suppressions(
     settings: Settings, names: TopicNames, worker: None
 ) -> None:
     envelopes = [
-        {"provider": "inboxroad", "payload": inboxroad("d", "Ann@Example.com", "ir1@x", T0)},
-        {"provider": "inboxroad", "payload": inboxroad("b", "gone@example.com", "ir2@x", T0, bounce=0)},
-        {"provider": "maileroo", "payload": maileroo("delivered", "cy@example.com", "mr1@x", T0, "mr-e1")},
+        {"provider": "inboxroad", "payload": inboxroad.sample_payload("d", "Ann@Example.com", "ir1@x", T0)},
+        {"provider": "inboxroad", "payload": inboxroad.sample_payload("b", "gone@example.com", "ir2@x", T0, bounce=0)},
+        {"provider": "maileroo", "payload": maileroo.sample_payload("delivered", "cy@example.com", "mr1@x", T0, "mr-e1")},
         # An open arriving before its message's delivery is parked, then applied.
-        {"provider": "mailbot", "payload": mailbot("message.opened", None, "mb1@x", T0 + 90_000, "mb-e2", user_agent=HUMAN_AGENT)},
-        {"provider": "mailbot", "payload": mailbot("message.delivered", "dee@example.com", "mb1@x", T0, "mb-e1")},
+        {"provider": "mailbot", "payload": mailbot.sample_payload("message.opened", None, "mb1@x", T0 + 90_000, "mb-e2", user_agent=HUMAN_AGENT)},
+        {"provider": "mailbot", "payload": mailbot.sample_payload("message.delivered", "dee@example.com", "mb1@x", T0, "mb-e1")},
         {"provider": "maileroo", "payload": b"{not json"},
-        {"provider": "maileroo", "payload": maileroo("clicked", None, "mr1@x", T0 + 60_000, "mr-e2", original_url="https://example.com/a")},
-        {"provider": "maileroo", "payload": maileroo("complained", "cy@example.com", "mr1@x", T0 + 120_000, "mr-e3")},
+        {"provider": "maileroo", "payload": maileroo.sample_payload("clicked", None, "mr1@x", T0 + 60_000, "mr-e2", original_url="https://example.com/a")},
+        {"provider": "maileroo", "payload": maileroo.sample_payload("complained", "cy@example.com", "mr1@x", T0 + 120_000, "mr-e3")},
     ]
     send_envelopes(settings, envelopes)
 

@@ -18,14 +18,13 @@ import aiohttp
 import orjson
 import pytest
 
-from mailstream.connectors.base import verify_config
 from mailstream.connectors.registry import PROVIDERS
 from mailstream.dev.broker import LocalBroker, free_port
 from mailstream.connectors.samples import Envelope, campaign_rounds
 from mailstream.settings import (
     IngestSettings,
     KafkaSettings,
-    ProviderAuthSettings,
+    ProviderAuth,
     Settings,
 )
 from mailstream.topics import create_topics, topic_specs
@@ -56,7 +55,7 @@ class Provider:
             await self._deliver(envelope["provider"], orjson.dumps(envelope["payload"]))
 
     async def _deliver(self, provider: str, body: bytes) -> None:
-        config = verify_config(self._settings.ingest, provider)
+        config = self._settings.ingest.auth(provider)
         while True:
             headers = {"Content-Type": "application/json", **PROVIDERS[provider].sign(body, config, time.time())}
             async with self._session.post(f"{self._base_url}/webhooks/{provider}", data=body, headers=headers) as answer:
@@ -106,9 +105,9 @@ def broker(tmp_path: Path) -> Iterator[LocalBroker]:
 
 
 def with_ingest_secrets(settings: Settings) -> Settings:
-    auth = ProviderAuthSettings(secrets=(SECRET,))
+    auth = ProviderAuth(secrets=(SECRET,))
     ingest = IngestSettings(
-        mailbot=auth, maileroo=auth, inboxroad=auth, produce_timeout_seconds=PRODUCE_TIMEOUT_SECONDS
+        providers=dict.fromkeys(PROVIDERS, auth), produce_timeout_seconds=PRODUCE_TIMEOUT_SECONDS
     )
     return replace(settings, ingest=ingest)
 
