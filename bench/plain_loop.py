@@ -33,7 +33,8 @@ from mailstream.connectors.registry import PROVIDERS
 from mailstream.codec import codec_for
 from mailstream.policy import default_policy
 from mailstream.settings import Settings
-from mailstream.topics import TopicNames, TopicSpec, create_topics
+from mailstream.topics import COMPACTED, TABLES, TopicNames, TopicSpec, create_topics
+from mailstream.topics import changelog_topics as changelog_topics_named
 from mailstream.streams.normalize import Normalizer
 from mailstream.streams.reader import source_record
 from mailstream.streams.recipients import StateKeeper
@@ -88,9 +89,8 @@ def _produce(
 
 
 def changelog_topics(settings: Settings) -> dict[str, str]:
-    names = {table: f"{settings.app_id}-plain-{table}-changelog" for table in ("messages", "recipients")}
-    compacted = {"cleanup.policy": "compact"}
-    create_topics(settings, [TopicSpec(name, settings.partitions, 1, compacted) for name in names.values()])
+    names = dict(zip(TABLES, changelog_topics_named(f"{settings.app_id}-plain"), strict=True))
+    create_topics(settings, [TopicSpec(name, settings.partitions, 1, COMPACTED) for name in names.values()])
     return names
 
 

@@ -12,16 +12,17 @@ import hashlib
 import hmac
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import orjson
 
-from mailstream.errors import ParseError, SignatureError
+from mailstream.addresses import canonical_address
+from mailstream.times import iso_epoch_ms
+from mailstream.events import EmailEvent
+from mailstream.errors import ErrorKind, ParseError, SignatureError
 from mailstream.settings import AuthMode, ProviderAuth
 
 MAX_BODY_BYTES = 8 * 1024 * 1024  # far above any real webhook batch; a larger body is abuse
-Event = dict[str, Any]
 Item = Mapping[str, Any]
 
 
@@ -29,9 +30,7 @@ Item = Mapping[str, Any]
 class Provider(Protocol):
     name: str
 
-    def parse(
-        self, body: bytes, headers: Mapping[str, str] | None = None, received_at: int | None = None
-    ) -> list[Event]:
+    def parse(self, body: bytes, received_at: int | None = None) -> list[EmailEvent]:
         """Canonical events of a webhook body (one JSON object or an array of them).
         Raises only ParseError; an unknown event type gives an UNKNOWN event."""
         ...
@@ -59,19 +58,17 @@ class Provider(Protocol):
 @dataclass(frozen=True, slots=True)
 class WebhookProvider:
     name: str
-    normalize: Callable[[Item, int | None], list[Event]]
+    normalize: Callable[[Item, int | None], list[EmailEvent]]
     verify_request: Callable[[bytes, Mapping[str, str], ProviderAuth, float], None]
     sign_request: Callable[[bytes, ProviderAuth, float], dict[str, str]]
     message_id_of: Callable[[Item], str | None]
     sample_of: Callable[[Sample], dict[str, Any] | None]
 
-    def parse(
-        self, body: bytes, headers: Mapping[str, str] | None = None, received_at: int | None = None
-    ) -> list[Event]:
+    def parse(self, body: bytes, received_at: int | None = None) -> list[EmailEvent]:
         items = decode_items(body)
         if len(items) == 1:
             return self.normalize(items[0], received_at)
-        events: list[Event] = []
+        events: list[EmailEvent] = []
         for index, item in enumerate(items):
             try:
                 events.extend(self.normalize(item, received_at))
@@ -142,7 +139,7 @@ def decode_items(body: bytes) -> list[Item]:
     """The JSON objects of a webhook body: one object, or each object of a top-level array."""
     if len(body) > MAX_BODY_BYTES:
         raise ParseError(
-            "too_large", f"body is {len(body)} bytes, the limit is {MAX_BODY_BYTES}"
+            ErrorKind.TOO_LARGE, f"body is {len(body)} bytes, the limit is {MAX_BODY_BYTES}"
         )
     try:
         document = orjson.loads(body)
@@ -153,18 +150,18 @@ def decode_items(body: bytes) -> list[Item]:
             raise ParseError(
                 "not_utf8", f"body is not UTF-8 (byte {utf8_error.start}); send JSON in UTF-8"
             ) from exc
-        raise ParseError("invalid_json", f"body is not JSON: {exc}") from exc
+        raise ParseError(ErrorKind.INVALID_JSON, f"body is not JSON: {exc}") from exc
     if isinstance(document, dict):
         return [document]
     if isinstance(document, list):
         for index, item in enumerate(document):
             if not isinstance(item, dict):
                 raise ParseError(
-                    "wrong_type", f"batch item {index} is {json_type(item)}, expected an object"
+                    ErrorKind.WRONG_TYPE, f"batch item {index} is {json_type(item)}, expected an object"
                 )
         return document
     raise ParseError(
-        "wrong_type", f"body is {json_type(document)}, expected an object or an array of them"
+        ErrorKind.WRONG_TYPE, f"body is {json_type(document)}, expected an object or an array of them"
     )
 
 
@@ -172,7 +169,7 @@ def get_str(item: Item, key: str) -> str | None:
     value = item.get(key)
     if value is None or isinstance(value, str):
         return value
-    raise ParseError("wrong_type", f"{key!r} is {json_type(value)}, expected a string")
+    raise ParseError(ErrorKind.WRONG_TYPE, f"{key!r} is {json_type(value)}, expected a string")
 
 
 def get_id(item: Item, key: str) -> str | None:
@@ -182,14 +179,14 @@ def get_id(item: Item, key: str) -> str | None:
         return value
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
-    raise ParseError("wrong_type", f"{key!r} is {json_type(value)}, expected a string or number")
+    raise ParseError(ErrorKind.WRONG_TYPE, f"{key!r} is {json_type(value)}, expected a string or number")
 
 
 def get_object(item: Item, key: str) -> Item | None:
     value = item.get(key)
     if value is None or isinstance(value, dict):
         return value
-    raise ParseError("wrong_type", f"{key!r} is {json_type(value)}, expected an object")
+    raise ParseError(ErrorKind.WRONG_TYPE, f"{key!r} is {json_type(value)}, expected an object")
 
 
 def string_map(value: Any, key: str) -> dict[str, str]:
@@ -198,7 +195,7 @@ def string_map(value: Any, key: str) -> dict[str, str]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise ParseError("wrong_type", f"{key!r} is {json_type(value)}, expected an object")
+        raise ParseError(ErrorKind.WRONG_TYPE, f"{key!r} is {json_type(value)}, expected an object")
     return {name: _tag_text(tag) for name, tag in value.items()}
 
 
@@ -214,12 +211,8 @@ def _tag_text(value: Any) -> str:
 
 
 def clean_address(value: str | None) -> str | None:
-    """Trimmed, lower-cased address; "Name <a@b>" gives "a@b"; blank gives None."""
-    if value is None:
-        return None
-    if value.endswith(">") and "<" in value:
-        value = value[value.rindex("<") + 1 : -1]
-    return value.strip().lower() or None
+    """The canonical address (`canonical_address`); None for a missing or blank one."""
+    return canonical_address(value) or None if value is not None else None
 
 
 def clean_message_id(value: str | None) -> str | None:
@@ -236,9 +229,7 @@ def deterministic_event_id(provider: str, item: Item) -> str:
     return hashlib.sha256(provider.encode() + b"\n" + payload).hexdigest()
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MAX_EPOCH_SECONDS = 253402300799  # 9999-12-31T23:59:59Z
-_ONE_MS = timedelta(milliseconds=1)
 
 
 def epoch_ms(value: Any, key: str) -> int:
@@ -248,10 +239,10 @@ def epoch_ms(value: Any, key: str) -> int:
         return _epoch_ms_from_text(value.strip(), key)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ParseError(
-            "wrong_type", f"{key!r} is {json_type(value)}, expected unix seconds or ISO 8601"
+            ErrorKind.WRONG_TYPE, f"{key!r} is {json_type(value)}, expected unix seconds or ISO 8601"
         )
     if not 0 <= value <= _MAX_EPOCH_SECONDS:
-        raise ParseError("invalid_value", f"{key!r} = {value!r} is not unix seconds in 1970-9999")
+        raise ParseError(ErrorKind.INVALID_VALUE, f"{key!r} = {value!r} is not unix seconds in 1970-9999")
     return int(value) * 1000 if isinstance(value, int) else round(value * 1000)
 
 
@@ -259,16 +250,14 @@ def _epoch_ms_from_text(text: str, key: str) -> int:
     if text.isascii() and text.replace(".", "", 1).isdigit():
         return epoch_ms(float(text) if "." in text else int(text), key)
     try:
-        moment = datetime.fromisoformat(text)
+        moment_ms = iso_epoch_ms(text)
     except ValueError:
         raise ParseError(
-            "invalid_value", f"{key!r} = {text[:40]!r} is neither unix seconds nor ISO 8601"
+            ErrorKind.INVALID_VALUE, f"{key!r} = {text[:40]!r} is neither unix seconds nor ISO 8601"
         ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    if moment < _EPOCH:
-        raise ParseError("invalid_value", f"{key!r} = {text[:40]!r} is before 1970")
-    return (moment - _EPOCH) // _ONE_MS
+    if moment_ms < 0:
+        raise ParseError(ErrorKind.INVALID_VALUE, f"{key!r} = {text[:40]!r} is before 1970")
+    return moment_ms
 
 
 # --- Authentication -------------------------------------------------------------------------
@@ -311,8 +300,26 @@ def require_mode(config: ProviderAuth, mode: AuthMode, provider: str) -> None:
         raise SignatureError(f"{provider} supports only mode={mode!r}, configured {config.mode!r}")
 
 
+HMAC_PREFIX = "sha256="
+
+
 def hmac_hex(secret: str, message: bytes) -> str:
     return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+
+
+def verify_hmac_header(
+    headers: Mapping[str, str], header: str, message: bytes, config: ProviderAuth, provider: str
+) -> None:
+    """Check the hex HMAC-SHA256 of `message` that a request carries in `header` (an optional
+    `sha256=` prefix, as many providers write it, is accepted) against every configured secret.
+    Raises SignatureError when it does not match; passes an unsigned request only when
+    `allow_unsigned` is set."""
+    signature = presented_credential(headers, header, config, bool(config.secrets), provider)
+    if signature is None:
+        return
+    digest = signature.strip().removeprefix(HMAC_PREFIX)
+    if not hmac_matches(digest, message, config.secrets):
+        raise SignatureError(f"{header} does not match: wrong secret or altered body")
 
 
 def hmac_matches(candidate_hex: str, message: bytes, secrets: tuple[str, ...]) -> bool:

@@ -19,7 +19,6 @@ from typing import Any
 from mailstream.connectors.base import (
     Sample,
     SampleKind,
-    Event,
     Item,
     WebhookProvider,
     clean_address,
@@ -29,13 +28,13 @@ from mailstream.connectors.base import (
     first_secret,
     get_str,
     hmac_hex,
-    hmac_matches,
     presented_credential,
     secret_matches,
+    verify_hmac_header,
 )
 from mailstream.classify import classify_bounce, extract_status
-from mailstream.errors import ParseError, SignatureError
-from mailstream.events import BounceClass, EventType, new_event
+from mailstream.errors import ErrorKind, ParseError, SignatureError
+from mailstream.events import BounceClass, EmailEvent, EventType, new_event
 from mailstream.settings import ProviderAuth
 
 NAME = "inboxroad"
@@ -74,11 +73,11 @@ BOUNCE_CATEGORIES: dict[str, BounceClass] = {
 }
 
 
-def normalize(item: Item, received_at: int | None) -> list[Event]:
+def normalize(item: Item, received_at: int | None) -> list[EmailEvent]:
     event_type = EVENT_TYPES.get(get_str(item, "type") or "", EventType.UNKNOWN)
     time_logged = item.get("timeLogged")
     if time_logged is None:
-        raise ParseError("missing_field", "Inboxroad event has no timeLogged")
+        raise ParseError(ErrorKind.MISSING_FIELD, "Inboxroad event has no timeLogged")
     category = get_str(item, "bounceCat")
     status = get_str(item, "dsnStatus")
     diagnostic = get_str(item, "dsnDiag")
@@ -121,10 +120,7 @@ def verify(body: bytes, headers: Mapping[str, str], config: ProviderAuth, now: f
         if key is not None and not secret_matches(key, config.secrets):
             raise SignatureError(f"{header} is not an accepted API key")
         return
-    header = config.signature_header or SIGNATURE_HEADER
-    signature = presented_credential(headers, header, config, bool(config.secrets), NAME)
-    if signature is not None and not hmac_matches(signature, body, config.secrets):
-        raise SignatureError(f"{header} does not match: wrong secret or altered body")
+    verify_hmac_header(headers, config.signature_header or SIGNATURE_HEADER, body, config, NAME)
 
 
 def _verify_basic(headers: Mapping[str, str], config: ProviderAuth) -> None:

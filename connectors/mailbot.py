@@ -17,11 +17,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from mailstream.connectors.base import (
+    HMAC_PREFIX,
     HUMAN_AGENT,
     PROXY_AGENT,
     Sample,
     SampleKind,
-    Event,
     Item,
     WebhookProvider,
     clean_address,
@@ -39,14 +39,13 @@ from mailstream.connectors.base import (
     require_mode,
 )
 from mailstream.classify import classify_bounce, extract_status
-from mailstream.errors import ParseError, SignatureError
-from mailstream.events import BounceClass, EventType, format_timestamp_ms, new_event
+from mailstream.errors import ErrorKind, ParseError, SignatureError
+from mailstream.events import BounceClass, EmailEvent, EventType, format_timestamp_ms, new_event
 from mailstream.settings import ProviderAuth
 
 NAME = "mailbot"
 SIGNATURE_HEADER = "X-Mailbot-Signature"
 TIMESTAMP_HEADER = "X-Mailbot-Timestamp"
-SIGNATURE_PREFIX = "sha256="
 
 # seeds/000 "What gets tracked"; message.replied: the "Replied" signal of its scoring rubric.
 EVENT_TYPES: dict[str, EventType] = {
@@ -85,7 +84,7 @@ DIAGNOSTIC_FIELDS = ("diagnostic", "diagnostic_code", "bounce_reason")
 Layers = tuple[Item, ...]
 
 
-def normalize(item: Item, received_at: int | None) -> list[Event]:
+def normalize(item: Item, received_at: int | None) -> list[EmailEvent]:
     envelope, layers, message = _layers(item)
     raw_type = _first_str(envelope, EVENT_TYPE_FIELDS)
     occurred_at = _occurred_at(envelope)
@@ -145,10 +144,10 @@ def verify(body: bytes, headers: Mapping[str, str], config: ProviderAuth, now: f
             f"{TIMESTAMP_HEADER} is {skew:.0f} s from now, outside the "
             f"{config.max_age_seconds} s window: a replay, or a clock is off"
         )
-    if not signature.startswith(SIGNATURE_PREFIX):
-        raise SignatureError(f"{header} must look like {SIGNATURE_PREFIX}<hex>")
+    if not signature.startswith(HMAC_PREFIX):
+        raise SignatureError(f"{header} must look like {HMAC_PREFIX}<hex>")
     signed = timestamp.encode() + b"." + body
-    if not hmac_matches(signature[len(SIGNATURE_PREFIX) :], signed, config.secrets):
+    if not hmac_matches(signature[len(HMAC_PREFIX) :], signed, config.secrets):
         raise SignatureError(f"{header} does not match: wrong secret or altered body")
 
 
@@ -157,7 +156,7 @@ def sign(body: bytes, config: ProviderAuth, now: float) -> dict[str, str]:
     digest = hmac_hex(first_secret(config, NAME), timestamp.encode() + b"." + body)
     return {
         TIMESTAMP_HEADER: timestamp,
-        config.signature_header or SIGNATURE_HEADER: SIGNATURE_PREFIX + digest,
+        config.signature_header or SIGNATURE_HEADER: HMAC_PREFIX + digest,
     }
 
 
@@ -255,7 +254,7 @@ def _occurred_at(envelope: Layers) -> int:
             value = layer.get(name)
             if value is not None:
                 return epoch_ms(value, name)
-    raise ParseError("missing_field", "mailbot event has neither created_at nor timestamp")
+    raise ParseError(ErrorKind.MISSING_FIELD, "mailbot event has neither created_at nor timestamp")
 
 
 def _message_id(layers: Layers, message: Item | None) -> str | None:
@@ -271,7 +270,7 @@ def _address(value: Any, key: str) -> str | None:
         return clean_address(value)
     if isinstance(value, dict):
         return clean_address(get_str(value, "email"))
-    raise ParseError("wrong_type", f"{key!r} is {json_type(value)}, expected an address")
+    raise ParseError(ErrorKind.WRONG_TYPE, f"{key!r} is {json_type(value)}, expected an address")
 
 
 def _recipients(layers: Layers) -> list[str]:
@@ -290,7 +289,7 @@ def _tags(layers: Layers) -> dict[str, str]:
     if labels is None:
         return {}
     if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
-        raise ParseError("wrong_type", "'labels' must be an array of strings")
+        raise ParseError(ErrorKind.WRONG_TYPE, "'labels' must be an array of strings")
     tags: dict[str, str] = {}
     for label in labels:
         name, _, value = label.partition(":")
@@ -325,7 +324,7 @@ def _bounce_detail(
 
 def _inbound_event(
     event_id: str, layers: Layers, occurred_at: int, received_at: int | None
-) -> Event:
+) -> EmailEvent:
     """Inbound mail: a reply when it references an outbound message. The contact is its
     sender, our address its recipient."""
     reply_to = _first_str(layers, REPLY_REFERENCE_FIELDS)

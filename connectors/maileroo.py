@@ -19,7 +19,6 @@ from mailstream.connectors.base import (
     PROXY_AGENT,
     Sample,
     SampleKind,
-    Event,
     Item,
     WebhookProvider,
     clean_address,
@@ -31,14 +30,13 @@ from mailstream.connectors.base import (
     get_object,
     get_str,
     hmac_hex,
-    hmac_matches,
-    presented_credential,
     require_mode,
     string_map,
+    verify_hmac_header,
 )
 from mailstream.classify import classify_bounce, extract_status
-from mailstream.errors import ParseError, SignatureError
-from mailstream.events import EventType, new_event
+from mailstream.errors import ErrorKind, ParseError
+from mailstream.events import EmailEvent, EventType, new_event
 from mailstream.settings import ProviderAuth
 
 NAME = "maileroo"
@@ -61,7 +59,7 @@ EVENT_TYPES: dict[str, EventType] = {
 CLASSIFIED_TYPES = frozenset({EventType.BOUNCED, EventType.DEFERRED, EventType.REJECTED})
 
 
-def normalize(item: Item, received_at: int | None) -> list[Event]:
+def normalize(item: Item, received_at: int | None) -> list[EmailEvent]:
     event_type = EVENT_TYPES.get(get_str(item, "event_type") or "", EventType.UNKNOWN)
     data = get_object(item, "event_data") or {}
     reason = get_str(data, "reason")
@@ -95,7 +93,7 @@ def _occurred_at(item: Item) -> int:
         value = item.get(name)
         if value is not None:
             return epoch_ms(value, name)
-    raise ParseError("missing_field", "Maileroo event has neither event_time nor inserted_at")
+    raise ParseError(ErrorKind.MISSING_FIELD, "Maileroo event has neither event_time nor inserted_at")
 
 
 def message_id_of(item: Item) -> str | None:
@@ -105,12 +103,7 @@ def message_id_of(item: Item) -> str | None:
 def verify(body: bytes, headers: Mapping[str, str], config: ProviderAuth, now: float) -> None:
     """Hex HMAC-SHA256 of the raw body, in X-Maileroo-Signature unless configured otherwise."""
     require_mode(config, "hmac", NAME)
-    header = config.signature_header or SIGNATURE_HEADER
-    signature = presented_credential(headers, header, config, bool(config.secrets), NAME)
-    if signature is not None and not hmac_matches(
-        signature.strip().removeprefix("sha256="), body, config.secrets
-    ):
-        raise SignatureError(f"{header} does not match: wrong secret or altered body")
+    verify_hmac_header(headers, config.signature_header or SIGNATURE_HEADER, body, config, NAME)
 
 
 def sign(body: bytes, config: ProviderAuth, now: float) -> dict[str, str]:

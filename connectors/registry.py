@@ -1,14 +1,14 @@
-"""The providers by name, and the Python API: `parse(provider, body, headers)`."""
+"""The providers by name, and the Python API: `parse(provider, body, received_at)`."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any
 
 from mailstream.connectors import inboxroad, mailbot, maileroo
 from mailstream.connectors.base import Provider
-from mailstream.errors import ParseError
+from mailstream.events import EmailEvent
+from mailstream.errors import ErrorKind, ParseError
 
 PROVIDERS: Mapping[str, Provider] = MappingProxyType(
     {p.name: p for p in (inboxroad.PROVIDER, mailbot.PROVIDER, maileroo.PROVIDER)}
@@ -19,20 +19,15 @@ def get_provider(name: str) -> Provider:
     provider = PROVIDERS.get(name)
     if provider is None:
         raise ParseError(
-            "unknown_provider", f"no provider {name!r}; known: {', '.join(sorted(PROVIDERS))}"
+            ErrorKind.UNKNOWN_PROVIDER, f"no provider {name!r}; known: {', '.join(sorted(PROVIDERS))}"
         )
     return provider
 
 
-def parse(
-    provider: str,
-    body: bytes,
-    headers: Mapping[str, str] | None = None,
-    received_at: int | None = None,
-) -> list[dict[str, Any]]:
+def parse(provider: str, body: bytes, received_at: int | None = None) -> list[EmailEvent]:
     """Canonical events of one webhook body (see `mailstream.connectors.base.Provider.parse`).
 
     Raises ParseError (with `kind` and an actionable message) for a body it cannot parse or
     an unknown provider; unknown event types are UNKNOWN events, never errors.
     """
-    return get_provider(provider).parse(body, headers, received_at)
+    return get_provider(provider).parse(body, received_at)

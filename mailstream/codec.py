@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
-from mailstream.errors import DecodeError
+from mailstream.errors import DecodeError, ErrorKind
 from mailstream.schemas import history_versions, load_schema
 
 if TYPE_CHECKING:
@@ -81,7 +81,7 @@ class AvroCodec(ABC):
             record: dict[str, Any] = schemaless_reader(buffer, writer, reader)
         except Exception as exc:  # fastavro raises EOFError, ValueError, IndexError, ...
             raise DecodeError(
-                "corrupt_body", f"bytes after the header are not a {self.full_name}: {exc!r}"
+                ErrorKind.CORRUPT_BODY, f"bytes after the header are not a {self.full_name}: {exc!r}"
             ) from exc
         return record
 
@@ -107,14 +107,14 @@ class SingleObjectCodec(AvroCodec):
     def _writer_for(self, data: bytes) -> tuple[Any, int]:
         if data[:2] != SINGLE_OBJECT_MARKER or len(data) < 10:
             raise DecodeError(
-                "bad_magic",
+                ErrorKind.BAD_MAGIC,
                 f"not Avro single-object encoding (expected C3 01 and an 8-byte fingerprint, "
                 f"got {bytes(data[:10]).hex(' ')})",
             )
         writer = self._writers.get(bytes(data[2:10]))
         if writer is None:
             raise DecodeError(
-                "unknown_schema",
+                ErrorKind.UNKNOWN_SCHEMA,
                 f"schema fingerprint {bytes(data[2:10]).hex()} is not {self.full_name} nor one "
                 f"of its versions in schemas/history: written by a newer producer? Upgrade this "
                 f"consumer (known: {', '.join(fp.hex() for fp in self._writers)})",
@@ -147,7 +147,7 @@ class ConfluentCodec(AvroCodec):
     def _writer_for(self, data: bytes) -> tuple[Any, int]:
         if len(data) < 5 or data[0] != CONFLUENT_MAGIC:
             raise DecodeError(
-                "bad_magic",
+                ErrorKind.BAD_MAGIC,
                 f"not Confluent framing (expected byte 00 and a 4-byte schema id, "
                 f"got {bytes(data[:5]).hex(' ')})",
             )
@@ -166,7 +166,7 @@ class ConfluentCodec(AvroCodec):
             if exc.http_status_code != 404:
                 raise  # an unreachable registry is an outage, not a bad record
             raise DecodeError(
-                "unknown_schema", f"schema id {schema_id} is not in the registry"
+                ErrorKind.UNKNOWN_SCHEMA, f"schema id {schema_id} is not in the registry"
             ) from exc
         return _parse_for_hot_path(json.loads(found.schema_str))
 

@@ -8,6 +8,8 @@ redelivered after a crash changes nothing the second time.
 
 from __future__ import annotations
 
+from mailstream.errors import ErrorKind, MailstreamError
+
 import enum
 import getpass
 import re
@@ -16,9 +18,11 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from mailstream.addresses import canonical_address
 from mailstream.policy import Policy
 from mailstream.recipient import (
     RecipientState,
+    SuppressionError,
     SuppressionReason,
     lift_suppression,
     remember,
@@ -38,8 +42,11 @@ class CommandAction(enum.StrEnum):
     UNKNOWN = "UNKNOWN"
 
 
-class CommandError(ValueError):
-    """A command that is malformed or that the rules refuse; the message says why."""
+class CommandError(MailstreamError, ValueError):
+    """A command that is malformed (invalid_command) or that the rules refuse
+    (command_refused); the message says why."""
+
+    default_kind = ErrorKind.INVALID_COMMAND
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,16 +74,20 @@ class OperatorCommand:
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> OperatorCommand:
-        return cls(
-            action=CommandAction(record["action"]),
-            recipient=record["recipient"],
-            actor=record["actor"],
-            requested_at=record["requested_at"],
-            reason=SuppressionReason(record["reason"]) if record.get("reason") else None,
-            note=record.get("note"),
-            force=bool(record.get("force")),
-            command_id=record["command_id"],
-        )
+        """The command of a decoded record; CommandError (invalid_command) if it is none."""
+        try:
+            return cls(
+                action=CommandAction(record["action"]),
+                recipient=record["recipient"],
+                actor=record["actor"],
+                requested_at=record["requested_at"],
+                reason=SuppressionReason(record["reason"]) if record.get("reason") else None,
+                note=record.get("note"),
+                force=bool(record.get("force")),
+                command_id=record["command_id"],
+            )
+        except (KeyError, ValueError) as error:
+            raise CommandError(f"not an operator command: {error!r}") from error
 
 
 def default_actor() -> str:
@@ -86,7 +97,7 @@ def default_actor() -> str:
 
 def normalize_address(text: str) -> str:
     """The canonical form of an address typed by an operator; CommandError if it is none."""
-    address = text.strip().lower()
+    address = canonical_address(text)
     if not _ADDRESS.match(address):
         raise CommandError(f"{text!r} is not an email address (expected local@domain.tld)")
     return address
@@ -107,7 +118,8 @@ def apply_command(
     state: RecipientState | None, command: OperatorCommand, policy: Policy
 ) -> RecipientState:
     """The state after the command; the same object when it changes nothing (a repeat, a lift
-    of an active recipient, a reset of an engaged one). CommandError when the rules refuse."""
+    of an active recipient, a reset of an engaged one). CommandError (command_refused) when
+    the rules refuse."""
     if state is not None and command.command_id in state.recent_event_ids:
         return state
     current = state or RecipientState(recipient=command.recipient)
@@ -122,9 +134,11 @@ def apply_command(
         elif command.action is CommandAction.RESET_INACTIVE:
             changed = reset_if_inactive(current, command.requested_at, policy)
         else:
-            raise CommandError(f"unknown command action {command.action!r}")
-    except ValueError as error:
-        raise CommandError(str(error)) from error
+            raise CommandError(
+                f"unknown command action {command.action!r}", ErrorKind.COMMAND_REFUSED
+            )
+    except SuppressionError as error:
+        raise CommandError(str(error), ErrorKind.COMMAND_REFUSED) from error
     if changed is current and state is not None:
         return state
     return remember(changed, command.command_id, policy)

@@ -1,7 +1,7 @@
 """The canonical email event: closed vocabularies, the field list and its JSON rendering.
 
-A canonical event is a plain dict holding exactly the fields of `schemas/email_event.avsc`, in
-schema order. Enum values are `StrEnum` members (so they are their Avro symbols), timestamps
+A canonical event is a plain dict (typed as `EmailEvent`) holding exactly the fields of
+`schemas/email_event.avsc`, in schema order. Enum values are `StrEnum` members (so they are their Avro symbols), timestamps
 are int epoch milliseconds. Plain dicts rather than dataclasses because the hot path goes
 straight from the provider's JSON to fastavro and back; `new_event` is the guard against a
 misspelled or forgotten field.
@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypedDict, cast
 
 import orjson
 
@@ -40,28 +40,34 @@ class BounceClass(enum.StrEnum):
     UNDETERMINED = "UNDETERMINED"  # no evidence to decide
 
 
-EMAIL_EVENT_FIELDS: tuple[str, ...] = (
-    "event_id",
-    "provider",
-    "event_type",
-    "recipient",
-    "sender",
-    "message_id",
-    "occurred_at",
-    "received_at",
-    "bounce_class",
-    "bounce_reason",
-    "provider_category",
-    "smtp_status",
-    "diagnostic",
-    "url",
-    "user_agent",
-    "ip",
-    "tags",
-    "tenant",
-    "provider_flagged_machine",
-    "delivered_at",
-)
+class EmailEvent(TypedDict):
+    """A canonical event: exactly the fields of `schemas/email_event.avsc`, in schema order.
+    `event_type` and `bounce_class` hold Avro symbols: EventType / BounceClass members when
+    built here, plain strings when decoded (the members are equal to them)."""
+
+    event_id: str
+    provider: str
+    event_type: str
+    recipient: str | None
+    sender: str | None
+    message_id: str | None
+    occurred_at: int
+    received_at: int | None
+    bounce_class: str | None
+    bounce_reason: str | None
+    provider_category: str | None
+    smtp_status: str | None
+    diagnostic: str | None
+    url: str | None
+    user_agent: str | None
+    ip: str | None
+    tags: dict[str, str]
+    tenant: str | None
+    provider_flagged_machine: bool
+    delivered_at: int | None
+
+
+EMAIL_EVENT_FIELDS: tuple[str, ...] = tuple(EmailEvent.__annotations__)
 
 EVENT_TIMESTAMP_FIELDS: tuple[str, ...] = ("occurred_at", "received_at", "delivered_at")
 
@@ -71,7 +77,7 @@ _FIELD_SET = frozenset(EMAIL_EVENT_FIELDS)
 _TEMPLATE: dict[str, Any] = dict.fromkeys(EMAIL_EVENT_FIELDS) | {"provider_flagged_machine": False}
 
 
-def new_event(**fields: Any) -> dict[str, Any]:
+def new_event(**fields: Any) -> EmailEvent:
     """A canonical event in schema field order; absent optional fields get their defaults.
 
     Raises TypeError for a field name the schema does not have or a required one left out.
@@ -87,7 +93,7 @@ def new_event(**fields: Any) -> dict[str, Any]:
     event.update(fields)
     if event["tags"] is None:
         event["tags"] = {}
-    return event
+    return cast(EmailEvent, event)
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -27,10 +27,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from mailstream.events import EventType
+from mailstream.events import EmailEvent, EventType
 from mailstream.policy import Policy
 
-Event = dict[str, Any]
 UNRESOLVABLE = "no recipient and no message id: cannot be resolved"
 
 
@@ -40,9 +39,9 @@ class MessageInfo:
 
     recipient: str | None = None
     delivered_at: int | None = None
-    pending: tuple[Event, ...] = ()
+    pending: tuple[EmailEvent, ...] = ()
     released_by: str | None = None  # the event id that released `released`
-    released: tuple[Event, ...] = ()
+    released: tuple[EmailEvent, ...] = ()
 
     def to_record(self) -> dict[str, Any]:
         """A JSON-able dict for the message table."""
@@ -71,8 +70,8 @@ def message_key(provider: str, message_id: str) -> str:
 
 
 def route(
-    event: Event, info: MessageInfo | None, policy: Policy
-) -> tuple[MessageInfo | None, list[Event], list[tuple[Event, str]]]:
+    event: EmailEvent, info: MessageInfo | None, policy: Policy
+) -> tuple[MessageInfo | None, list[EmailEvent], list[tuple[EmailEvent, str]]]:
     """(the info to store, or None to leave the table as it is; the events ready to apply,
     with recipient and delivered_at filled in; the events to dead-letter, with the reason).
 
@@ -98,14 +97,14 @@ def route(
     return _if_changed(updated, current), ready, []
 
 
-def _record_recipient(info: MessageInfo, event: Event) -> MessageInfo:
+def _record_recipient(info: MessageInfo, event: EmailEvent) -> MessageInfo:
     recipient = event.get("recipient")
     if info.recipient is not None or not recipient:
         return info
     return replace(info, recipient=recipient)
 
 
-def _record_delivery(info: MessageInfo, event: Event) -> MessageInfo:
+def _record_delivery(info: MessageInfo, event: EmailEvent) -> MessageInfo:
     if event["event_type"] != EventType.DELIVERED:
         return info
     occurred_at = event["occurred_at"]
@@ -115,8 +114,8 @@ def _record_delivery(info: MessageInfo, event: Event) -> MessageInfo:
 
 
 def _park(
-    event: Event, current: MessageInfo, updated: MessageInfo, policy: Policy
-) -> tuple[MessageInfo | None, list[Event], list[tuple[Event, str]]]:
+    event: EmailEvent, current: MessageInfo, updated: MessageInfo, policy: Policy
+) -> tuple[MessageInfo | None, list[EmailEvent], list[tuple[EmailEvent, str]]]:
     event_id = event["event_id"]
     if any(waiting["event_id"] == event_id for waiting in updated.pending):
         return _if_changed(updated, current), [], []
@@ -135,7 +134,7 @@ def _if_changed(updated: MessageInfo, current: MessageInfo) -> MessageInfo | Non
     return None if updated is current else updated
 
 
-def _resolved(event: Event, info: MessageInfo) -> Event:
+def _resolved(event: EmailEvent, info: MessageInfo) -> EmailEvent:
     """A copy of `event` with the message's recipient (unless it names its own) and delivery."""
     return {
         **event,

@@ -8,6 +8,8 @@ means, and where its default comes from, is documented in `policy.yaml`.
 
 from __future__ import annotations
 
+from mailstream.errors import ErrorKind, MailstreamError
+
 import functools
 import re
 from collections.abc import Callable, Mapping
@@ -23,8 +25,10 @@ _MS_PER_DAY = 86_400_000
 _USER_AGENT_VERDICTS_CACHED = 4096
 
 
-class PolicyError(ValueError):
+class PolicyError(MailstreamError, ValueError):
     """An unreadable policy file, an unknown key or a bad value; the message says which."""
+
+    default_kind = ErrorKind.INVALID_POLICY
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,6 +31,8 @@ The rules (parameters in `policy.yaml`):
 
 from __future__ import annotations
 
+from mailstream.errors import ErrorKind, MailstreamError
+
 import enum
 import operator
 from collections.abc import Callable, Mapping
@@ -55,8 +57,10 @@ class SuppressionReason(enum.StrEnum):
     UNKNOWN = "UNKNOWN"  # read from a record whose reason this version does not know
 
 
-class SuppressionError(ValueError):
+class SuppressionError(MailstreamError, ValueError):
     """An operator change the rules refuse (lifting a complaint without force)."""
+
+    default_kind = ErrorKind.COMMAND_REFUSED
 
 
 TIMESTAMP_FIELDS: tuple[str, ...] = (

@@ -7,6 +7,8 @@ or mutual TLS needs its credentials set once. Secrets never appear in `repr()` o
 
 from __future__ import annotations
 
+from mailstream.errors import ErrorKind, MailstreamError
+
 import os
 import ssl
 from collections.abc import Mapping
@@ -19,8 +21,10 @@ SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
 
-class SettingsError(ValueError):
+class SettingsError(MailstreamError, ValueError):
     """A configuration value is missing or malformed; the message names the variable."""
+
+    default_kind = ErrorKind.INVALID_SETTING
 
 
 def _secret() -> Any:

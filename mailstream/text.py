@@ -1,8 +1,18 @@
-"""Plain-text tables for the commands that print records (demo, dead letters)."""
+"""Plain text for the commands' output: tables of records (demo, dead letters) and the tails
+of the logs of the processes they start (broker, worker)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
+
+
+def log_tail(log: Path, lines: int = 30) -> str:
+    """The last `lines` lines of a log file, or a note that there is none."""
+    try:
+        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return f"(no log at {log})"
 
 
 def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

@@ -12,7 +12,8 @@ from typing import Any
 
 from mailstream.connectors.registry import parse
 from mailstream.codec import AvroCodec
-from mailstream.errors import MailstreamError
+from mailstream.errors import ErrorKind, MailstreamError, ParseError
+from mailstream.events import EmailEvent
 from mailstream.messages import MessageInfo, message_key, route
 from mailstream.policy import Policy
 from mailstream.topics import TopicNames
@@ -44,19 +45,19 @@ class Normalizer:
         provider = self._provider_of_topic.get(record.topic)
         try:
             if provider is None:
-                raise LookupError(f"no provider reads topic {record.topic}")
-            events = parse(provider, record.value or b"", None, _received_at(record))
+                raise ParseError(ErrorKind.UNKNOWN_PROVIDER, f"no provider reads topic {record.topic}")
+            events = parse(provider, record.value or b"", _received_at(record))
         except MailstreamError as error:
-            return [self._dead_letter(record, getattr(error, "kind", "invalid"), str(error), provider)]
+            return [self._dead_letter(record, error.kind, error.message, provider)]
         except Exception as error:  # noqa: BLE001 - a parser bug must not stop the stream
-            return [self._dead_letter(record, "internal_error", repr(error), provider)]
+            return [self._dead_letter(record, ErrorKind.INTERNAL_ERROR, repr(error), provider)]
         outputs: list[Output] = []
         for event in events:
             outputs.extend(self._resolve(record, provider, event, messages))
         return outputs
 
     def _resolve(
-        self, record: SourceRecord, provider: str, event: dict[str, Any], messages: MessageTable
+        self, record: SourceRecord, provider: str, event: EmailEvent, messages: MessageTable
     ) -> list[Output]:
         key = None
         info = None
@@ -71,11 +72,11 @@ class Normalizer:
             Output(self._names.events, ready_event["recipient"].encode(), self._event_codec.encode(ready_event))
             for ready_event in ready
         ]
-        outputs.extend(self._dead_letter(record, "unresolved", reason, provider) for _, reason in dead)
+        outputs.extend(self._dead_letter(record, ErrorKind.UNRESOLVED, reason, provider) for _, reason in dead)
         return outputs
 
     def _dead_letter(
-        self, record: SourceRecord, kind: str, message: str, provider: str | None
+        self, record: SourceRecord, kind: ErrorKind, message: str, provider: str | None
     ) -> Output:
         return dead_letter(
             self._dead_letter_codec, self._names.dead_letters, record, kind, message, provider

@@ -9,8 +9,8 @@ request needs `Authorization: Bearer <token>`.
 
 from __future__ import annotations
 
+
 import hmac
-import re
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -22,20 +22,8 @@ from faust.web import Request, Response, View
 from mailstream.commands import CommandError, normalize_address
 from mailstream.events import format_timestamp_ms
 from mailstream.recipient import TIMESTAMP_FIELDS, RecipientState
+from mailstream.times import parse_duration_ms
 
-_DURATION = re.compile(r"^(\d+)([smhdw])$")
-_UNIT_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
-
-
-class QueryError(ValueError):
-    """A query parameter that cannot be understood; answered 400 with the message."""
-
-
-def parse_duration_ms(text: str) -> int:
-    match = _DURATION.match(text.strip())
-    if match is None:
-        raise QueryError(f"duration {text!r}: expected a number and a unit (s, m, h, d, w), e.g. 7d")
-    return int(match.group(1)) * _UNIT_MS[match.group(2)]
 
 
 def cohort(

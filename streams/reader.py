@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from confluent_kafka import (
     Consumer,
@@ -16,25 +16,32 @@ from confluent_kafka import (
 )
 
 from mailstream.settings import Settings
+from mailstream.topics import Partition
 from mailstream.streams.records import SourceRecord
 
 Records = list[tuple[bytes | None, bytes | None]]
-Partition = tuple[str, int]  # (topic, partition)
 Value = TypeVar("Value")
+
+
+def throwaway_consumer(settings: Settings, purpose: str, **config: Any) -> Consumer:
+    """A consumer in a consumer group of its own that commits nothing: for reading topics by
+    assignment (librdkafka wants a group.id all the same) or subscribing without disturbing
+    anyone's offsets. `config` adds or overrides librdkafka properties."""
+    return Consumer(
+        {
+            **settings.kafka.librdkafka_config(),
+            "group.id": f"mailstream-{purpose}-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+            **config,
+        }
+    )
 
 
 def read_until(
     settings: Settings, topic: str, done: Callable[[Records], bool], timeout: float = 90
 ) -> Records:
     """Read `topic` from the beginning until `done(records)` holds; TimeoutError at the deadline."""
-    consumer = Consumer(
-        {
-            **settings.kafka.librdkafka_config(),
-            "group.id": f"mailstream-reader-{uuid.uuid4().hex}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
-    )
+    consumer = throwaway_consumer(settings, "reader", **{"auto.offset.reset": "earliest"})
     consumer.subscribe([topic])
     records: Records = []
     deadline = time.monotonic() + timeout
@@ -77,8 +84,7 @@ class Watermarks:
     long-lived client, cheap to ask often."""
 
     def __init__(self, settings: Settings) -> None:
-        config = {**settings.kafka.librdkafka_config(), "group.id": f"mailstream-watermarks-{uuid.uuid4().hex}"}
-        self._consumer = Consumer(config)
+        self._consumer = throwaway_consumer(settings, "watermarks")
 
     def total(self, topic: str) -> int:
         partitions = self._consumer.list_topics(topic, timeout=10).topics[topic].partitions
@@ -117,14 +123,7 @@ def read_to_end(
 ) -> list[SourceRecord]:
     """Every record of `topic` from `start` (default: the beginning) up to the end offsets as
     of the call, without joining or committing to a consumer group; [] for a missing topic."""
-    consumer = Consumer(
-        {
-            **settings.kafka.librdkafka_config(),
-            "group.id": f"mailstream-reader-{uuid.uuid4().hex}",  # required, never joined
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-        }
-    )
+    consumer = throwaway_consumer(settings, "reader", **{"enable.partition.eof": True})
     try:
         metadata = consumer.list_topics(topic, timeout=15).topics[topic]
         if metadata.error is not None:

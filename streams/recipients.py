@@ -22,7 +22,7 @@ from mailstream.commands import (
     OperatorCommand,
     apply_command,
 )
-from mailstream.errors import MailstreamError
+from mailstream.errors import ErrorKind, MailstreamError
 from mailstream.policy import Policy
 from mailstream.recipient import RecipientState, apply, suppression_record
 from mailstream.topics import TopicNames
@@ -56,10 +56,10 @@ class StateKeeper:
         try:
             event = self._event_codec.decode(record.value or b"")
         except MailstreamError as error:
-            return [self._dead_letter(record, getattr(error, "kind", "invalid"), str(error))]
+            return [self._dead_letter(record, error.kind, error.message)]
         recipient = event.get("recipient")
         if not recipient:
-            return [self._dead_letter(record, "unresolved", "canonical event without recipient")]
+            return [self._dead_letter(record, ErrorKind.UNRESOLVED, "canonical event without recipient")]
         key = recipient.encode()
         stored = recipients.get(key)
         before = RecipientState.from_record(stored) if stored is not None else None
@@ -86,15 +86,15 @@ class StateKeeper:
     def _command(self, record: SourceRecord, recipients: RecipientTable) -> list[Output]:
         try:
             command = OperatorCommand.from_record(self._command_codec.decode(record.value or b""))
-        except (MailstreamError, ValueError, KeyError) as error:
-            return [self._dead_letter(record, "invalid_command", str(error))]
+        except MailstreamError as error:  # undecodable, or decoded but not a command
+            return [self._dead_letter(record, ErrorKind.INVALID_COMMAND, error.message)]
         key = command.recipient.encode()
         stored = recipients.get(key)
         before = RecipientState.from_record(stored) if stored is not None else None
         try:
             after = apply_command(before, command, self._policy)
         except CommandError as error:
-            return [self._dead_letter(record, "command_refused", str(error))]
+            return [self._dead_letter(record, error.kind, error.message)]
         if after is not before:
             recipients[key] = after.to_table_record()
         audit = (
@@ -111,7 +111,7 @@ class StateKeeper:
         outputs.append(Output(self._names.suppressions, key, value, audit))
         return outputs
 
-    def _dead_letter(self, record: SourceRecord, kind: str, message: str) -> Output:
+    def _dead_letter(self, record: SourceRecord, kind: ErrorKind, message: str) -> Output:
         return dead_letter(
             self._dead_letter_codec, self._names.dead_letters, record, kind, message, None
         )

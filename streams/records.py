@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mailstream.codec import AvroCodec
+from mailstream.errors import ErrorKind
 
 REDRIVE_COUNT_HEADER = "mailstream.redrive_count"  # set by `mailstream dlq redrive`
 MAX_DEAD_LETTER_PAYLOAD = 512 * 1024  # Kafka's default record limit is 1 MiB
@@ -48,7 +49,7 @@ def dead_letter(
     codec: AvroCodec,
     dead_letter_topic: str,
     source: SourceRecord,
-    error_kind: str,
+    error_kind: ErrorKind,
     error_message: str,
     provider: str | None,
 ) -> Output:

@@ -13,24 +13,26 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
 import orjson
 
 from mailstream.connectors import registry
-from mailstream.errors import ParseError
+from mailstream.errors import ErrorKind, MailstreamError, ParseError, TimeFormatError
 from mailstream.events import render_json_line
 from mailstream.messages import MessageInfo, message_key, route
 from mailstream.policy import Policy, PolicyError, load_policy
 from mailstream.recipient import TIMESTAMP_FIELDS, RecipientState, apply
+from mailstream.times import parse_instant_ms
 
 ProblemReporter = Callable[[int, str], None]
 
 
-class EnvelopeError(ValueError):
+class EnvelopeError(MailstreamError, ValueError):
     """An envelope without a provider or payload, or with an unreadable received_at."""
+
+    default_kind = ErrorKind.INVALID_ENVELOPE
 
 
 def simulate(
@@ -165,13 +167,9 @@ def _epoch_ms(value: Any) -> int | None:
         return value
     if isinstance(value, str):
         try:
-            moment = datetime.fromisoformat(value)
-        except ValueError:
+            return parse_instant_ms(value)
+        except TimeFormatError:
             pass
-        else:
-            if moment.tzinfo is None:
-                moment = moment.replace(tzinfo=UTC)
-            return round(moment.timestamp() * 1000)
     raise EnvelopeError(f"received_at {value!r}: expected ISO 8601 or epoch milliseconds")
 
 

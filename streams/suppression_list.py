@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from mailstream.addresses import canonical_address
 from mailstream.settings import KafkaSettings, Settings
 from mailstream.topics import TopicNames
 
@@ -48,21 +48,15 @@ class SuppressionList:
     ) -> None:
         """`source`: the project's Settings (topic prefix, security, registry included) or a
         bootstrap address for a PLAINTEXT cluster; `topic` overrides `email.suppressions`."""
-        from confluent_kafka import Consumer
-
         from mailstream.codec import codec_for
+        from mailstream.streams.reader import throwaway_consumer
 
         settings = source if isinstance(source, Settings) else Settings(kafka=KafkaSettings(bootstrap_servers=source))
         self.topic = topic or TopicNames(settings.topic_prefix).suppressions
         self._codec = codec_for("suppression", registry_url or settings.schema_registry_url)
         self._poll_seconds = poll_seconds
-        self._consumer: Consumer = Consumer(
-            {
-                **settings.kafka.librdkafka_config(),
-                "group.id": f"suppression-list-{uuid.uuid4().hex}",  # required, never joined
-                "enable.auto.commit": False,
-                "enable.partition.eof": True,
-            }
+        self._consumer: Consumer = throwaway_consumer(
+            settings, "suppression-list", **{"enable.partition.eof": True}
         )
         self._entries: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
@@ -77,12 +71,12 @@ class SuppressionList:
 
     def is_suppressed(self, email: str) -> bool:
         with self._lock:
-            return normalize(email) in self._entries
+            return canonical_address(email) in self._entries
 
     def reason(self, email: str) -> str | None:
         """SuppressionReason symbol (HARD_BOUNCE, COMPLAINT, MANUAL, ...); None if mailable."""
         with self._lock:
-            entry = self._entries.get(normalize(email))
+            entry = self._entries.get(canonical_address(email))
         return None if entry is None else str(entry["reason"])
 
     def __len__(self) -> int:
@@ -158,7 +152,7 @@ class SuppressionList:
     def _store(self, key: bytes | None, value: bytes | None) -> None:
         if key is None:
             return
-        recipient = normalize(key.decode(errors="replace"))
+        recipient = canonical_address(key.decode(errors="replace"))
         entry = None if value is None else self._decode(value)
         with self._lock:
             if entry is None:
@@ -177,8 +171,3 @@ class SuppressionList:
     def _raise_failure(self) -> None:
         if self._failure is not None:
             raise self._failure
-
-
-def normalize(email: str) -> str:
-    """Addresses as the pipeline keys them: trimmed and lower-cased."""
-    return email.strip().lower()

@@ -24,7 +24,7 @@ from mailstream.connectors.ingest.metrics import CONTENT_TYPE as METRICS_CONTENT
 from mailstream.connectors.ingest.metrics import IngestMetrics
 from mailstream.connectors.ingest.producer import AsyncProducer, ProduceError, producer_config
 from mailstream.connectors.registry import PROVIDERS
-from mailstream.errors import SignatureError
+from mailstream.errors import ErrorKind, SignatureError
 from mailstream.settings import ENV_PREFIX, ProviderAuth, Settings, SettingsError
 from mailstream.topics import TopicNames
 
@@ -110,16 +110,16 @@ class IngestService:
         if route is None:
             known = ", ".join(sorted(self.routes))
             reason = f"no provider named {name!r} (known: {known})"
-            return self._refuse(UNKNOWN_PROVIDER, 404, "unknown_provider", reason, request_id)
+            return self._refuse(UNKNOWN_PROVIDER, 404, ErrorKind.UNKNOWN_PROVIDER, reason, request_id)
         body = await self._read_body(request)
         if body is None:
             reason = f"the body exceeds {self.max_body_bytes} bytes"
-            return self._refuse(name, 413, "too_large", reason, request_id)
+            return self._refuse(name, 413, ErrorKind.TOO_LARGE, reason, request_id)
         now = time.time()
         try:
             route.provider.verify(body, request.headers, route.config, now)
         except SignatureError as error:
-            return self._refuse(name, 401, "invalid_signature", error.reason, request_id)
+            return self._refuse(name, 401, error.kind, error.message, request_id)
         return await self._store(route, body, request, request_id, now)
 
     async def _read_body(self, request: web.Request) -> bytes | None:
@@ -148,7 +148,7 @@ class IngestService:
         except ProduceError as error:
             reason = f"Kafka did not confirm the write ({error}); retry later"
             retry = {"Retry-After": RETRY_AFTER_SECONDS}
-            return self._refuse(name, 503, "kafka_unavailable", reason, request_id, retry)
+            return self._refuse(name, 503, error.kind, reason, request_id, retry)
         return self._answer(name, 200, {"status": "stored", "request_id": request_id}, request_id)
 
     async def _produce(self, route: Route, body: bytes, headers: list[tuple[str, bytes]]) -> None:
@@ -165,7 +165,7 @@ class IngestService:
         self,
         provider: str,
         status: int,
-        error: str,
+        error: ErrorKind,
         reason: str,
         request_id: str,
         headers: Mapping[str, str] | None = None,

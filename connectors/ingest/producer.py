@@ -17,7 +17,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from mailstream.errors import MailstreamError
+from mailstream.errors import ErrorKind, MailstreamError
 
 Report = tuple["asyncio.Future[None]", KafkaError | None]
 REPORT_POLL_SECONDS = 0.1
@@ -27,10 +27,11 @@ METADATA_TIMEOUT_SECONDS = 2.0
 class ProduceError(MailstreamError):
     """Kafka did not confirm a write; `reason` is librdkafka's error name (e.g. _MSG_TIMED_OUT)."""
 
+    default_kind = ErrorKind.KAFKA_UNAVAILABLE
+
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason
-        self.message = message
 
     def __str__(self) -> str:
         return f"{self.reason}: {self.message}"

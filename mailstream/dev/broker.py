@@ -9,6 +9,9 @@ port with its data (tests of broker restarts need that).
 
 from __future__ import annotations
 
+from mailstream.errors import ErrorKind, MailstreamError
+from mailstream.text import log_tail
+
 import base64
 import os
 import shutil
@@ -25,8 +28,10 @@ KAFKA_VERSION = "3.9.1"
 DEFAULT_HEAP = "-Xms256m -Xmx768m"
 
 
-class BrokerError(RuntimeError):
+class BrokerError(MailstreamError, RuntimeError):
     """The local broker could not be provisioned, started or stopped."""
+
+    default_kind = ErrorKind.BROKER_FAILED
 
 
 def cache_dir() -> Path:
@@ -174,11 +179,8 @@ class LocalBroker:
         shutil.rmtree(self.directory, ignore_errors=True)
 
     def log_tail(self, lines: int = 40) -> str:
-        texts = []
-        for path in (self.directory / "logs" / "console.log", self.log_file):
-            if path.exists():
-                texts.extend(path.read_text(errors="replace").splitlines()[-lines:])
-        return "\n".join(texts)
+        logs = (self.directory / "logs" / "console.log", self.log_file)
+        return "\n".join(log_tail(path, lines) for path in logs if path.exists())
 
     def _read_ports(self) -> tuple[int, int]:
         try:

@@ -12,7 +12,7 @@ the normalizer sees the same receive time as the first time. A dead letter whose
 cut (over 512 KiB) is not redriven: the cut copy is not the record.
 
 The ledger. Every redrive is recorded on the compacted topic `email.events.dlq.redrives`
-(`redrive_topic_spec`), keyed by the dead letter's `<partition>:<offset>`, valued with JSON:
+(`mailstream.topics.redrive_ledger_spec`), keyed by the dead letter's `<partition>:<offset>`, valued with JSON:
 who (`--actor`, default user@host), when, and where the payload went. A later redrive skips
 dead letters in the ledger unless `--again`. The ledger is written after the broker has
 acknowledged the redriven records: a crash in between sends them again next time, which the
@@ -35,11 +35,11 @@ from typing import TYPE_CHECKING, Any, TextIO
 import orjson
 
 from mailstream.commands import default_actor
-from mailstream.errors import MailstreamError
+from mailstream.errors import DEAD_LETTER_KINDS, MailstreamError
 from mailstream.events import format_timestamp_ms
 from mailstream.settings import Settings
 from mailstream.text import render_table
-from mailstream.topics import TopicNames, TopicSpec
+from mailstream.topics import TopicNames
 from mailstream.streams.normalize import RECEIVED_AT_HEADER
 from mailstream.streams.reader import latest_by_key, read_to_end
 from mailstream.streams.records import REDRIVE_COUNT_HEADER, payload_was_cut
@@ -50,16 +50,8 @@ if TYPE_CHECKING:
 
 REDRIVEN_FROM_HEADER = "mailstream.redriven_from"
 
-# Every error_kind the pipeline writes: ParseError and DecodeError kinds (mailstream.errors)
-# and those of the normalize and state steps. --kind also accepts any kind found in the DLQ.
-KNOWN_KINDS = frozenset(
-    {
-        "not_utf8", "invalid_json", "wrong_type", "missing_field", "invalid_value",
-        "unknown_provider", "too_large",
-        "bad_magic", "unknown_schema", "corrupt_body",
-        "unresolved", "internal_error", "invalid", "invalid_command", "command_refused",
-    }
-)
+# --kind accepts every kind the pipeline writes and any kind found in the DLQ (older versions).
+KNOWN_KINDS = frozenset(kind.value for kind in DEAD_LETTER_KINDS)
 LIST_COLUMNS = ("dlq", "failed at", "kind", "cause", "source", "provider", "redriven", "payload")
 
 
@@ -95,20 +87,6 @@ class Redrive:
 
     dead_letter: DeadLetter  # the newest copy: its payload and headers are sent
     answers_for: tuple[DeadLetter, ...]
-
-
-def redrive_topic(names: TopicNames) -> str:
-    return f"{names.dead_letters}.redrives"
-
-
-def redrive_topic_spec(settings: Settings) -> TopicSpec:
-    """The ledger: small, one partition, compacted to the latest redrive per dead letter."""
-    return TopicSpec(
-        redrive_topic(TopicNames(settings.topic_prefix)),
-        1,
-        settings.replication_factor,
-        {"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1"},
-    )
 
 
 # --- Pure parts --------------------------------------------------------------------------
@@ -255,10 +233,10 @@ def send(settings: Settings, redrives: Sequence[Redrive], actor: str, out: TextI
     """Produce the redrives, then their ledger entries; returns how many failed."""
     from confluent_kafka import Producer
 
-    from mailstream.topics import create_topics
+    from mailstream.topics import create_topics, redrive_ledger_spec
 
-    ledger_topic = redrive_topic(TopicNames(settings.topic_prefix))
-    create_topics(settings, [redrive_topic_spec(settings)])
+    ledger_topic = TopicNames(settings.topic_prefix).redrives
+    create_topics(settings, [redrive_ledger_spec(settings)])
     producer = Producer({**settings.kafka.librdkafka_config(), "enable.idempotence": True})
     outcomes: dict[int, str] = {}
 
@@ -322,7 +300,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         )
         action.add_argument(
             "--kind", action="append", metavar="KIND",
-            help="only this error kind (repeat or comma-separate for several)",
+            help="only this error kind (repeat or comma-separate for several): "
+            + ", ".join(sorted(KNOWN_KINDS)),
         )
     list_parser.add_argument("--limit", type=int, default=50, metavar="N", help="show the newest N (default 50)")
     list_parser.set_defaults(handler=run_list)
@@ -338,7 +317,7 @@ def run_list(args: argparse.Namespace) -> int:
     selected = _selected(settings, args)
     if selected is None:
         return 2
-    ledger = load_ledger(settings, redrive_topic(names))
+    ledger = load_ledger(settings, names.redrives)
     shown = selected[-args.limit :] if args.limit > 0 else []
     if shown:
         print(render_table(LIST_COLUMNS, [list_row(letter, ledger) for letter in shown]))
@@ -351,7 +330,7 @@ def run_redrive(args: argparse.Namespace) -> int:
     selected = _selected(settings, args)
     if selected is None:
         return 2
-    ledger = load_ledger(settings, redrive_topic(TopicNames(settings.topic_prefix)))
+    ledger = load_ledger(settings, TopicNames(settings.topic_prefix).redrives)
     redrives, skipped, cut = plan_redrives(selected, ledger, args.again)
     for letter in cut:
         topic, partition, offset = letter.source

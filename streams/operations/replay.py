@@ -47,21 +47,36 @@ What an operator should know:
 
 from __future__ import annotations
 
+from mailstream.errors import ErrorKind, MailstreamError, TimeFormatError
+
 import argparse
 import dataclasses
-import re
 import shutil
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from mailstream.events import format_timestamp_ms
 from mailstream.settings import Settings
-from mailstream.topics import TopicNames
-from mailstream.streams.reader import Partition, latest_by_key, read_to_end
+from mailstream.text import log_tail
+from mailstream.times import parse_instant_ms
+from mailstream.topics import (
+    Offsets,
+    Partition,
+    TopicNames,
+    beginning_offsets,
+    changelog_topics,
+    commit_offsets,
+    committed_offsets,
+    delete_group,
+    delete_topics,
+    group_state,
+    list_offsets,
+    partitions_of,
+)
+from mailstream.streams.reader import latest_by_key, read_to_end
 from mailstream.streams.records import SourceRecord
 
 if TYPE_CHECKING:
@@ -69,49 +84,27 @@ if TYPE_CHECKING:
 
     from confluent_kafka.admin import AdminClient
 
-Offsets = dict[Partition, int]
 
-TABLES = ("messages", "recipients")  # the Faust tables of streams/app.py
 STALL_SECONDS = 300.0
 PROGRESS_EVERY_SECONDS = 1.0
 PLAIN_PROGRESS_EVERY_SECONDS = 5.0
-_RELATIVE = re.compile(r"^(\d+)([smhd])$")
-_UNIT_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 
 
-class ReplayError(RuntimeError):
+class ReplayError(MailstreamError, RuntimeError):
     """Replay cannot go on; the message says why and what to do."""
+
+    default_kind = ErrorKind.REPLAY_FAILED
 
 
 # --- Pure parts --------------------------------------------------------------------------
 
 
-def parse_time(text: str, now_ms: int) -> int:
-    """Epoch milliseconds of ISO 8601 (UTC when no offset is given), epoch milliseconds, or a
-    duration ago (`90s`, `30m`, `2h`, `7d`); ValueError with the accepted forms otherwise."""
-    value = text.strip()
-    if value.isdigit():
-        return int(value)
-    relative = _RELATIVE.match(value)
-    if relative:
-        return now_ms - int(relative.group(1)) * _UNIT_MS[relative.group(2)]
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise ValueError(
-            f"{text!r} is not a time: expected ISO 8601 (2026-11-23T12:00:00Z), "
-            "epoch milliseconds, or a duration ago (30m, 2h, 7d)"
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return round(moment.timestamp() * 1000)
-
-
 def time_argument(text: str) -> int:
-    """`parse_time` as an argparse type: a malformed time exits 2 with the reason."""
+    """`parse_instant_ms` (durations ago included) as an argparse type: a malformed time exits
+    2 with the reason."""
     try:
-        return parse_time(text, int(time.time() * 1000))
-    except ValueError as error:
+        return parse_instant_ms(text, int(time.time() * 1000))
+    except TimeFormatError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
@@ -164,10 +157,6 @@ def stale_keys(live_before: Mapping[bytes, int], written: Iterable[SourceRecord]
     return {key: partition for key, partition in live_before.items() if key not in rewritten}
 
 
-def changelog_topics(app_id: str) -> list[str]:
-    return [f"{app_id}-{table}-changelog" for table in TABLES]
-
-
 class ProgressPrinter:
     """One updating line on a terminal; a plain line every few seconds otherwise."""
 
@@ -188,105 +177,6 @@ class ProgressPrinter:
         prefix = "\r\x1b[K" if self._interactive else ""
         print(f"{prefix}{line}", file=self._out, flush=True)
         self._last_plain = float("-inf")
-
-
-# --- Reading topics ----------------------------------------------------------------------
-
-
-# --- The consumer group and topics, through the admin client -------------------------------
-
-
-def partitions_of(admin: AdminClient, topics: Iterable[str]) -> list[Partition]:
-    metadata = admin.list_topics(timeout=15).topics
-    partitions: list[Partition] = []
-    for topic in topics:
-        if topic not in metadata:
-            raise ReplayError(f"topic {topic} does not exist: run `mailstream topics create`")
-        partitions.extend((topic, number) for number in sorted(metadata[topic].partitions))
-    return partitions
-
-
-def list_offsets(admin: AdminClient, partitions: Iterable[Partition], at_ms: int | None = None) -> Offsets:
-    """The end offsets of `partitions`; with `at_ms`, the offset of the first record at or after
-    that time (the end offset where there is none)."""
-    from confluent_kafka import TopicPartition
-    from confluent_kafka.admin import OffsetSpec
-
-    wanted = list(partitions)
-    if not wanted:
-        return {}
-    spec = OffsetSpec.latest() if at_ms is None else OffsetSpec.for_timestamp(at_ms)
-    futures = admin.list_offsets({TopicPartition(t, p): spec for t, p in wanted}, request_timeout=30)
-    offsets = {(tp.topic, tp.partition): future.result().offset for tp, future in futures.items()}
-    if at_ms is not None:
-        ends = list_offsets(admin, [p for p, offset in offsets.items() if offset < 0])
-        offsets.update(ends)
-    return offsets
-
-
-def beginning_offsets(admin: AdminClient, partitions: Iterable[Partition]) -> Offsets:
-    from confluent_kafka import TopicPartition
-    from confluent_kafka.admin import OffsetSpec
-
-    futures = admin.list_offsets(
-        {TopicPartition(t, p): OffsetSpec.earliest() for t, p in partitions}, request_timeout=30
-    )
-    return {(tp.topic, tp.partition): future.result().offset for tp, future in futures.items()}
-
-
-def committed_offsets(admin: AdminClient, group: str) -> Offsets:
-    from confluent_kafka import ConsumerGroupTopicPartitions
-
-    result = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])[group].result()
-    return {(tp.topic, tp.partition): tp.offset for tp in result.topic_partitions or () if tp.offset >= 0}
-
-
-def group_state(admin: AdminClient, group: str) -> tuple[str, int]:
-    """(state name, number of members) of a consumer group; ("DEAD", 0) when it is gone."""
-    description = admin.describe_consumer_groups([group], request_timeout=30)[group].result()
-    return description.state.name, len(description.members)
-
-
-def delete_group(admin: AdminClient, group: str, timeout: float = 60) -> None:
-    from confluent_kafka import KafkaError, KafkaException
-
-    try:
-        admin.delete_consumer_groups([group], request_timeout=30)[group].result()
-    except KafkaException as error:
-        if error.args[0].code() != KafkaError.GROUP_ID_NOT_FOUND:
-            raise ReplayError(f"cannot delete consumer group {group}: {error.args[0].str()}") from None
-    _wait(lambda: group_state(admin, group)[0] == "DEAD", timeout, f"consumer group {group} deleted")
-
-
-def delete_topics(admin: AdminClient, topics: list[str], timeout: float = 60) -> list[str]:
-    """Delete those of `topics` that exist and wait until the broker lists none of them."""
-    existing = [topic for topic in topics if topic in admin.list_topics(timeout=15).topics]
-    if existing:
-        for future in admin.delete_topics(existing, operation_timeout=30).values():
-            future.result()
-    _wait(
-        lambda: not set(existing) & set(admin.list_topics(timeout=15).topics),
-        timeout,
-        f"topics {', '.join(existing)} deleted",
-    )
-    return existing
-
-
-def commit_offsets(admin: AdminClient, group: str, offsets: Offsets) -> None:
-    from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
-
-    request = ConsumerGroupTopicPartitions(
-        group, [TopicPartition(t, p, offset) for (t, p), offset in sorted(offsets.items())]
-    )
-    admin.alter_consumer_group_offsets([request], request_timeout=30)[group].result()
-
-
-def _wait(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise ReplayError(f"timed out after {timeout:.0f} s waiting for: {what}")
-        time.sleep(0.2)
 
 
 # --- The replay ----------------------------------------------------------------------------
@@ -426,7 +316,7 @@ def _follow(
     last_change = time.monotonic()
     while True:
         if worker.poll() is not None:
-            raise ReplayError(f"the worker exited with status {worker.returncode}:\n{_tail(worker_log)}")
+            raise ReplayError(f"the worker exited with status {worker.returncode}:\n{log_tail(worker_log)}")
         committed = committed_offsets(admin, group)
         line, finished = progress(committed)
         if finished:
@@ -436,7 +326,7 @@ def _follow(
         if committed != last_committed:
             last_committed, last_change = committed, time.monotonic()
         elif time.monotonic() - last_change > STALL_SECONDS:
-            raise ReplayError(f"no progress for {STALL_SECONDS:.0f} s:\n{_tail(worker_log)}")
+            raise ReplayError(f"no progress for {STALL_SECONDS:.0f} s:\n{log_tail(worker_log)}")
         time.sleep(PROGRESS_EVERY_SECONDS)
 
 
@@ -458,13 +348,6 @@ def clean_up(settings: Settings, plan: ReplayPlan) -> tuple[int, int]:
     if producer.flush(30):
         raise ReplayError("tombstones not acknowledged within 30 s: run the replay again")
     return tombstones, recipients
-
-
-def _tail(log: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return f"(no log at {log})"
 
 
 # --- Command line --------------------------------------------------------------------------
@@ -502,7 +385,7 @@ def run(args: argparse.Namespace) -> int:
     confirm = _always if args.yes else _ask
     try:
         return replay(settings, args.from_ms, confirm, sys.stdout, worker_log)
-    except (ReplayError, TimeoutError) as error:
+    except (MailstreamError, TimeoutError) as error:
         print(f"\nmailstream replay: {error}", file=sys.stderr)
         return 1
 

@@ -75,17 +75,17 @@ def run(args: argparse.Namespace) -> int:
 
 
 def send_and_confirm(command: OperatorCommand, wait: float) -> int:
-    from confluent_kafka import Consumer, Producer, TopicPartition
+    from confluent_kafka import Producer, TopicPartition
 
     from mailstream.codec import codec_for
     from mailstream.settings import Settings
     from mailstream.topics import TopicNames
-    from mailstream.streams.reader import watermark_offsets
+    from mailstream.streams.reader import throwaway_consumer, watermark_offsets
 
     settings = Settings.from_env()
     names = TopicNames(settings.topic_prefix)
     config = settings.kafka.librdkafka_config()
-    consumer = Consumer({**config, "group.id": f"mailstream-cli-{command.command_id}", "enable.auto.commit": False})
+    consumer = throwaway_consumer(settings, "suppress")
     try:
         # Watch from the current ends, set before sending, so the outcome cannot be missed.
         consumer.assign(

@@ -174,7 +174,7 @@ class ProviderContract:
         assert_canonical(events)
 
     def test_received_at_is_passed_through(self) -> None:
-        events = self.provider.parse(self.body(), {}, 1_772_446_501_234)
+        events = self.provider.parse(self.body(), 1_772_446_501_234)
         assert {event["received_at"] for event in events} == {1_772_446_501_234}
 
     def test_parsing_is_deterministic(self) -> None:

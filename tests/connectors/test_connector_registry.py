@@ -1,4 +1,4 @@
-"""The registry and the `parse(provider, body, headers)` Python API."""
+"""The registry and the `parse(provider, body, received_at)` Python API."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def test_get_provider_of_an_unknown_name_is_a_typed_error() -> None:
 
 def test_parse_dispatches_to_the_provider() -> None:
     body = (PAYLOADS / "maileroo" / "seed_clicked.json").read_bytes()
-    (event,) = registry.parse("maileroo", body, {"Content-Type": "application/json"}, 5)
+    (event,) = registry.parse("maileroo", body, 5)
     assert (event["provider"], event["event_type"], event["received_at"]) == (
         "maileroo",
         "CLICKED",

@@ -17,7 +17,6 @@ from mailstream.topics import TopicNames
 from mailstream.streams.operations.dead_letters import (
     REDRIVE_COUNT_HEADER,
     REDRIVEN_FROM_HEADER,
-    redrive_topic,
 )
 from mailstream.streams.reader import latest_by_key, read_until
 from tests.integration.harness import send_envelopes
@@ -92,7 +91,7 @@ def test_dead_letters_are_listed_redriven_once_and_processed(
 
     status, output = dlq(capsys, "redrive", "--kind", "unresolved")
     assert status == 0 and "redriven 0 source record(s)" in output and "1 skipped" in output, output
-    ledger = latest_by_key(read_until(settings, redrive_topic(names), lambda records: len(records) >= 1))
+    ledger = latest_by_key(read_until(settings, names.redrives, lambda records: len(records) >= 1))
     (entry,) = [orjson.loads(value) for value in ledger.values() if value is not None]
     assert entry["actor"] == "tester" and entry["dead_letter"].startswith(f"{names.dead_letters}:")
 

@@ -31,11 +31,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from mailstream.connectors.base import (
-    Event, Item, Sample, WebhookProvider, clean_address, clean_message_id, epoch_ms,
+    Item, Sample, WebhookProvider, clean_address, clean_message_id, epoch_ms,
     first_secret, get_str, hmac_hex, hmac_matches, presented_credential,
 )
 from mailstream.errors import SignatureError
-from mailstream.events import EventType, new_event
+from mailstream.events import EmailEvent, EventType, new_event
 from mailstream.settings import ProviderAuth
 
 NAME = "acme"
@@ -43,7 +43,7 @@ SIGNATURE_HEADER = "X-Acme-Signature"
 EVENT_TYPES = {"delivered": EventType.DELIVERED, "opened": EventType.OPENED}
 
 
-def normalize(item: Item, received_at: int | None) -> list[Event]:
+def normalize(item: Item, received_at: int | None) -> list[EmailEvent]:
     return [new_event(
         event_id=get_str(item, "id"),
         provider=NAME,
@@ -113,7 +113,7 @@ async def test_a_provider_added_by_one_module_and_one_registry_line_is_served(
     [record] = read_topic(configured, raw_topic)
     assert (record.key(), record.value()) == (b"m-1@acme", BODY)
     assert headers_of(record)["mailstream.provider"] == b"acme"
-    [event] = acme.PROVIDER.parse(record.value(), None, 1)
+    [event] = acme.PROVIDER.parse(record.value(), 1)
     assert (event["event_type"], event["recipient"], event["occurred_at"]) == (
         "DELIVERED", "ann@example.com", 1_795_000_000_000
     )

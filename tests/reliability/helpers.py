@@ -28,6 +28,7 @@ from mailstream.codec import codec_for
 from mailstream.connectors.samples import Envelope, raw_record
 from mailstream.policy import default_policy
 from mailstream.recipient import RecipientState
+from mailstream.text import log_tail
 from mailstream.settings import Settings
 from mailstream.streams.simulate import simulate
 from mailstream.topics import TopicNames
@@ -72,11 +73,11 @@ class Workers:
         (self._directory / name).mkdir(parents=True, exist_ok=True)
         return self._directory / name / "worker.log"
 
-    def log_tail(self, name: str, characters: int = 4000) -> str:
-        return self.log(name).read_text(errors="replace")[-characters:]
+    def log_tail(self, name: str, lines: int = 60) -> str:
+        return log_tail(self.log(name), lines)
 
-    def log_tails(self, characters: int = 1500) -> str:
-        return "\n".join(f"--- worker {name}:\n{self.log_tail(name, characters)}" for name in self._processes)
+    def log_tails(self, lines: int = 25) -> str:
+        return "\n".join(f"--- worker {name}:\n{self.log_tail(name, lines)}" for name in self._processes)
 
     def close(self) -> None:
         self._stack.close()

@@ -27,6 +27,7 @@ from mailstream.settings import (
     ProviderAuth,
     Settings,
 )
+from mailstream.text import log_tail
 from mailstream.topics import create_topics, topic_specs
 from mailstream.streams.operations.processes import service, settings_env
 from tests.reliability.helpers import Workers, expected_states, wait_for_oracle
@@ -140,7 +141,7 @@ async def test_ingest_and_worker_recover_by_themselves_and_the_state_stays_exact
             await asyncio.gather(provider.deliver(second), outage(broker, provider, stored_before + stop_after))
 
         def logs() -> str:
-            return f"{workers.log_tails()}\n--- ingest:\n{(tmp_path / 'ingest.log').read_text()[-1500:]}"
+            return f"{workers.log_tails()}\n--- ingest:\n{log_tail(tmp_path / 'ingest.log')}"
 
         context = f"round 2 across the broker restart, chaos seed {chaos_seed}"
         await asyncio.to_thread(wait_for_oracle, settings, expected_states([*first, *second]), 120, context, logs)

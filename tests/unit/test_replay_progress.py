@@ -8,14 +8,14 @@ import io
 import pytest
 
 from mailstream.streams.records import SourceRecord
+from mailstream.times import parse_instant_ms
+from mailstream.topics import changelog_topics
 from mailstream.streams.operations.replay import (
     ProgressPrinter,
-    changelog_topics,
     format_duration,
     format_progress,
     format_summary,
     live_keys,
-    parse_time,
     records_between,
     records_done,
     stale_keys,
@@ -40,13 +40,13 @@ NOW = 1_763_900_000_000
     ],
 )
 def test_times_are_iso_8601_epoch_ms_or_a_duration_ago(text: str, expected: int) -> None:
-    assert parse_time(text, NOW) == expected
+    assert parse_instant_ms(text, NOW) == expected
 
 
 @pytest.mark.parametrize("text", ["", "yesterday", "2h ago", "-5", "12:00", "2023-13-01"])
 def test_malformed_times_name_the_accepted_forms(text: str) -> None:
     with pytest.raises(ValueError, match="ISO 8601.*epoch milliseconds.*duration ago"):
-        parse_time(text, NOW)
+        parse_instant_ms(text, NOW)
 
 
 def test_time_argument_is_an_argparse_error() -> None:
