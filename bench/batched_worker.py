@@ -18,15 +18,15 @@ from collections.abc import Awaitable, Callable, Sequence
 import faust
 from faust.streams import _current_event
 
-from mailstream.connectors.registry import PROVIDERS
 from mailstream.codec import codec_for
+from mailstream.connectors.registry import PROVIDERS
 from mailstream.policy import Policy, load_policy
 from mailstream.settings import Settings
-from mailstream.topics import TopicNames, create_topics, topic_specs
 from mailstream.streams.app import create_app, source_record
 from mailstream.streams.normalize import Normalizer
 from mailstream.streams.recipients import StateKeeper
 from mailstream.streams.records import Output, SourceRecord
+from mailstream.topics import TopicNames, create_topics, topic_specs
 
 BATCH_WITHIN_SECONDS = 0.01
 
@@ -69,8 +69,13 @@ def processors(app: faust.App, settings: Settings, policy: Policy) -> dict[str, 
         names, {names.raw(p): p for p in PROVIDERS}, policy, event_codec, dead_letter_codec
     )
     keeper = StateKeeper(
-        names, policy, event_codec, codec_for("recipient_state"), codec_for("suppression"),
-        codec_for("operator_command"), dead_letter_codec,
+        names,
+        policy,
+        event_codec,
+        codec_for("recipient_state"),
+        codec_for("suppression"),
+        codec_for("operator_command"),
+        dead_letter_codec,
     )
     messages, recipients = app.tables["messages"], app.tables["recipients"]
     return {

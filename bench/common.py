@@ -22,21 +22,18 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
+from mailstream.codec import codec_for
 from mailstream.connectors.registry import PROVIDERS
+from mailstream.connectors.samples import Envelope, RawRecord, raw_record
 from mailstream.dev.broker import KAFKA_VERSION
 from mailstream.dev.provision import Cluster, provision_cluster
-from mailstream.codec import codec_for
-from mailstream.connectors.samples import Envelope, RawRecord, raw_record
 from mailstream.policy import default_policy
 from mailstream.settings import KafkaSettings, Settings
-from mailstream.topics import TopicNames, create_topics, topic_specs
 from mailstream.streams.normalize import Normalizer
 from mailstream.streams.operations.processes import service, settings_env, stop
 from mailstream.streams.reader import Watermarks
 from mailstream.streams.records import SourceRecord
+from mailstream.topics import TopicNames, create_topics, topic_specs
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -46,8 +43,11 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 def machine_line() -> str:
     cpu = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-         if line.startswith("model name")),
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
         platform.processor() or "unknown CPU",
     )
     memory_kib = int(Path("/proc/meminfo").read_text().split()[1])
@@ -83,7 +83,9 @@ def percentile(values: Sequence[float], fraction: float) -> float:
 @contextlib.contextmanager
 def bench_cluster() -> Iterator[Cluster]:
     with contextlib.ExitStack() as stack:
-        directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mailstream-bench-")))
+        directory = Path(
+            stack.enter_context(tempfile.TemporaryDirectory(prefix="mailstream-bench-"))
+        )
         yield stack.enter_context(provision_cluster(os.environ, directory / "broker"))
 
 
@@ -134,7 +136,9 @@ def event_keys(names: TopicNames, records: Sequence[RawRecord]) -> list[list[byt
     for offset, record in enumerate(records):
         source = SourceRecord(record.topic, 0, offset, None, record.key, record.value)
         outputs = normalizer.process(source, table)
-        keys.append([out.key for out in outputs if out.topic == names.events and out.key is not None])
+        keys.append(
+            [out.key for out in outputs if out.topic == names.events and out.key is not None]
+        )
     return keys
 
 
@@ -144,8 +148,15 @@ def produce(
     """Produce `records` in order (as fast as possible, or paced at `rate` records/s); returns
     each record's CreateTime (epoch ms) as librdkafka stamped it."""
     producer = Producer(
-        client_config(settings, **{"linger.ms": 5, "compression.type": "lz4", "acks": "all",
-                                   "queue.buffering.max.messages": 500_000})
+        client_config(
+            settings,
+            **{
+                "linger.ms": 5,
+                "compression.type": "lz4",
+                "acks": "all",
+                "queue.buffering.max.messages": 500_000,
+            },
+        )
     )
     stamps = [0] * len(records)
     started = time.monotonic()
@@ -190,13 +201,24 @@ def running(process: subprocess.Popen[bytes]) -> Callable[[], None]:
 
 def edge_timestamp(settings: Settings, topic: str, *, last: bool) -> int:
     """The earliest first (or the latest last) record timestamp over the partitions of `topic`."""
-    consumer = Consumer(client_config(settings, **{"group.id": f"edge-{uuid.uuid4().hex}",
-                                                   "enable.auto.commit": False}))
+    consumer = Consumer(
+        client_config(
+            settings, **{"group.id": f"edge-{uuid.uuid4().hex}", "enable.auto.commit": False}
+        )
+    )
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        marks = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10) for p in partitions}
-        consumer.assign([TopicPartition(topic, p, high - 1 if last else low)
-                         for p, (low, high) in marks.items() if high > low])
+        marks = {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            for p in partitions
+        }
+        consumer.assign(
+            [
+                TopicPartition(topic, p, high - 1 if last else low)
+                for p, (low, high) in marks.items()
+                if high > low
+            ]
+        )
         stamps = []
         while len(stamps) < len(consumer.assignment()):
             message = consumer.poll(1)
@@ -219,7 +241,10 @@ def cpu_seconds(pid: int) -> float:
 def peak_rss_mib(pid: int) -> float:
     """The process's peak resident memory so far (VmHWM)."""
     status = Path(f"/proc/{pid}/status").read_text()
-    return next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM")) / 1024
+    return (
+        next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM"))
+        / 1024
+    )
 
 
 @dataclass(frozen=True)
@@ -242,7 +267,11 @@ class PipelineRun:
 
 
 def measure(
-    name: str, settings: Settings, expected: int, process: subprocess.Popen[bytes], timeout: float = 900
+    name: str,
+    settings: Settings,
+    expected: int,
+    process: subprocess.Popen[bytes],
+    timeout: float = 900,
 ) -> PipelineRun:
     """Wait until `process` turned the raw stream into `expected` states; time it by the record
     timestamps, and read the process's CPU time from its first output to its last."""
@@ -277,12 +306,18 @@ def worker(
 
 
 @contextlib.contextmanager
-def script(command: Sequence[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+def script(
+    command: Sequence[str], env: dict[str, str], log: Path
+) -> Iterator[subprocess.Popen[bytes]]:
     """`python COMMAND...` in its own process group, output to `log`; stopped on exit."""
     with open(log, "ab") as output:
         process = subprocess.Popen(
-            [sys.executable, *command], env=env, stdout=output, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
+            [sys.executable, *command],
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
     try:
         yield process

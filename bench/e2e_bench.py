@@ -46,13 +46,13 @@ from common import (
     worker,
 )
 
-from mailstream.dev.broker import ensure_jars
-from mailstream.dev.provision import Cluster
 from mailstream.connectors import mailbot
 from mailstream.connectors.samples import Envelope, RawRecord, campaign
-from mailstream.topics import TopicNames, TopicSpec, create_topics
+from mailstream.dev.broker import ensure_jars
+from mailstream.dev.provision import Cluster
 from mailstream.streams.reader import Watermarks, read_to_end
 from mailstream.streams.records import SourceRecord
+from mailstream.topics import TopicNames, TopicSpec, create_topics
 
 BENCH = Path(__file__).resolve().parent
 MESSAGES_PER_RECIPIENT = 2
@@ -76,7 +76,9 @@ def pipelines() -> list[Pipeline]:
     env: list[tuple[str, str]] = []
     for variable, value, label in PROPOSED_STEPS:
         env.append((variable, value))
-        steps.append(Pipeline(f"batched_worker.py {label}", (str(BENCH / "batched_worker.py"),), tuple(env)))
+        steps.append(
+            Pipeline(f"batched_worker.py {label}", (str(BENCH / "batched_worker.py"),), tuple(env))
+        )
     return steps
 
 
@@ -93,7 +95,9 @@ class Latency:
 # --- Throughput -------------------------------------------------------------------------------
 
 
-def run_pipeline(cluster: Cluster, pipeline: Pipeline, envelopes: Sequence[Envelope], work: Path) -> PipelineRun:
+def run_pipeline(
+    cluster: Cluster, pipeline: Pipeline, envelopes: Sequence[Envelope], work: Path
+) -> PipelineRun:
     settings = fresh_settings(cluster, "e2e", work)
     names = TopicNames(settings.topic_prefix)
     records = raw_records(names, envelopes)
@@ -111,10 +115,14 @@ def run_plain_loop(cluster: Cluster, envelopes: Sequence[Envelope], work: Path) 
     produce(settings, records)
     command = (str(BENCH / "plain_loop.py"),)
     with worker(settings, work / "plain_loop.log", command) as process:
-        return measure("plain confluent-kafka loop (bench/plain_loop.py)", settings, expected, process)
+        return measure(
+            "plain confluent-kafka loop (bench/plain_loop.py)", settings, expected, process
+        )
 
 
-def kafka_tools(cluster: Cluster, records: Sequence[RawRecord], work: Path) -> list[tuple[str, float]]:
+def kafka_tools(
+    cluster: Cluster, records: Sequence[RawRecord], work: Path
+) -> list[tuple[str, float]]:
     """(tool, records/s) of ProducerPerformance (acks=all) and ConsumerPerformance."""
     settings = fresh_settings(cluster, "perf", work)
     topic = f"{settings.topic_prefix}perf"
@@ -124,18 +132,36 @@ def kafka_tools(cluster: Cluster, records: Sequence[RawRecord], work: Path) -> l
     count = str(len(records))
     produced = _java(
         "org.apache.kafka.tools.ProducerPerformance",
-        "--topic", topic, "--num-records", count, "--throughput", "-1", "--payload-file", str(payloads),
-        "--producer-props", f"bootstrap.servers={cluster.bootstrap_servers}", "acks=all", "linger.ms=5",
+        "--topic",
+        topic,
+        "--num-records",
+        count,
+        "--throughput",
+        "-1",
+        "--payload-file",
+        str(payloads),
+        "--producer-props",
+        f"bootstrap.servers={cluster.bootstrap_servers}",
+        "acks=all",
+        "linger.ms=5",
     )
     summary = re.search(r"\d+ records sent, ([\d.]+) records/sec", produced)
     if summary is None:
         raise RuntimeError(f"ProducerPerformance printed no summary:\n{produced}")
     consumed = _java(
         "org.apache.kafka.tools.ConsumerPerformance",
-        "--bootstrap-server", cluster.bootstrap_servers, "--topic", topic, "--messages", count,
-        "--timeout", "60000", "--hide-header",
+        "--bootstrap-server",
+        cluster.bootstrap_servers,
+        "--topic",
+        topic,
+        "--messages",
+        count,
+        "--timeout",
+        "60000",
+        "--hide-header",
     )
-    # start, end, MB, MB/s, messages, messages/s, rebalance ms, fetch ms, fetch MB/s, fetch messages/s
+    # start, end, MB, MB/s, messages, messages/s, rebalance ms, fetch ms, fetch MB/s,
+    # fetch messages/s
     fetch_rate = float(consumed.strip().splitlines()[-1].split(",")[9])
     return [
         ("Kafka ProducerPerformance (acks=all, same bodies)", float(summary[1])),
@@ -146,8 +172,19 @@ def kafka_tools(cluster: Cluster, records: Sequence[RawRecord], work: Path) -> l
 def _java(main_class: str, *arguments: str) -> str:
     classpath = f"{ensure_jars()}/*"
     result = subprocess.run(
-        ["java", "-Xmx512m", "-Dlog4j.configuration=file:/dev/null", "-cp", classpath, main_class, *arguments],
-        capture_output=True, text=True, timeout=600, check=True,
+        [
+            "java",
+            "-Xmx512m",
+            "-Dlog4j.configuration=file:/dev/null",
+            "-cp",
+            classpath,
+            main_class,
+            *arguments,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
     )
     return result.stdout
 
@@ -155,7 +192,9 @@ def _java(main_class: str, *arguments: str) -> str:
 # --- Latency ---------------------------------------------------------------------------------
 
 
-def latency_at(cluster: Cluster, pipeline: Pipeline, rate: float, seconds: float, work: Path) -> Latency:
+def latency_at(
+    cluster: Cluster, pipeline: Pipeline, rate: float, seconds: float, work: Path
+) -> Latency:
     settings = fresh_settings(cluster, "latency", work)
     names = TopicNames(settings.topic_prefix)
     recipients = int(rate * seconds / ENVELOPES_PER_MESSAGE)
@@ -163,26 +202,39 @@ def latency_at(cluster: Cluster, pipeline: Pipeline, rate: float, seconds: float
     keys = event_keys(names, records)
     watch = Watermarks(settings)
     try:
-        with worker(settings, work / "latency.log", pipeline.command, dict(pipeline.env)) as process:
+        with worker(
+            settings, work / "latency.log", pipeline.command, dict(pipeline.env)
+        ) as process:
             produce(settings, raw_records(names, [_warm_up()]))
             watch.wait_for(names.recipient_state, 1, 120, running(process), POLL_SECONDS)
             stamps = produce(settings, records, rate)
-            watch.wait_for(names.recipient_state, 1 + sum(map(len, keys)), 300, running(process), POLL_SECONDS)
+            watch.wait_for(
+                names.recipient_state, 1 + sum(map(len, keys)), 300, running(process), POLL_SECONDS
+            )
     finally:
         watch.close()
     latencies = _pair(stamps, keys, read_to_end(settings, names.recipient_state))
     return Latency(
-        pipeline.name, rate, len(records), percentile(latencies, 0.5), percentile(latencies, 0.99), max(latencies)
+        pipeline.name,
+        rate,
+        len(records),
+        percentile(latencies, 0.5),
+        percentile(latencies, 0.99),
+        max(latencies),
     )
 
 
 def _warm_up() -> Envelope:
     """One record to wait for before the clock starts: the worker is then assigned and running."""
-    payload = mailbot.sample_payload("message.delivered", "warm-up@bench.example", "warm-up@bench", 1_700_000_000_000, "warm-up")
+    payload = mailbot.sample_payload(
+        "message.delivered", "warm-up@bench.example", "warm-up@bench", 1_700_000_000_000, "warm-up"
+    )
     return {"provider": "mailbot", "payload": payload}
 
 
-def _pair(stamps: Sequence[int], keys: Sequence[list[bytes]], states: Sequence[SourceRecord]) -> list[float]:
+def _pair(
+    stamps: Sequence[int], keys: Sequence[list[bytes]], states: Sequence[SourceRecord]
+) -> list[float]:
     """Per recipient, its n-th raw record (in produce order) made its n-th state record."""
     produced: dict[bytes, list[int]] = defaultdict(list)
     for stamp, record_keys in zip(stamps, keys, strict=True):
@@ -203,43 +255,81 @@ def _pair(stamps: Sequence[int], keys: Sequence[list[bytes]], states: Sequence[S
 # --- Report -----------------------------------------------------------------------------------
 
 
-def report(runs: list[PipelineRun], tools: list[tuple[str, float]], latencies: list[Latency]) -> None:
+def report(
+    runs: list[PipelineRun], tools: list[tuple[str, float]], latencies: list[Latency]
+) -> None:
     shipped = runs[0]
     plain = next(run for run in runs if "plain" in run.name)
     best = max(runs[1:-1], key=lambda run: run.per_second)
     rows = [
-        (run.name, run.events, run.per_second, run.cpu_us_per_event, f"{run.peak_rss_mib:.0f}",
-         shipped.per_second / run.per_second, best.per_second / run.per_second)
+        (
+            run.name,
+            run.events,
+            run.per_second,
+            run.cpu_us_per_event,
+            f"{run.peak_rss_mib:.0f}",
+            shipped.per_second / run.per_second,
+            best.per_second / run.per_second,
+        )
         for run in runs
     ]
-    rows.extend((name, "-", rate, "-", "-", shipped.per_second / rate, best.per_second / rate) for name, rate in tools)
-    print(markdown_table(
-        ["pipeline", "events", "events/s", "CPU µs/event", "peak RSS MiB", "shipped / this", "best proposed / this"],
-        rows,
-    ))
-    print(
-        f"\nTargets: >= 10,000 events/s end to end; >= half the plain loop. Shipped: {shipped.per_second:,.0f}/s, "
-        f"{shipped.per_second / plain.per_second:.2f} of the plain loop. Best proposed: {best.per_second:,.0f}/s, "
-        f"{best.per_second / plain.per_second:.2f} of the plain loop. Each event is consumed and produced twice "
-        "(raw -> email.events -> state) plus table changelog writes; the Kafka tools move each record once."
+    rows.extend(
+        (name, "-", rate, "-", "-", shipped.per_second / rate, best.per_second / rate)
+        for name, rate in tools
     )
-    print("\nEnd-to-end latency (raw CreateTime -> state record timestamp) at a fixed offered rate:\n")
-    print(markdown_table(
-        ["pipeline", "offered records/s", "records", "p50 ms", "p99 ms", "max ms"],
-        [(lat.name, lat.rate, lat.records, lat.p50_ms, lat.p99_ms, lat.max_ms) for lat in latencies],
-    ))
+    print(
+        markdown_table(
+            [
+                "pipeline",
+                "events",
+                "events/s",
+                "CPU µs/event",
+                "peak RSS MiB",
+                "shipped / this",
+                "best proposed / this",
+            ],
+            rows,
+        )
+    )
+    print(
+        "\nTargets: >= 10,000 events/s end to end; >= half the plain loop. "
+        f"Shipped: {shipped.per_second:,.0f}/s, "
+        f"{shipped.per_second / plain.per_second:.2f} of the plain loop. "
+        f"Best proposed: {best.per_second:,.0f}/s, "
+        f"{best.per_second / plain.per_second:.2f} of the plain loop. "
+        "Each event is consumed and produced twice (raw -> email.events -> state) plus table "
+        "changelog writes; the Kafka tools move each record once."
+    )
+    print(
+        "\nEnd-to-end latency (raw CreateTime -> state record timestamp) at a fixed offered rate:\n"
+    )
+    print(
+        markdown_table(
+            ["pipeline", "offered records/s", "records", "p50 ms", "p99 ms", "max ms"],
+            [
+                (lat.name, lat.rate, lat.records, lat.p50_ms, lat.p99_ms, lat.max_ms)
+                for lat in latencies
+            ],
+        )
+    )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--records", type=int, default=200_000, help="raw records, at least (default %(default)s)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--records", type=int, default=200_000, help="raw records, at least (default %(default)s)"
+    )
     parser.add_argument("--latency-seconds", type=float, default=30.0)
     parser.add_argument("--rate", type=float, help="offered raw records/s in the latency runs")
     args = parser.parse_args()
     print(machine_line() + "\n")
     recipients = int(args.records / MESSAGES_PER_RECIPIENT / ENVELOPES_PER_MESSAGE) + 1
     envelopes = list(campaign(recipients, MESSAGES_PER_RECIPIENT, seed=17))
-    print(f"Stream: {len(envelopes):,} raw records, {recipients:,} recipients, all three providers.\n")
+    print(
+        f"Stream: {len(envelopes):,} raw records, {recipients:,} recipients, all three providers.\n"
+    )
     with bench_cluster() as cluster, tempfile.TemporaryDirectory(prefix="e2e-") as scratch:
         work = Path(scratch)
         candidates = pipelines()
@@ -247,8 +337,14 @@ def main() -> None:
         runs.append(run_plain_loop(cluster, envelopes, work))
         tools = kafka_tools(cluster, raw_records(TopicNames(), envelopes), work)
         rate = args.rate or round(runs[0].per_second / 2, -2)
-        best = max(zip(candidates[1:], runs[1:len(candidates)], strict=True), key=lambda pair: pair[1].per_second)[0]
-        latencies = [latency_at(cluster, pipeline, rate, args.latency_seconds, work) for pipeline in (candidates[0], best)]
+        best = max(
+            zip(candidates[1:], runs[1 : len(candidates)], strict=True),
+            key=lambda pair: pair[1].per_second,
+        )[0]
+        latencies = [
+            latency_at(cluster, pipeline, rate, args.latency_seconds, work)
+            for pipeline in (candidates[0], best)
+        ]
         report(runs, tools, latencies)
 
 

@@ -41,8 +41,8 @@ from mailstream.settings import (
     ProviderAuth,
     Settings,
 )
-from mailstream.topics import TopicNames, create_topics, topic_specs
 from mailstream.streams.operations.processes import service, settings_env
+from mailstream.topics import TopicNames, create_topics, topic_specs
 
 PAYLOADS = Path(__file__).resolve().parent.parent / "tests" / "payloads"
 SECRET = "bench-secret"
@@ -152,9 +152,9 @@ def cpu_seconds(pid: int) -> float:
 
 def stored_request_ids(settings: Settings, expected: int, timeout: float = 60) -> list[bytes]:
     """The request id header of every record on the raw topics."""
-    consumer = Consumer({
-        **settings.kafka.librdkafka_config(), "group.id": f"bench-{uuid.uuid4()}", "log_level": 0
-    })
+    consumer = Consumer(
+        {**settings.kafka.librdkafka_config(), "group.id": f"bench-{uuid.uuid4()}", "log_level": 0}
+    )
     try:
         names = TopicNames(settings.topic_prefix)
         partitions = []
@@ -262,11 +262,15 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=20.0, help="seconds, at most")
     parser.add_argument("--partitions", type=int, default=4)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="ingest-bench-") as work:
-        with provision_cluster(os.environ, Path(work) / "kafka") as cluster:
-            row = run(args, cluster, Path(work))
-    print(f"mailstream ingest on {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} cores, Kafka: {cluster.kind}\n")
+    with (
+        tempfile.TemporaryDirectory(prefix="ingest-bench-") as work,
+        provision_cluster(os.environ, Path(work) / "kafka") as cluster,
+    ):
+        row = run(args, cluster, Path(work))
+    print(
+        f"mailstream ingest on {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} cores, Kafka: {cluster.kind}\n"
+    )
     print("| " + " | ".join(row) + " |")
     print("|" + "---|" * len(row))
     print("| " + " | ".join(row.values()) + " |")

@@ -15,9 +15,9 @@ from pathlib import Path
 import fastavro
 import orjson
 
+from mailstream.codec import AvroCodec, codec_for
 from mailstream.connectors.base import Provider
 from mailstream.connectors.registry import PROVIDERS
-from mailstream.codec import AvroCodec, codec_for
 
 PAYLOADS = Path(__file__).resolve().parent.parent / "tests" / "payloads"
 REPEATS = 5

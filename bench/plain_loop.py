@@ -29,16 +29,16 @@ import orjson
 from common import client_config
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 
-from mailstream.connectors.registry import PROVIDERS
 from mailstream.codec import codec_for
+from mailstream.connectors.registry import PROVIDERS
 from mailstream.policy import default_policy
 from mailstream.settings import Settings
-from mailstream.topics import COMPACTED, TABLES, TopicNames, TopicSpec, create_topics
-from mailstream.topics import changelog_topics as changelog_topics_named
 from mailstream.streams.normalize import Normalizer
 from mailstream.streams.reader import source_record
 from mailstream.streams.recipients import StateKeeper
 from mailstream.streams.records import Output
+from mailstream.topics import COMPACTED, TABLES, TopicNames, TopicSpec, create_topics
+from mailstream.topics import changelog_topics as changelog_topics_named
 
 COMMIT_SECONDS = 2.8  # Faust's broker_commit_interval
 BATCH = 1000
@@ -90,7 +90,9 @@ def _produce(
 
 def changelog_topics(settings: Settings) -> dict[str, str]:
     names = dict(zip(TABLES, changelog_topics_named(f"{settings.app_id}-plain"), strict=True))
-    create_topics(settings, [TopicSpec(name, settings.partitions, 1, COMPACTED) for name in names.values()])
+    create_topics(
+        settings, [TopicSpec(name, settings.partitions, 1, COMPACTED) for name in names.values()]
+    )
     return names
 
 
@@ -101,16 +103,38 @@ def run(settings: Settings) -> None:
     raw_topics = {out.raw(provider): provider for provider in PROVIDERS}
     normalizer = Normalizer(out, raw_topics, policy, event_codec, dead_letter_codec)
     keeper = StateKeeper(
-        out, policy, event_codec, codec_for("recipient_state"), codec_for("suppression"),
-        codec_for("operator_command"), dead_letter_codec,
+        out,
+        policy,
+        event_codec,
+        codec_for("recipient_state"),
+        codec_for("suppression"),
+        codec_for("operator_command"),
+        dead_letter_codec,
     )
     changelogs = changelog_topics(settings)
-    producer = Producer(client_config(settings, **{"acks": "all", "linger.ms": 5, "partitioner": "murmur2_random",
-                                                   "queue.buffering.max.messages": 1_000_000}))
+    producer = Producer(
+        client_config(
+            settings,
+            **{
+                "acks": "all",
+                "linger.ms": 5,
+                "partitioner": "murmur2_random",
+                "queue.buffering.max.messages": 1_000_000,
+            },
+        )
+    )
     messages = ChangelogTable(producer, changelogs["messages"])
     recipients = ChangelogTable(producer, changelogs["recipients"])
-    consumer = Consumer(client_config(settings, **{"group.id": settings.app_id,
-                                                   "auto.offset.reset": "earliest", "enable.auto.commit": False}))
+    consumer = Consumer(
+        client_config(
+            settings,
+            **{
+                "group.id": settings.app_id,
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+            },
+        )
+    )
     consumer.subscribe([*raw_topics, out.events, out.commands])
     stopping: list[int] = []
     signal.signal(signal.SIGTERM, lambda number, _frame: stopping.append(number))

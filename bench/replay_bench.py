@@ -41,12 +41,12 @@ from common import (
     worker,
 )
 
-from mailstream.dev.provision import Cluster
 from mailstream.connectors import mailbot
 from mailstream.connectors.samples import Envelope, campaign
+from mailstream.dev.provision import Cluster
 from mailstream.settings import Settings
-from mailstream.topics import TopicNames
 from mailstream.streams.reader import Watermarks
+from mailstream.topics import TopicNames
 
 STORES = ("memory://", "rocksdb://")
 RESTART_TIMEOUT_SECONDS = 180.0
@@ -67,7 +67,9 @@ class StoreResult:
 
 
 def probe(name: str) -> Envelope:
-    payload = mailbot.sample_payload("message.delivered", f"{name}@bench.example", f"{name}@bench", 1_700_000_000_000, name)
+    payload = mailbot.sample_payload(
+        "message.delivered", f"{name}@bench.example", f"{name}@bench", 1_700_000_000_000, name
+    )
     return {"provider": "mailbot", "payload": payload}
 
 
@@ -82,7 +84,11 @@ def first_state_seconds(settings: Settings, log: Path, waiting: int) -> tuple[fl
         with worker(settings, log) as process:
             try:
                 watch.wait_for(
-                    names.recipient_state, expected, RESTART_TIMEOUT_SECONDS, running(process), POLL_SECONDS
+                    names.recipient_state,
+                    expected,
+                    RESTART_TIMEOUT_SECONDS,
+                    running(process),
+                    POLL_SECONDS,
                 )
             except TimeoutError:
                 return None, peak_rss_mib(process.pid)
@@ -108,42 +114,70 @@ def replay(cluster: Cluster, store: str, recipients: int, work: Path) -> StoreRe
         run = measure(store, settings, expected, process)
     produce(settings, raw_records(names, [probe("after-restart")]))
     restart_seconds, _ = first_state_seconds(settings, work / "restart.log", 1)
-    return StoreResult(store, recipients, len(records), idle_rss(cluster, store, work), run, restart_seconds)
+    return StoreResult(
+        store, recipients, len(records), idle_rss(cluster, store, work), run, restart_seconds
+    )
 
 
 def report(results: list[StoreResult], target: int) -> None:
     rows = []
     for result in results:
         extrapolated = "" if result.records >= target else " (extrapolated)"
-        rows.append((
-            result.store, result.records, result.recipients, result.replay.per_second,
-            f"{target / result.replay.per_second / 60:.1f}{extrapolated}", result.replay.cpu_us_per_event,
-            f"{result.idle_rss_mib:.0f}", f"{result.replay.peak_rss_mib:.0f}",
-            f"{result.mib_per_100k_recipients:.0f}",
-            f"{result.restart_seconds:.1f}" if result.restart_seconds is not None
-            else f"none within {RESTART_TIMEOUT_SECONDS:.0f} s",
-        ))
-    print(markdown_table(
-        ["store", "raw records", "recipients", "events/s", f"minutes for {target:,} records",
-         "CPU µs/event", "idle RSS MiB", "peak RSS MiB", "MiB per 100k recipients", "restart to first state s"],
-        rows,
-    ))
+        rows.append(
+            (
+                result.store,
+                result.records,
+                result.recipients,
+                result.replay.per_second,
+                f"{target / result.replay.per_second / 60:.1f}{extrapolated}",
+                result.replay.cpu_us_per_event,
+                f"{result.idle_rss_mib:.0f}",
+                f"{result.replay.peak_rss_mib:.0f}",
+                f"{result.mib_per_100k_recipients:.0f}",
+                f"{result.restart_seconds:.1f}"
+                if result.restart_seconds is not None
+                else f"none within {RESTART_TIMEOUT_SECONDS:.0f} s",
+            )
+        )
     print(
-        "\nMiB per 100k recipients = (peak - idle RSS) scaled to 100,000 recipients; each recipient "
-        "here has one message, so it holds one recipient and one message table entry (more messages "
+        markdown_table(
+            [
+                "store",
+                "raw records",
+                "recipients",
+                "events/s",
+                f"minutes for {target:,} records",
+                "CPU µs/event",
+                "idle RSS MiB",
+                "peak RSS MiB",
+                "MiB per 100k recipients",
+                "restart to first state s",
+            ],
+            rows,
+        )
+    )
+    print(
+        "\nMiB per 100k recipients = (peak - idle RSS) scaled to 100,000 recipients; each "
+        "recipient here has one message, so it holds one recipient and one message table entry "
+        "(more messages "
         "per recipient: more message entries). Restart: stop, start on the same app id and data "
         "directory, seconds until a record waiting at start-up is processed."
     )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--recipients", type=int, default=100_000)
     parser.add_argument("--target-records", type=int, default=1_000_000)
     args = parser.parse_args()
     print(machine_line() + "\n")
     with bench_cluster() as cluster, tempfile.TemporaryDirectory(prefix="replay-") as scratch:
-        results = [replay(cluster, store, args.recipients, Path(scratch) / store.rstrip(":/")) for store in STORES]
+        results = [
+            replay(cluster, store, args.recipients, Path(scratch) / store.rstrip(":/"))
+            for store in STORES
+        ]
     report(results, args.target_records)
 
 

@@ -17,10 +17,10 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import orjson
 
 from mailstream.addresses import canonical_address
-from mailstream.times import iso_epoch_ms
-from mailstream.events import EmailEvent
 from mailstream.errors import ErrorKind, ParseError, SignatureError
+from mailstream.events import EmailEvent
 from mailstream.settings import AuthMode, ProviderAuth
+from mailstream.times import iso_epoch_ms
 
 MAX_BODY_BYTES = 8 * 1024 * 1024  # far above any real webhook batch; a larger body is abuse
 Item = Mapping[str, Any]
@@ -126,8 +126,13 @@ class Sample:
 # --- Decoding -------------------------------------------------------------------------------
 
 _JSON_TYPE_NAMES = {
-    dict: "an object", list: "an array", str: "a string", int: "a number", float: "a number",
-    bool: "a boolean", type(None): "null",
+    dict: "an object",
+    list: "an array",
+    str: "a string",
+    int: "a number",
+    float: "a number",
+    bool: "a boolean",
+    type(None): "null",
 }
 
 
@@ -157,11 +162,13 @@ def decode_items(body: bytes) -> list[Item]:
         for index, item in enumerate(document):
             if not isinstance(item, dict):
                 raise ParseError(
-                    ErrorKind.WRONG_TYPE, f"batch item {index} is {json_type(item)}, expected an object"
+                    ErrorKind.WRONG_TYPE,
+                    f"batch item {index} is {json_type(item)}, expected an object",
                 )
         return document
     raise ParseError(
-        ErrorKind.WRONG_TYPE, f"body is {json_type(document)}, expected an object or an array of them"
+        ErrorKind.WRONG_TYPE,
+        f"body is {json_type(document)}, expected an object or an array of them",
     )
 
 
@@ -179,7 +186,9 @@ def get_id(item: Item, key: str) -> str | None:
         return value
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
-    raise ParseError(ErrorKind.WRONG_TYPE, f"{key!r} is {json_type(value)}, expected a string or number")
+    raise ParseError(
+        ErrorKind.WRONG_TYPE, f"{key!r} is {json_type(value)}, expected a string or number"
+    )
 
 
 def get_object(item: Item, key: str) -> Item | None:
@@ -239,10 +248,13 @@ def epoch_ms(value: Any, key: str) -> int:
         return _epoch_ms_from_text(value.strip(), key)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ParseError(
-            ErrorKind.WRONG_TYPE, f"{key!r} is {json_type(value)}, expected unix seconds or ISO 8601"
+            ErrorKind.WRONG_TYPE,
+            f"{key!r} is {json_type(value)}, expected unix seconds or ISO 8601",
         )
     if not 0 <= value <= _MAX_EPOCH_SECONDS:
-        raise ParseError(ErrorKind.INVALID_VALUE, f"{key!r} = {value!r} is not unix seconds in 1970-9999")
+        raise ParseError(
+            ErrorKind.INVALID_VALUE, f"{key!r} = {value!r} is not unix seconds in 1970-9999"
+        )
     return int(value) * 1000 if isinstance(value, int) else round(value * 1000)
 
 

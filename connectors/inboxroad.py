@@ -16,10 +16,11 @@ import binascii
 from collections.abc import Mapping
 from typing import Any
 
+from mailstream.classify import classify_bounce, extract_status
 from mailstream.connectors.base import (
+    Item,
     Sample,
     SampleKind,
-    Item,
     WebhookProvider,
     clean_address,
     clean_message_id,
@@ -32,7 +33,6 @@ from mailstream.connectors.base import (
     secret_matches,
     verify_hmac_header,
 )
-from mailstream.classify import classify_bounce, extract_status
 from mailstream.errors import ErrorKind, ParseError, SignatureError
 from mailstream.events import BounceClass, EmailEvent, EventType, new_event
 from mailstream.settings import ProviderAuth
@@ -161,7 +161,10 @@ SAMPLE_BOUNCES = (
     ("spam-related", "5.7.1 (delivery not authorized)", "smtp;550 5.7.1 Message rejected as spam"),
 )
 _SAMPLE_KINDS: dict[SampleKind, tuple[str, int]] = {
-    "delivered": ("d", 0), "hard": ("b", 0), "soft": ("b", 1), "complaint": ("f", 0)
+    "delivered": ("d", 0),
+    "hard": ("b", 0),
+    "soft": ("b", 1),
+    "complaint": ("f", 0),
 }
 
 

@@ -16,13 +16,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from mailstream.classify import classify_bounce, extract_status
 from mailstream.connectors.base import (
     HMAC_PREFIX,
     HUMAN_AGENT,
     PROXY_AGENT,
+    Item,
     Sample,
     SampleKind,
-    Item,
     WebhookProvider,
     clean_address,
     clean_message_id,
@@ -38,7 +39,6 @@ from mailstream.connectors.base import (
     presented_credential,
     require_mode,
 )
-from mailstream.classify import classify_bounce, extract_status
 from mailstream.errors import ErrorKind, ParseError, SignatureError
 from mailstream.events import BounceClass, EmailEvent, EventType, format_timestamp_ms, new_event
 from mailstream.settings import ProviderAuth

@@ -14,12 +14,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from mailstream.classify import classify_bounce, extract_status
 from mailstream.connectors.base import (
     HUMAN_AGENT,
     PROXY_AGENT,
+    Item,
     Sample,
     SampleKind,
-    Item,
     WebhookProvider,
     clean_address,
     clean_message_id,
@@ -34,7 +35,6 @@ from mailstream.connectors.base import (
     string_map,
     verify_hmac_header,
 )
-from mailstream.classify import classify_bounce, extract_status
 from mailstream.errors import ErrorKind, ParseError
 from mailstream.events import EmailEvent, EventType, new_event
 from mailstream.settings import ProviderAuth
@@ -93,7 +93,9 @@ def _occurred_at(item: Item) -> int:
         value = item.get(name)
         if value is not None:
             return epoch_ms(value, name)
-    raise ParseError(ErrorKind.MISSING_FIELD, "Maileroo event has neither event_time nor inserted_at")
+    raise ParseError(
+        ErrorKind.MISSING_FIELD, "Maileroo event has neither event_time nor inserted_at"
+    )
 
 
 def message_id_of(item: Item) -> str | None:
@@ -135,12 +137,16 @@ def sample(event: Sample) -> dict[str, Any] | None:
     reader = {"ip": "203.0.113.9", "user_agent": agent}
     shapes: dict[SampleKind, tuple[str, str | None, dict[str, str]]] = {
         "delivered": ("delivered", event.address, {}),
-        "hard": ("failed", event.address, {
-            "reason": "550-5.1.1 The email account that you tried to reach does not exist."
-        }),
-        "soft": ("failed", event.address, {
-            "reason": "452-4.2.2 The recipient's inbox is out of storage space."
-        }),
+        "hard": (
+            "failed",
+            event.address,
+            {"reason": "550-5.1.1 The email account that you tried to reach does not exist."},
+        ),
+        "soft": (
+            "failed",
+            event.address,
+            {"reason": "452-4.2.2 The recipient's inbox is out of storage space."},
+        ),
         "deferred": ("deferred", event.address, {"reason": "421-4.7.0 Try again later"}),
         "open": ("opened", None, reader),
         "open_machine": ("opened", None, {"ip": "66.249.84.1", "user_agent": agent}),

@@ -7,8 +7,8 @@ from types import MappingProxyType
 
 from mailstream.connectors import inboxroad, mailbot, maileroo
 from mailstream.connectors.base import Provider
-from mailstream.events import EmailEvent
 from mailstream.errors import ErrorKind, ParseError
+from mailstream.events import EmailEvent
 
 PROVIDERS: Mapping[str, Provider] = MappingProxyType(
     {p.name: p for p in (inboxroad.PROVIDER, mailbot.PROVIDER, maileroo.PROVIDER)}
@@ -19,7 +19,8 @@ def get_provider(name: str) -> Provider:
     provider = PROVIDERS.get(name)
     if provider is None:
         raise ParseError(
-            ErrorKind.UNKNOWN_PROVIDER, f"no provider {name!r}; known: {', '.join(sorted(PROVIDERS))}"
+            ErrorKind.UNKNOWN_PROVIDER,
+            f"no provider {name!r}; known: {', '.join(sorted(PROVIDERS))}",
         )
     return provider
 

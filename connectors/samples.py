@@ -41,7 +41,10 @@ def raw_record(names: TopicNames, envelope: Envelope) -> RawRecord:
 
 
 def campaign(
-    recipients: int, messages_per_recipient: int = 2, seed: int = 7, start_ms: int = 1_700_000_000_000
+    recipients: int,
+    messages_per_recipient: int = 2,
+    seed: int = 7,
+    start_ms: int = 1_700_000_000_000,
 ) -> Iterator[Envelope]:
     """Envelopes in arrival order: each message's events in event-time order."""
     for envelopes in campaign_rounds(recipients, messages_per_recipient, seed, start_ms):
@@ -52,7 +55,7 @@ def campaign_rounds(
     recipients: int, rounds: int = 2, seed: int = 7, start_ms: int = 1_700_000_000_000
 ) -> Iterator[list[Envelope]]:
     """One list per send round: every recipient gets one message per round."""
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # noqa: S311 - reproducible sample data, not secrets
     providers = ("mailbot", "inboxroad", "maileroo")
     clock = start_ms
     serial = 0
@@ -106,7 +109,12 @@ def _message_events(
 
 
 def _payload(
-    provider: str, kind: SampleKind, address: str, message_id: str, at: int, event_id: str,
+    provider: str,
+    kind: SampleKind,
+    address: str,
+    message_id: str,
+    at: int,
+    event_id: str,
     extra: dict[str, Any],
 ) -> dict[str, Any] | None:
     url = "https://example.com/unsubscribe?u=1" if extra.get("unsubscribe") else OFFER_URL

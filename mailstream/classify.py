@@ -55,49 +55,121 @@ _STATUS_DETAIL: dict[str, Verdict] = {
 # phrases come before the generic ones they contain ("domain does not exist" before
 # "does not exist", "spamhaus" before "spam", "spam" before "blocked").
 _TEXT_RULES: tuple[tuple[str, BounceClass, tuple[str, ...]], ...] = (
-    ("expired", EXPIRED, (
-        "message expired", "delivery time expired", "retry timeout exceeded",
-        "retry time exceeded", "too long in queue",
-    )),
+    (
+        "expired",
+        EXPIRED,
+        (
+            "message expired",
+            "delivery time expired",
+            "retry timeout exceeded",
+            "retry time exceeded",
+            "too long in queue",
+        ),
+    ),
     # The sender's address was refused: must win over "user unknown" in the same sentence.
     ("rejected", BLOCK, ("sender address rejected", "sender rejected", "sender domain")),
-    ("hostunknown", HARD, (
-        "host unknown", "unknown host", "host not found", "domain not found",
-        "domain name not found", "no such domain", "domain does not exist",
-        "unrouteable address", "unroutable address", "name or service not known", "no mx record",
-    )),
-    ("userunknown", HARD, (
-        "user unknown", "unknown user", "no such user", "no such recipient", "no such mailbox",
-        "unknown recipient", "recipient unknown", "recipient not found", "recipientnotfound",
-        "user not found", "mailbox not found", "invalid recipient", "invalid mailbox",
-        "does not exist", "doesn't exist", "this user doesn't have", "no mailbox here",
-        "mailbox unavailable",  # Outlook.com's 5.5.0 for an address that does not exist
-        "recipient address rejected: access denied",  # Exchange Online directory check
-    )),
+    (
+        "hostunknown",
+        HARD,
+        (
+            "host unknown",
+            "unknown host",
+            "host not found",
+            "domain not found",
+            "domain name not found",
+            "no such domain",
+            "domain does not exist",
+            "unrouteable address",
+            "unroutable address",
+            "name or service not known",
+            "no mx record",
+        ),
+    ),
+    (
+        "userunknown",
+        HARD,
+        (
+            "user unknown",
+            "unknown user",
+            "no such user",
+            "no such recipient",
+            "no such mailbox",
+            "unknown recipient",
+            "recipient unknown",
+            "recipient not found",
+            "recipientnotfound",
+            "user not found",
+            "mailbox not found",
+            "invalid recipient",
+            "invalid mailbox",
+            "does not exist",
+            "doesn't exist",
+            "this user doesn't have",
+            "no mailbox here",
+            "mailbox unavailable",  # Outlook.com's 5.5.0 for an address that does not exist
+            "recipient address rejected: access denied",  # Exchange Online directory check
+        ),
+    ),
     ("hasmoved", HARD, ("has moved",)),
-    ("mailboxfull", SOFT, (
-        "mailbox full", "mailbox is full", "inbox is full", "over quota", "quota exceeded",
-        "exceeded storage", "out of storage", "insufficient storage", "storage space",
-        "mailbox size limit",
-    )),
-    ("suspend", SOFT, (
-        "is disabled", "has been disabled", "account disabled", "suspended", "deactivated",
-        "inactive",
-    )),
+    (
+        "mailboxfull",
+        SOFT,
+        (
+            "mailbox full",
+            "mailbox is full",
+            "inbox is full",
+            "over quota",
+            "quota exceeded",
+            "exceeded storage",
+            "out of storage",
+            "insufficient storage",
+            "storage space",
+            "mailbox size limit",
+        ),
+    ),
+    (
+        "suspend",
+        SOFT,
+        (
+            "is disabled",
+            "has been disabled",
+            "account disabled",
+            "suspended",
+            "deactivated",
+            "inactive",
+        ),
+    ),
     ("authfailure", BLOCK, ("unauthenticated", "dmarc", "dkim", "spf")),
     ("virusdetected", BLOCK, ("virus", "malware")),
-    ("blocked", BLOCK, (
-        "spamhaus", "blacklist", "blocklist", "block list", "denylist", "listed on",
-        "listed at", "listed in",
-    )),
+    (
+        "blocked",
+        BLOCK,
+        (
+            "spamhaus",
+            "blacklist",
+            "blocklist",
+            "block list",
+            "denylist",
+            "listed on",
+            "listed at",
+            "listed in",
+        ),
+    ),
     ("spamdetected", BLOCK, ("spam", "unsolicited", "junk mail")),
     ("blocked", BLOCK, ("blocked", "banned", "reputation", "not authorized")),
     ("policyviolation", BLOCK, ("policy", "prohibited", "not permitted", "does not allow")),
     ("mesgtoobig", SOFT, ("message too large", "message size exceeds", "too big")),
     ("toomanyconn", SOFT, ("too many connections", "rate limit", "rate that prevents")),
-    ("networkerror", SOFT, (
-        "connection timed out", "connection refused", "connection dropped", "no route to host",
-    )),
+    (
+        "networkerror",
+        SOFT,
+        (
+            "connection timed out",
+            "connection refused",
+            "connection dropped",
+            "no route to host",
+        ),
+    ),
     ("contenterror", BLOCK, ("content rejected",)),
     # The provider refused to send to an address it suppressed earlier: the reason is known,
     # the class of the original failure is not.

@@ -81,7 +81,8 @@ class AvroCodec(ABC):
             record: dict[str, Any] = schemaless_reader(buffer, writer, reader)
         except Exception as exc:  # fastavro raises EOFError, ValueError, IndexError, ...
             raise DecodeError(
-                ErrorKind.CORRUPT_BODY, f"bytes after the header are not a {self.full_name}: {exc!r}"
+                ErrorKind.CORRUPT_BODY,
+                f"bytes after the header are not a {self.full_name}: {exc!r}",
             ) from exc
         return record
 

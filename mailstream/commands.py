@@ -8,8 +8,6 @@ redelivered after a crash changes nothing the second time.
 
 from __future__ import annotations
 
-from mailstream.errors import ErrorKind, MailstreamError
-
 import enum
 import getpass
 import re
@@ -19,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mailstream.addresses import canonical_address
+from mailstream.errors import ErrorKind, MailstreamError
 from mailstream.policy import Policy
 from mailstream.recipient import (
     RecipientState,
@@ -109,7 +108,9 @@ def parse_reason(text: str) -> SuppressionReason:
     except ValueError:
         reason = SuppressionReason.UNKNOWN
     if reason is SuppressionReason.UNKNOWN:
-        known = ", ".join(r.value.lower() for r in SuppressionReason if r is not SuppressionReason.UNKNOWN)
+        known = ", ".join(
+            r.value.lower() for r in SuppressionReason if r is not SuppressionReason.UNKNOWN
+        )
         raise CommandError(f"unknown reason {text!r}: expected one of {known}")
     return reason
 
@@ -126,8 +127,11 @@ def apply_command(
     try:
         if command.action is CommandAction.SUPPRESS:
             changed = suppress_manually(
-                current, command.reason or SuppressionReason.MANUAL, command.requested_at,
-                command.note, force=command.force,
+                current,
+                command.reason or SuppressionReason.MANUAL,
+                command.requested_at,
+                command.note,
+                force=command.force,
             )
         elif command.action is CommandAction.LIFT:
             changed = lift_suppression(current, command.requested_at, force=command.force)

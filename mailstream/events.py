@@ -1,10 +1,10 @@
 """The canonical email event: closed vocabularies, the field list and its JSON rendering.
 
 A canonical event is a plain dict (typed as `EmailEvent`) holding exactly the fields of
-`schemas/email_event.avsc`, in schema order. Enum values are `StrEnum` members (so they are their Avro symbols), timestamps
-are int epoch milliseconds. Plain dicts rather than dataclasses because the hot path goes
-straight from the provider's JSON to fastavro and back; `new_event` is the guard against a
-misspelled or forgotten field.
+`schemas/email_event.avsc`, in schema order. Enum values are `StrEnum` members (so they are
+their Avro symbols), timestamps are int epoch milliseconds. Plain dicts rather than dataclasses
+because the hot path goes straight from the provider's JSON to fastavro and back; `new_event`
+is the guard against a misspelled or forgotten field.
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def new_event(**fields: Any) -> EmailEvent:
     if not keys <= _FIELD_SET:
         unknown = ", ".join(sorted(keys - _FIELD_SET))
         raise TypeError(f"unknown EmailEvent field(s): {unknown}")
-    if not _REQUIRED_FIELDS <= keys:
+    if not keys >= _REQUIRED_FIELDS:
         missing = ", ".join(sorted(_REQUIRED_FIELDS - keys))
         raise TypeError(f"missing required EmailEvent field(s): {missing}")
     event = _TEMPLATE.copy()

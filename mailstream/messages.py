@@ -87,7 +87,9 @@ def route(
     if updated.recipient is None:
         return _park(event, current, updated, policy)
     if updated.pending:
-        updated = replace(updated, pending=(), released_by=event["event_id"], released=updated.pending)
+        updated = replace(
+            updated, pending=(), released_by=event["event_id"], released=updated.pending
+        )
         waiting = updated.released
     elif event["event_id"] == updated.released_by:
         waiting = updated.released  # a redelivery of the releasing event: release again

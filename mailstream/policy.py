@@ -8,8 +8,6 @@ means, and where its default comes from, is documented in `policy.yaml`.
 
 from __future__ import annotations
 
-from mailstream.errors import ErrorKind, MailstreamError
-
 import functools
 import re
 from collections.abc import Callable, Mapping
@@ -18,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from mailstream.errors import ErrorKind, MailstreamError
 
 DEFAULT_POLICY_FILE = Path(__file__).with_name("policy.yaml")
 _MS_PER_DAY = 86_400_000
@@ -194,7 +194,9 @@ def _regexes(key: str, value: Any) -> tuple[str, ...]:
         try:
             re.compile(pattern)
         except re.error as exc:
-            raise PolicyError(f"{key}: {pattern!r} is not a valid regular expression: {exc}") from None
+            raise PolicyError(
+                f"{key}: {pattern!r} is not a valid regular expression: {exc}"
+            ) from None
     return patterns
 
 

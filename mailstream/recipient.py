@@ -31,14 +31,13 @@ The rules (parameters in `policy.yaml`):
 
 from __future__ import annotations
 
-from mailstream.errors import ErrorKind, MailstreamError
-
 import enum
 import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from mailstream.errors import ErrorKind, MailstreamError
 from mailstream.events import BounceClass, EventType
 from mailstream.policy import Policy, ScoreWeights
 

@@ -7,14 +7,14 @@ or mutual TLS needs its credentials set once. Secrets never appear in `repr()` o
 
 from __future__ import annotations
 
-from mailstream.errors import ErrorKind, MailstreamError
-
 import os
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, get_args
+
+from mailstream.errors import ErrorKind, MailstreamError
 
 ENV_PREFIX = "MAILSTREAM_"
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")

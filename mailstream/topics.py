@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from mailstream.errors import ErrorKind, MailstreamError
-
 from mailstream.settings import Settings
 
 if TYPE_CHECKING:
@@ -97,7 +96,9 @@ def topic_specs(settings: Settings, providers: Iterable[str]) -> list[TopicSpec]
 
 def redrive_ledger_spec(settings: Settings) -> TopicSpec:
     """The redrive ledger: small, one partition, compacted to the latest redrive per dead letter."""
-    return TopicSpec(TopicNames(settings.topic_prefix).redrives, 1, settings.replication_factor, COMPACTED)
+    return TopicSpec(
+        TopicNames(settings.topic_prefix).redrives, 1, settings.replication_factor, COMPACTED
+    )
 
 
 def create_topics(settings: Settings, specs: Iterable[TopicSpec]) -> dict[str, bool]:
@@ -114,7 +115,7 @@ def create_topics(settings: Settings, specs: Iterable[TopicSpec]) -> dict[str, b
         if s.name not in existing
     ]
     results = {s.name: False for s in wanted}
-    for name, future in (admin.create_topics(missing, request_timeout=30).items() if missing else ()):
+    for name, future in admin.create_topics(missing, request_timeout=30).items() if missing else ():
         try:
             future.result()
             results[name] = True
@@ -143,7 +144,9 @@ def partitions_of(admin: AdminClient, topics: Iterable[str]) -> list[Partition]:
     return partitions
 
 
-def list_offsets(admin: AdminClient, partitions: Iterable[Partition], at_ms: int | None = None) -> Offsets:
+def list_offsets(
+    admin: AdminClient, partitions: Iterable[Partition], at_ms: int | None = None
+) -> Offsets:
     """The end offsets of `partitions`; with `at_ms`, the offset of the first record at or after
     that time (the end offset where there is none)."""
     from confluent_kafka import TopicPartition
@@ -153,7 +156,9 @@ def list_offsets(admin: AdminClient, partitions: Iterable[Partition], at_ms: int
     if not wanted:
         return {}
     spec = OffsetSpec.latest() if at_ms is None else OffsetSpec.for_timestamp(at_ms)
-    futures = admin.list_offsets({TopicPartition(t, p): spec for t, p in wanted}, request_timeout=30)
+    futures = admin.list_offsets(
+        {TopicPartition(t, p): spec for t, p in wanted}, request_timeout=30
+    )
     offsets = {(tp.topic, tp.partition): future.result().offset for tp, future in futures.items()}
     if at_ms is not None:
         ends = list_offsets(admin, [p for p, offset in offsets.items() if offset < 0])
@@ -174,8 +179,14 @@ def beginning_offsets(admin: AdminClient, partitions: Iterable[Partition]) -> Of
 def committed_offsets(admin: AdminClient, group: str) -> Offsets:
     from confluent_kafka import ConsumerGroupTopicPartitions
 
-    result = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])[group].result()
-    return {(tp.topic, tp.partition): tp.offset for tp in result.topic_partitions or () if tp.offset >= 0}
+    result = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])[
+        group
+    ].result()
+    return {
+        (tp.topic, tp.partition): tp.offset
+        for tp in result.topic_partitions or ()
+        if tp.offset >= 0
+    }
 
 
 def group_state(admin: AdminClient, group: str) -> tuple[str, int]:
@@ -191,8 +202,12 @@ def delete_group(admin: AdminClient, group: str, timeout: float = 60) -> None:
         admin.delete_consumer_groups([group], request_timeout=30)[group].result()
     except KafkaException as error:
         if error.args[0].code() != KafkaError.GROUP_ID_NOT_FOUND:
-            raise AdminError(f"cannot delete consumer group {group}: {error.args[0].str()}") from None
-    _wait(lambda: group_state(admin, group)[0] == "DEAD", timeout, f"consumer group {group} deleted")
+            raise AdminError(
+                f"cannot delete consumer group {group}: {error.args[0].str()}"
+            ) from None
+    _wait(
+        lambda: group_state(admin, group)[0] == "DEAD", timeout, f"consumer group {group} deleted"
+    )
 
 
 def delete_topics(admin: AdminClient, topics: list[str], timeout: float = 60) -> list[str]:

@@ -1,8 +1,8 @@
 """The Faust application: two agents over two tables, built from settings in a function.
 
     email.raw.<provider> ──normalize──▶ email.events ──state──▶ email.recipient-state
-            (table: messages)     └──▶ email.events.dlq    ▲  (table: recipients)  └──▶ email.suppressions
-                                       email.commands ──────┘  (operators, the inactivity sweep)
+      (table: messages)     └──▶ email.events.dlq   ▲  (table: recipients) └──▶ email.suppressions
+                                 email.commands ────┘  (operators, the inactivity sweep)
 
 Both agents run with concurrency 1: faust-streaming can commit an offset past an unfinished
 event when an agent runs concurrently (faust-streaming issue 606).
@@ -14,17 +14,17 @@ from typing import Any
 
 import faust
 
-from mailstream.connectors.registry import PROVIDERS
 from mailstream.codec import codec_for
+from mailstream.connectors.registry import PROVIDERS
 from mailstream.policy import Policy
 from mailstream.settings import Settings
-from mailstream.topics import TopicNames
 from mailstream.streams.normalize import Normalizer
 from mailstream.streams.queries import add_queries
 from mailstream.streams.recipients import StateKeeper
 from mailstream.streams.records import Output, SourceRecord
 from mailstream.streams.sweep import add_inactivity_sweep
 from mailstream.streams.transport import Transport
+from mailstream.topics import TopicNames
 
 RAW = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
 
@@ -76,8 +76,12 @@ def create_app(settings: Settings, policy: Policy, *, web_enabled: bool = True) 
     # and serializer (json by default), not the schema's; without it, keys restored from the
     # changelog did not match live keys after a restart (tests/reliability found it).
     table_schema = faust.Schema(key_type=bytes, key_serializer="raw", value_serializer="json")
-    messages = app.Table("messages", key_type=bytes, schema=table_schema, partitions=settings.partitions)
-    recipients = app.Table("recipients", key_type=bytes, schema=table_schema, partitions=settings.partitions)
+    messages = app.Table(
+        "messages", key_type=bytes, schema=table_schema, partitions=settings.partitions
+    )
+    recipients = app.Table(
+        "recipients", key_type=bytes, schema=table_schema, partitions=settings.partitions
+    )
 
     async def publish(records: list[Output]) -> None:
         """Hand the outputs to the producer at once. Faust flushes it before every offset
@@ -108,7 +112,12 @@ def create_app(settings: Settings, policy: Policy, *, web_enabled: bool = True) 
     add_queries(app, recipients, settings.web_token)
     if settings.sweep_interval_seconds > 0:
         add_inactivity_sweep(
-            app, recipients, app.topic(names.commands, **RAW), command_codec, policy, settings.sweep_interval_seconds
+            app,
+            recipients,
+            app.topic(names.commands, **RAW),
+            command_codec,
+            policy,
+            settings.sweep_interval_seconds,
         )
     return app
 

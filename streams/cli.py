@@ -26,8 +26,8 @@ def run(args: argparse.Namespace) -> int:
     from mailstream.connectors.registry import PROVIDERS
     from mailstream.policy import load_policy
     from mailstream.settings import Settings
-    from mailstream.topics import create_topics, topic_specs
     from mailstream.streams.app import create_app
+    from mailstream.topics import create_topics, topic_specs
 
     settings = Settings.from_env()
     overrides = {"web_host": args.web_host, "web_port": args.web_port}

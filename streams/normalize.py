@@ -10,14 +10,14 @@ from __future__ import annotations
 from collections.abc import Mapping, MutableMapping
 from typing import Any
 
-from mailstream.connectors.registry import parse
 from mailstream.codec import AvroCodec
+from mailstream.connectors.registry import parse
 from mailstream.errors import ErrorKind, MailstreamError, ParseError
 from mailstream.events import EmailEvent
 from mailstream.messages import MessageInfo, message_key, route
 from mailstream.policy import Policy
-from mailstream.topics import TopicNames
 from mailstream.streams.records import Output, SourceRecord, dead_letter
+from mailstream.topics import TopicNames
 
 RECEIVED_AT_HEADER = "mailstream.received_at"
 
@@ -45,11 +45,13 @@ class Normalizer:
         provider = self._provider_of_topic.get(record.topic)
         try:
             if provider is None:
-                raise ParseError(ErrorKind.UNKNOWN_PROVIDER, f"no provider reads topic {record.topic}")
+                raise ParseError(
+                    ErrorKind.UNKNOWN_PROVIDER, f"no provider reads topic {record.topic}"
+                )
             events = parse(provider, record.value or b"", _received_at(record))
         except MailstreamError as error:
             return [self._dead_letter(record, error.kind, error.message, provider)]
-        except Exception as error:  # noqa: BLE001 - a parser bug must not stop the stream
+        except Exception as error:
             return [self._dead_letter(record, ErrorKind.INTERNAL_ERROR, repr(error), provider)]
         outputs: list[Output] = []
         for event in events:
@@ -69,10 +71,16 @@ class Normalizer:
         if new_info is not None and key is not None:
             messages[key] = new_info.to_record()
         outputs = [
-            Output(self._names.events, ready_event["recipient"].encode(), self._event_codec.encode(ready_event))
+            Output(
+                self._names.events,
+                ready_event["recipient"].encode(),
+                self._event_codec.encode(ready_event),
+            )
             for ready_event in ready
         ]
-        outputs.extend(self._dead_letter(record, ErrorKind.UNRESOLVED, reason, provider) for _, reason in dead)
+        outputs.extend(
+            self._dead_letter(record, ErrorKind.UNRESOLVED, reason, provider) for _, reason in dead
+        )
         return outputs
 
     def _dead_letter(

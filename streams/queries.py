@@ -9,7 +9,6 @@ request needs `Authorization: Bearer <token>`.
 
 from __future__ import annotations
 
-
 import hmac
 import time
 from collections.abc import Iterable, Mapping
@@ -23,7 +22,6 @@ from mailstream.commands import CommandError, normalize_address
 from mailstream.events import format_timestamp_ms
 from mailstream.recipient import TIMESTAMP_FIELDS, RecipientState
 from mailstream.times import parse_duration_ms
-
 
 
 def cohort(

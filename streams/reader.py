@@ -16,8 +16,8 @@ from confluent_kafka import (
 )
 
 from mailstream.settings import Settings
-from mailstream.topics import Partition
 from mailstream.streams.records import SourceRecord
+from mailstream.topics import Partition
 
 Records = list[tuple[bytes | None, bytes | None]]
 Value = TypeVar("Value")
@@ -48,7 +48,9 @@ def read_until(
     try:
         while not done(records):
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{topic}: condition not met in {timeout}s ({len(records)} records read)")
+                raise TimeoutError(
+                    f"{topic}: condition not met in {timeout}s ({len(records)} records read)"
+                )
             for message in consumer.consume(1000, timeout=0.5):
                 if message.error() is None:
                     records.append((message.key(), message.value()))
@@ -57,16 +59,20 @@ def read_until(
     return records
 
 
-LEADERLESS = frozenset({
-    KafkaError.LEADER_NOT_AVAILABLE,
-    KafkaError.NOT_LEADER_FOR_PARTITION,
-    KafkaError.UNKNOWN_TOPIC_OR_PART,
-    KafkaError._TRANSPORT,
-    KafkaError._TIMED_OUT,
-})
+LEADERLESS = frozenset(
+    {
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError._TRANSPORT,
+        KafkaError._TIMED_OUT,
+    }
+)
 
 
-def watermark_offsets(consumer: Consumer, partition: TopicPartition, timeout: float = 15) -> tuple[int, int]:
+def watermark_offsets(
+    consumer: Consumer, partition: TopicPartition, timeout: float = 15
+) -> tuple[int, int]:
     """(low, high) of `partition`, retried while it has no leader (a topic just created, a
     broker just restarted) until `timeout`."""
     deadline = time.monotonic() + timeout
@@ -88,7 +94,9 @@ class Watermarks:
 
     def total(self, topic: str) -> int:
         partitions = self._consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        return sum(watermark_offsets(self._consumer, TopicPartition(topic, p), 10)[1] for p in partitions)
+        return sum(
+            watermark_offsets(self._consumer, TopicPartition(topic, p), 10)[1] for p in partitions
+        )
 
     def wait_for(
         self,
@@ -149,7 +157,10 @@ def read_to_end(
                     raise KafkaException(error)
                 if error is None:
                     records.append(source_record(message))
-                if error is not None or message.offset() >= remaining.get(message.partition(), 0) - 1:
+                if (
+                    error is not None
+                    or message.offset() >= remaining.get(message.partition(), 0) - 1
+                ):
                     remaining.pop(message.partition(), None)
         return records
     finally:

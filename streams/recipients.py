@@ -25,8 +25,8 @@ from mailstream.commands import (
 from mailstream.errors import ErrorKind, MailstreamError
 from mailstream.policy import Policy
 from mailstream.recipient import RecipientState, apply, suppression_record
-from mailstream.topics import TopicNames
 from mailstream.streams.records import Output, SourceRecord, dead_letter
+from mailstream.topics import TopicNames
 
 RecipientTable = MutableMapping[bytes, dict[str, Any]]
 
@@ -59,7 +59,9 @@ class StateKeeper:
             return [self._dead_letter(record, error.kind, error.message)]
         recipient = event.get("recipient")
         if not recipient:
-            return [self._dead_letter(record, ErrorKind.UNRESOLVED, "canonical event without recipient")]
+            return [
+                self._dead_letter(record, ErrorKind.UNRESOLVED, "canonical event without recipient")
+            ]
         key = recipient.encode()
         stored = recipients.get(key)
         before = RecipientState.from_record(stored) if stored is not None else None
@@ -102,7 +104,9 @@ class StateKeeper:
             ("mailstream.actor", command.actor.encode()),
         )
         outputs = [
-            Output(self._names.recipient_state, key, self._state_codec.encode(after.to_record()), audit)
+            Output(
+                self._names.recipient_state, key, self._state_codec.encode(after.to_record()), audit
+            )
         ]
         if command.action is CommandAction.RESET_INACTIVE:
             return outputs

@@ -51,7 +51,11 @@ class SuppressionList:
         from mailstream.codec import codec_for
         from mailstream.streams.reader import throwaway_consumer
 
-        settings = source if isinstance(source, Settings) else Settings(kafka=KafkaSettings(bootstrap_servers=source))
+        settings = (
+            source
+            if isinstance(source, Settings)
+            else Settings(kafka=KafkaSettings(bootstrap_servers=source))
+        )
         self.topic = topic or TopicNames(settings.topic_prefix).suppressions
         self._codec = codec_for("suppression", registry_url or settings.schema_registry_url)
         self._poll_seconds = poll_seconds
@@ -66,7 +70,9 @@ class SuppressionList:
         self._behind = self._assign_from_beginning()
         if not self._behind:
             self._caught_up.set()
-        self._thread = threading.Thread(target=self._follow, name=f"suppression-list {self.topic}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._follow, name=f"suppression-list {self.topic}", daemon=True
+        )
         self._thread.start()
 
     def is_suppressed(self, email: str) -> bool:
@@ -102,7 +108,10 @@ class SuppressionList:
         return self
 
     def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
     ) -> None:
         self.close()
 
@@ -121,7 +130,9 @@ class SuppressionList:
             low, high = watermark_offsets(self._consumer, TopicPartition(self.topic, partition))
             if low < high:
                 behind[partition] = high
-        self._consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in metadata.partitions])
+        self._consumer.assign(
+            [TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in metadata.partitions]
+        )
         return behind
 
     def _follow(self) -> None:
@@ -129,7 +140,7 @@ class SuppressionList:
             while not self._stop.is_set():
                 for message in self._consumer.consume(500, timeout=self._poll_seconds):
                     self._apply(message)
-        except BaseException as error:  # noqa: BLE001 - handed to the caller's thread
+        except BaseException as error:
             self._failure = error
         finally:
             self._consumer.close()
@@ -144,7 +155,9 @@ class SuppressionList:
             self._store(message.key(), message.value())
         reached_end = error is not None and error.code() == KafkaError._PARTITION_EOF
         partition = message.partition() or 0
-        if partition in self._behind and (reached_end or (message.offset() or 0) >= self._behind[partition] - 1):
+        if partition in self._behind and (
+            reached_end or (message.offset() or 0) >= self._behind[partition] - 1
+        ):
             del self._behind[partition]
             if not self._behind:
                 self._caught_up.set()

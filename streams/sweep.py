@@ -47,6 +47,8 @@ def add_inactivity_sweep(
     async def sweep() -> None:
         now = int(time.time() * 1000)
         for number, command in enumerate(due_resets(list(recipients.values()), now, policy)):
-            await commands.send(key=command.recipient.encode(), value=codec.encode(command.to_record()))
+            await commands.send(
+                key=command.recipient.encode(), value=codec.encode(command.to_record())
+            )
             if number % 1000 == 999:
                 await asyncio.sleep(0)  # let the agents run during a long sweep

@@ -42,7 +42,8 @@ class Consumer(aiokafka.Consumer):
 
     async def perform_seek(self) -> None:
         committed = await self.seek_to_committed()
-        # Nothing awaits from here until the read offsets are set: no record is handed out in between.
+        # Nothing awaits from here until the read offsets are set: no record is handed out
+        # in between.
         handed_out = dict(self._read_offset) if self.flow_active else {}
         for partition, offset in committed.items():
             tp = ensure_TP(partition)
@@ -58,7 +59,9 @@ class Consumer(aiokafka.Consumer):
 
     def _never_committed_sources(self) -> list[TP]:
         return [
-            tp for tp in self.assignment() if tp.topic in self._sources and self._committed_offset[tp] is None
+            tp
+            for tp in self.assignment()
+            if tp.topic in self._sources and self._committed_offset[tp] is None
         ]
 
 

@@ -12,8 +12,8 @@ import pytest
 from mailstream.connectors.registry import PROVIDERS
 from mailstream.dev.provision import Cluster, provision_cluster
 from mailstream.settings import KafkaSettings, Settings
-from mailstream.topics import TopicNames, create_topics, topic_specs
 from mailstream.streams.operations.processes import settings_env
+from mailstream.topics import TopicNames, create_topics, topic_specs
 
 
 @pytest.fixture(scope="session")

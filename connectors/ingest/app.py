@@ -110,7 +110,9 @@ class IngestService:
         if route is None:
             known = ", ".join(sorted(self.routes))
             reason = f"no provider named {name!r} (known: {known})"
-            return self._refuse(UNKNOWN_PROVIDER, 404, ErrorKind.UNKNOWN_PROVIDER, reason, request_id)
+            return self._refuse(
+                UNKNOWN_PROVIDER, 404, ErrorKind.UNKNOWN_PROVIDER, reason, request_id
+            )
         body = await self._read_body(request)
         if body is None:
             reason = f"the body exceeds {self.max_body_bytes} bytes"

@@ -82,7 +82,8 @@ class AsyncProducer:
     async def produce(
         self, topic: str, key: bytes | None, value: bytes, headers: Sequence[tuple[str, bytes]]
     ) -> None:
-        assert self._loop is not None, "start() the producer first"
+        if self._loop is None:
+            raise RuntimeError("start() the producer first")
         future: asyncio.Future[None] = self._loop.create_future()
 
         def on_delivery(error: KafkaError | None, _message: Message) -> None:

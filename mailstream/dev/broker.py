@@ -9,9 +9,6 @@ port with its data (tests of broker restarts need that).
 
 from __future__ import annotations
 
-from mailstream.errors import ErrorKind, MailstreamError
-from mailstream.text import log_tail
-
 import base64
 import os
 import shutil
@@ -23,6 +20,9 @@ import uuid
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+
+from mailstream.errors import ErrorKind, MailstreamError
+from mailstream.text import log_tail
 
 KAFKA_VERSION = "3.9.1"
 DEFAULT_HEAP = "-Xms256m -Xmx768m"
@@ -51,7 +51,11 @@ def ensure_jars() -> Path:
     with resources.as_file(resources.files(__package__) / "pom.xml") as pom:
         result = subprocess.run(
             [
-                "mvn", "-B", "-q", "-f", str(pom),
+                "mvn",
+                "-B",
+                "-q",
+                "-f",
+                str(pom),
                 "dependency:copy-dependencies",
                 f"-DoutputDirectory={staging}",
                 "-DincludeScope=runtime",
@@ -109,14 +113,18 @@ class LocalBroker:
         properties = self._write_config()
         if not (self.directory / "data" / "meta.properties").exists():
             self._format(classpath, properties)
-        console = open(self.directory / "logs" / "console.log", "ab")
-        with console:
+        with open(self.directory / "logs" / "console.log", "ab") as console:
             process = subprocess.Popen(
                 [
-                    "java", *DEFAULT_HEAP.split(), "-XX:+UseG1GC",
+                    "java",
+                    *DEFAULT_HEAP.split(),
+                    "-XX:+UseG1GC",
                     f"-Dlog4j.configuration=file:{self.directory / 'log4j.properties'}",
                     f"-Dkafka.logs.dir={self.directory / 'logs'}",
-                    "-cp", classpath, "kafka.Kafka", str(properties),
+                    "-cp",
+                    classpath,
+                    "kafka.Kafka",
+                    str(properties),
                 ],
                 stdout=console,
                 stderr=subprocess.STDOUT,
@@ -130,6 +138,7 @@ class LocalBroker:
 
     def wait_ready(self, timeout: float) -> None:
         """Poll a metadata request until the broker answers it."""
+        from confluent_kafka import KafkaException
         from confluent_kafka.admin import AdminClient
 
         deadline = time.monotonic() + timeout
@@ -138,13 +147,14 @@ class LocalBroker:
             if self.pid() is None:
                 raise BrokerError(f"the broker exited during start-up:\n{self.log_tail()}")
             try:
-                metadata = admin.list_topics(timeout=2)
-                if metadata.brokers:
+                if admin.list_topics(timeout=2).brokers:
                     return
-            except Exception:  # noqa: BLE001 - KafkaException until the listener is up
-                pass
+            except KafkaException:
+                pass  # not answering yet
             if time.monotonic() > deadline:
-                raise BrokerError(f"the broker did not answer within {timeout}s:\n{self.log_tail()}")
+                raise BrokerError(
+                    f"the broker did not answer within {timeout}s:\n{self.log_tail()}"
+                )
             time.sleep(0.2)
 
     def stop(self, timeout: float = 30.0) -> None:
@@ -236,8 +246,14 @@ class LocalBroker:
     def _format(self, classpath: str, properties: Path) -> None:
         result = subprocess.run(
             [
-                "java", "-cp", classpath, "kafka.tools.StorageTool", "format",
-                f"--cluster-id={_cluster_id()}", "--config", str(properties),
+                "java",
+                "-cp",
+                classpath,
+                "kafka.tools.StorageTool",
+                "format",
+                f"--cluster-id={_cluster_id()}",
+                "--config",
+                str(properties),
             ],
             capture_output=True,
             text=True,

@@ -24,14 +24,18 @@ from mailstream.connectors import inboxroad, mailbot, maileroo
 from mailstream.connectors.base import HUMAN_AGENT, PROXY_AGENT
 from mailstream.recipient import RecipientState
 from mailstream.settings import KafkaSettings, Settings
-from mailstream.text import render_table
-from mailstream.topics import TopicNames
 from mailstream.streams.operations.processes import service, settings_env
 from mailstream.streams.reader import Records, latest_by_key, read_until
+from mailstream.text import render_table
+from mailstream.topics import TopicNames
 
 T0 = 1_763_900_000_000
 MINUTE = 60_000
-SECRETS = {"mailbot": "demo-mailbot-secret", "maileroo": "demo-maileroo-secret", "inboxroad": "demo-inboxroad-secret"}
+SECRETS = {
+    "mailbot": "demo-mailbot-secret",
+    "maileroo": "demo-maileroo-secret",
+    "inboxroad": "demo-inboxroad-secret",
+}
 RULES_SHOWN = {
     "alice@example.com": "mailbot: 1st open +5, 3rd open +10, click +15, reply +30",
     "bob@example.com": "Inboxroad bad-mailbox bounce: HARD, suppressed at once",
@@ -42,8 +46,19 @@ RULES_SHOWN = {
     "grace@example.com": "only a deferral: a state, no bounce counted",
 }
 STATE_COLUMNS = (
-    "recipient", "status", "suppression_reason", "score", "delivered", "opens", "machine_opens",
-    "clicks", "replies", "soft_bounces", "hard_bounces", "complaints", "rule shown",
+    "recipient",
+    "status",
+    "suppression_reason",
+    "score",
+    "delivered",
+    "opens",
+    "machine_opens",
+    "clicks",
+    "replies",
+    "soft_bounces",
+    "hard_bounces",
+    "complaints",
+    "rule shown",
 )
 
 
@@ -55,24 +70,61 @@ def story() -> list[dict[str, Any]]:
 
     alice = [
         mailbot.sample_payload("message.delivered", "alice@example.com", "a1@demo", at(0), "a-1"),
-        *(mailbot.sample_payload("message.opened", None, "a1@demo", at(10 + n), f"a-o{n}", user_agent=HUMAN_AGENT) for n in range(3)),
-        mailbot.sample_payload("message.clicked", None, "a1@demo", at(20), "a-c", url="https://example.com/pricing", user_agent=HUMAN_AGENT),
+        *(
+            mailbot.sample_payload(
+                "message.opened", None, "a1@demo", at(10 + n), f"a-o{n}", user_agent=HUMAN_AGENT
+            )
+            for n in range(3)
+        ),
+        mailbot.sample_payload(
+            "message.clicked",
+            None,
+            "a1@demo",
+            at(20),
+            "a-c",
+            url="https://example.com/pricing",
+            user_agent=HUMAN_AGENT,
+        ),
         mailbot.sample_payload("message.replied", "alice@example.com", "a1@demo", at(30), "a-r"),
     ]
     carol = [
-        maileroo.sample_payload("failed", "carol@example.com", f"c{n}@demo", at(n * 60), f"c-{n}",
-                 reason="452-4.2.2 The recipient's inbox is out of storage space.")
+        maileroo.sample_payload(
+            "failed",
+            "carol@example.com",
+            f"c{n}@demo",
+            at(n * 60),
+            f"c-{n}",
+            reason="452-4.2.2 The recipient's inbox is out of storage space.",
+        )
         for n in range(5)
     ]
     frank = [
         maileroo.sample_payload("delivered", "frank@example.com", "f1@demo", at(0), "f-1"),
-        maileroo.sample_payload("opened", None, "f1@demo", at(0) + 2_000, "f-2", user_agent=PROXY_AGENT, ip="66.249.84.1"),
-        maileroo.sample_payload("opened", None, "f1@demo", at(45), "f-3", user_agent=HUMAN_AGENT, ip="203.0.113.7"),
+        maileroo.sample_payload(
+            "opened",
+            None,
+            "f1@demo",
+            at(0) + 2_000,
+            "f-2",
+            user_agent=PROXY_AGENT,
+            ip="66.249.84.1",
+        ),
+        maileroo.sample_payload(
+            "opened", None, "f1@demo", at(45), "f-3", user_agent=HUMAN_AGENT, ip="203.0.113.7"
+        ),
     ]
     erin = [
         maileroo.sample_payload("delivered", "erin@example.com", "e1@demo", at(0), "e-1"),
-        maileroo.sample_payload("clicked", None, "e1@demo", at(5), "e-2", original_url="https://example.com/unsubscribe?u=erin",
-                 user_agent=HUMAN_AGENT, ip="203.0.113.8"),
+        maileroo.sample_payload(
+            "clicked",
+            None,
+            "e1@demo",
+            at(5),
+            "e-2",
+            original_url="https://example.com/unsubscribe?u=erin",
+            user_agent=HUMAN_AGENT,
+            ip="203.0.113.8",
+        ),
     ]
     payloads = [
         *(("mailbot", p) for p in alice),
@@ -85,7 +137,12 @@ def story() -> list[dict[str, Any]]:
         ("inboxroad", inboxroad.sample_payload("f", "dave@example.com", "d1@demo", at(50))),
         *(("maileroo", p) for p in erin),
         *(("maileroo", p) for p in frank),
-        ("mailbot", mailbot.sample_payload("message.deferred", "grace@example.com", "g1@demo", at(3), "g-1")),
+        (
+            "mailbot",
+            mailbot.sample_payload(
+                "message.deferred", "grace@example.com", "g1@demo", at(3), "g-1"
+            ),
+        ),
     ]
     return [{"provider": provider, "payload": payload} for provider, payload in payloads]
 
@@ -107,12 +164,17 @@ def run(args: argparse.Namespace) -> int:
     from mailstream.streams.simulate import simulate
     from mailstream.topics import create_topics, topic_specs
 
-    with tempfile.TemporaryDirectory(prefix="mailstream-demo-") as workdir, contextlib.ExitStack() as stack:
+    with (
+        tempfile.TemporaryDirectory(prefix="mailstream-demo-") as workdir,
+        contextlib.ExitStack() as stack,
+    ):
         root = Path(workdir)
         print("1. starting a local Kafka broker (jars from Maven Central, cached) ...", flush=True)
         broker = LocalBroker(root / "broker")
         stack.callback(broker.stop)
-        settings = Settings(kafka=KafkaSettings(bootstrap_servers=broker.start()), data_dir=root / "data")
+        settings = Settings(
+            kafka=KafkaSettings(bootstrap_servers=broker.start()), data_dir=root / "data"
+        )
         print(f"   broker at {settings.kafka.bootstrap_servers}")
         print("2. creating topics")
         create_topics(settings, topic_specs(settings, PROVIDERS))
@@ -129,19 +191,34 @@ def run(args: argparse.Namespace) -> int:
         expected = simulate(envelopes, default_policy())
         print("5. waiting for the published state to equal the offline twin (mailstream simulate)")
         try:
-            states, suppressions = _wait_for_state(settings, {k: s.to_record() for k, s in expected.items()})
+            states, suppressions = _wait_for_state(
+                settings, {k: s.to_record() for k, s in expected.items()}
+            )
         except TimeoutError as error:
             for log in ("worker.log", "ingest.log"):
-                print(f"--- {log} (last lines)\n" + "\n".join((root / log).read_text().splitlines()[-30:]))
+                print(
+                    f"--- {log} (last lines)\n"
+                    + "\n".join((root / log).read_text().splitlines()[-30:])
+                )
             raise SystemExit(f"the demo failed: {error}") from None
-        rows = [state | {"rule shown": RULES_SHOWN.get(state["recipient"], "")} for state in states.values()]
+        rows = [
+            state | {"rule shown": RULES_SHOWN.get(state["recipient"], "")}
+            for state in states.values()
+        ]
         _print_table("Recipient states (email.recipient-state)", STATE_COLUMNS, rows)
-        _print_table("Suppressions (email.suppressions)", ("recipient", "reason", "event_id", "source"), suppressions.values())
+        _print_table(
+            "Suppressions (email.suppressions)",
+            ("recipient", "reason", "event_id", "source"),
+            suppressions.values(),
+        )
         dead = _dead_letters(settings)
         print(f"Dead letters (email.events.dlq): {len(dead)}")
         for letter in dead:
-            print(f"  {letter['error_kind']}: {letter['error_message']} "
-                  f"(from {letter['source_topic']}[{letter['source_partition']}]@{letter['source_offset']})")
+            print(
+                f"  {letter['error_kind']}: {letter['error_message']} "
+                f"(from {letter['source_topic']}[{letter['source_partition']}]"
+                f"@{letter['source_offset']})"
+            )
         print()
         print("6. stopping everything the demo started")
     return 0
@@ -169,7 +246,9 @@ def _wait_http(url: str, timeout: float) -> None:
 
 
 def _post(url: str, body: bytes, headers: dict[str, str]) -> int:
-    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json", **headers})
+    request = urllib.request.Request(
+        url, data=body, headers={"Content-Type": "application/json", **headers}
+    )
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             return int(response.status)
@@ -178,23 +257,34 @@ def _post(url: str, body: bytes, headers: dict[str, str]) -> int:
 
 
 def _post_story(base: str, envelopes: list[dict[str, Any]]) -> None:
-    from mailstream.settings import ProviderAuth
     from mailstream.connectors.registry import get_provider
+    from mailstream.settings import ProviderAuth
 
     for envelope in envelopes:
         provider = get_provider(envelope["provider"])
         body = orjson.dumps(envelope["payload"])
-        headers = provider.sign(body, ProviderAuth(secrets=(SECRETS[envelope["provider"]],)), time.time())
+        headers = provider.sign(
+            body, ProviderAuth(secrets=(SECRETS[envelope["provider"]],)), time.time()
+        )
         status = _post(f"{base}/webhooks/{envelope['provider']}", body, headers)
         if status != 200:
             raise SystemExit(f"ingest answered {status} to a valid {envelope['provider']} webhook")
-    forged = _post(f"{base}/webhooks/maileroo", b'{"event_type":"delivered"}', {"X-Maileroo-Signature": "00" * 32})
+    forged = _post(
+        f"{base}/webhooks/maileroo",
+        b'{"event_type":"delivered"}',
+        {"X-Maileroo-Signature": "00" * 32},
+    )
     print(f"   forged maileroo webhook: HTTP {forged} (refused, nothing stored)")
     maileroo_provider = get_provider("maileroo")
     malformed = b'{"event_type": "delivered", "event_data": '
-    headers = maileroo_provider.sign(malformed, ProviderAuth(secrets=(SECRETS["maileroo"],)), time.time())
+    headers = maileroo_provider.sign(
+        malformed, ProviderAuth(secrets=(SECRETS["maileroo"],)), time.time()
+    )
     status = _post(f"{base}/webhooks/maileroo", malformed, headers)
-    print(f"   signed but malformed maileroo webhook: HTTP {status} (stored; the normalizer dead-letters it)")
+    print(
+        f"   signed but malformed maileroo webhook: HTTP {status} "
+        "(stored; the normalizer dead-letters it)"
+    )
 
 
 def _wait_for_state(
@@ -210,7 +300,9 @@ def _wait_for_state(
         }
 
     names = TopicNames(settings.topic_prefix)
-    states = published(read_until(settings, names.recipient_state, lambda r: published(r) == expected, 90))
+    states = published(
+        read_until(settings, names.recipient_state, lambda r: published(r) == expected, 90)
+    )
     wanted = sum(1 for state in expected.values() if state["status"] == "SUPPRESSED")
     suppressions = {
         key.decode(): suppression_codec.decode(value)
@@ -224,7 +316,9 @@ def _wait_for_state(
 
 def _dead_letters(settings: Settings) -> list[dict[str, Any]]:
     codec = codec_for("dead_letter")
-    records = read_until(settings, TopicNames(settings.topic_prefix).dead_letters, lambda r: len(r) >= 1, 30)
+    records = read_until(
+        settings, TopicNames(settings.topic_prefix).dead_letters, lambda r: len(r) >= 1, 30
+    )
     return [codec.decode(value) for _, value in records if value is not None]
 
 

@@ -42,14 +42,12 @@ def docker_available(env: Mapping[str, str]) -> bool:
             return bool(client.ping())
         finally:
             client.close()
-    except Exception:  # noqa: BLE001 - any failure means "no engine to use"
+    except Exception:
         return False
 
 
 @contextlib.contextmanager
-def provision_cluster(
-    env: Mapping[str, str], directory: Path | None = None
-) -> Iterator[Cluster]:
+def provision_cluster(env: Mapping[str, str], directory: Path | None = None) -> Iterator[Cluster]:
     external = env.get("KAFKA_BOOTSTRAP_SERVERS") or env.get("MAILSTREAM_KAFKA_BOOTSTRAP_SERVERS")
     if external:
         yield Cluster(external, "external")

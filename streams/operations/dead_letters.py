@@ -12,11 +12,12 @@ the normalizer sees the same receive time as the first time. A dead letter whose
 cut (over 512 KiB) is not redriven: the cut copy is not the record.
 
 The ledger. Every redrive is recorded on the compacted topic `email.events.dlq.redrives`
-(`mailstream.topics.redrive_ledger_spec`), keyed by the dead letter's `<partition>:<offset>`, valued with JSON:
-who (`--actor`, default user@host), when, and where the payload went. A later redrive skips
-dead letters in the ledger unless `--again`. The ledger is written after the broker has
-acknowledged the redriven records: a crash in between sends them again next time, which the
-pipeline absorbs (the recipient rules ignore an event id they have applied recently).
+(`mailstream.topics.redrive_ledger_spec`), keyed by the dead letter's `<partition>:<offset>`,
+valued with JSON: who (`--actor`, default user@host), when, and where the payload went. A
+later redrive skips dead letters in the ledger unless `--again`. The ledger is written after
+the broker has acknowledged the redriven records: a crash in between sends them again next
+time, which the pipeline absorbs (the recipient rules ignore an event id they have applied
+recently).
 
 Several dead letters can share one source record: a replay dead-letters the same raw record
 again, and a batch webhook dead-letters each unresolved event it holds. Redrive sends each
@@ -38,12 +39,12 @@ from mailstream.commands import default_actor
 from mailstream.errors import DEAD_LETTER_KINDS, MailstreamError
 from mailstream.events import format_timestamp_ms
 from mailstream.settings import Settings
-from mailstream.text import render_table
-from mailstream.topics import TopicNames
 from mailstream.streams.normalize import RECEIVED_AT_HEADER
+from mailstream.streams.operations.replay import time_argument
 from mailstream.streams.reader import latest_by_key, read_to_end
 from mailstream.streams.records import REDRIVE_COUNT_HEADER, payload_was_cut
-from mailstream.streams.operations.replay import time_argument
+from mailstream.text import render_table
+from mailstream.topics import TopicNames
 
 if TYPE_CHECKING:
     from confluent_kafka import KafkaError, Message
@@ -74,7 +75,11 @@ class DeadLetter:
 
     @property
     def source(self) -> tuple[str, int, int]:
-        return self.record["source_topic"], self.record["source_partition"], self.record["source_offset"]
+        return (
+            self.record["source_topic"],
+            self.record["source_partition"],
+            self.record["source_offset"],
+        )
 
     @property
     def kind(self) -> str:
@@ -101,7 +106,9 @@ def unknown_kinds(requested: Iterable[str], seen: Iterable[str]) -> list[str]:
     return sorted(set(requested) - KNOWN_KINDS - set(seen))
 
 
-def select(dead_letters: Iterable[DeadLetter], since_ms: int | None, kinds: set[str]) -> list[DeadLetter]:
+def select(
+    dead_letters: Iterable[DeadLetter], since_ms: int | None, kinds: set[str]
+) -> list[DeadLetter]:
     """The dead letters that failed at or after `since_ms` with one of `kinds` (all if empty),
     oldest failure first."""
     chosen = [
@@ -110,7 +117,9 @@ def select(dead_letters: Iterable[DeadLetter], since_ms: int | None, kinds: set[
         if (since_ms is None or letter.record["failed_at"] >= since_ms)
         and (not kinds or letter.kind in kinds)
     ]
-    return sorted(chosen, key=lambda letter: (letter.record["failed_at"], letter.partition, letter.offset))
+    return sorted(
+        chosen, key=lambda letter: (letter.record["failed_at"], letter.partition, letter.offset)
+    )
 
 
 def plan_redrives(
@@ -243,7 +252,8 @@ def send(settings: Settings, redrives: Sequence[Redrive], actor: str, out: TextI
     def delivered(index: int) -> Callable[[KafkaError | None, Message], None]:
         def report(error: KafkaError | None, message: Message) -> None:
             outcomes[index] = (
-                f"error: {error.str()}" if error is not None
+                f"error: {error.str()}"
+                if error is not None
                 else f"{message.topic()}:{message.partition()}:{message.offset()}"
             )
 
@@ -292,21 +302,33 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     actions = parser.add_subparsers(dest="action", required=True)
     list_parser = actions.add_parser("list", help="show dead letters as a table")
-    redrive_parser = actions.add_parser("redrive", help="send dead letters back to their source topic")
+    redrive_parser = actions.add_parser(
+        "redrive", help="send dead letters back to their source topic"
+    )
     for action in (list_parser, redrive_parser):
         action.add_argument(
-            "--since", type=time_argument, metavar="TIME",
+            "--since",
+            type=time_argument,
+            metavar="TIME",
             help="only those that failed at or after TIME (ISO 8601, epoch ms, or 30m/2h/7d ago)",
         )
         action.add_argument(
-            "--kind", action="append", metavar="KIND",
+            "--kind",
+            action="append",
+            metavar="KIND",
             help="only this error kind (repeat or comma-separate for several): "
             + ", ".join(sorted(KNOWN_KINDS)),
         )
-    list_parser.add_argument("--limit", type=int, default=50, metavar="N", help="show the newest N (default 50)")
+    list_parser.add_argument(
+        "--limit", type=int, default=50, metavar="N", help="show the newest N (default 50)"
+    )
     list_parser.set_defaults(handler=run_list)
-    redrive_parser.add_argument("--dry-run", action="store_true", help="show what would be sent; send nothing")
-    redrive_parser.add_argument("--again", action="store_true", help="also send dead letters redriven before")
+    redrive_parser.add_argument(
+        "--dry-run", action="store_true", help="show what would be sent; send nothing"
+    )
+    redrive_parser.add_argument(
+        "--again", action="store_true", help="also send dead letters redriven before"
+    )
     redrive_parser.add_argument("--actor", default=None, help="who redrives (default: user@host)")
     redrive_parser.set_defaults(handler=run_redrive)
 
@@ -358,13 +380,16 @@ def run_redrive(args: argparse.Namespace) -> int:
 
 def _selected(settings: Settings, args: argparse.Namespace) -> list[DeadLetter] | None:
     """The dead letters the filters select; None (after saying why) for an unknown kind."""
-    letters = load_dead_letters(settings, TopicNames(settings.topic_prefix).dead_letters, sys.stderr)
+    letters = load_dead_letters(
+        settings, TopicNames(settings.topic_prefix).dead_letters, sys.stderr
+    )
     kinds = split_kinds(args.kind)
     seen = {letter.kind for letter in letters}
     unknown = unknown_kinds(kinds, seen)
     if unknown:
         print(
-            f"mailstream dlq: unknown kind {', '.join(unknown)}; known: {', '.join(sorted(KNOWN_KINDS | seen))}",
+            f"mailstream dlq: unknown kind {', '.join(unknown)}; "
+            f"known: {', '.join(sorted(KNOWN_KINDS | seen))}",
             file=sys.stderr,
         )
         return None

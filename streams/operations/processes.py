@@ -12,10 +12,12 @@ from pathlib import Path
 
 
 @contextlib.contextmanager
-def service(arguments: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+def service(
+    arguments: list[str], env: dict[str, str], log: Path
+) -> Iterator[subprocess.Popen[bytes]]:
     """`mailstream ARGUMENTS...` in its own process group, output to `log`; stopped on exit."""
     with open(log, "ab") as output:
-        process = subprocess.Popen(
+        process = subprocess.Popen(  # noqa: S603 - this interpreter running mailstream itself
             [sys.executable, "-m", "mailstream", *arguments],
             env=env,
             stdout=output,
@@ -53,7 +55,8 @@ def settings_env(settings: object, base: dict[str, str] | None = None) -> dict[s
     """Environment variables that make a subprocess read the same `Settings`."""
     from mailstream.settings import Settings
 
-    assert isinstance(settings, Settings)
+    if not isinstance(settings, Settings):
+        raise TypeError(f"expected Settings, got {type(settings).__name__}")
     env = dict(os.environ if base is None else base)
     env.update(
         {

@@ -47,8 +47,6 @@ What an operator should know:
 
 from __future__ import annotations
 
-from mailstream.errors import ErrorKind, MailstreamError, TimeFormatError
-
 import argparse
 import dataclasses
 import shutil
@@ -58,8 +56,11 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
+from mailstream.errors import ErrorKind, MailstreamError, TimeFormatError
 from mailstream.events import format_timestamp_ms
 from mailstream.settings import Settings
+from mailstream.streams.reader import latest_by_key, read_to_end
+from mailstream.streams.records import SourceRecord
 from mailstream.text import log_tail
 from mailstream.times import parse_instant_ms
 from mailstream.topics import (
@@ -76,8 +77,6 @@ from mailstream.topics import (
     list_offsets,
     partitions_of,
 )
-from mailstream.streams.reader import latest_by_key, read_to_end
-from mailstream.streams.records import SourceRecord
 
 if TYPE_CHECKING:
     import subprocess
@@ -123,7 +122,7 @@ def records_done(start: Offsets, end: Offsets, committed: Mapping[Partition, int
 
 def format_duration(seconds: float) -> str:
     """0:09, 12:05, 1:02:03."""
-    minutes, secs = divmod(int(round(seconds)), 60)
+    minutes, secs = divmod(round(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
@@ -133,7 +132,9 @@ def format_progress(label: str, done: int, total: int, elapsed: float) -> str:
     percent = 100.0 if total == 0 else 100.0 * done / total
     rate = done / elapsed if elapsed > 0 else 0.0
     eta = format_duration((total - done) / rate) if rate > 0 else "?"
-    return f"{label} {done:,} of {total:,} records ({percent:.1f}%), {rate:,.0f} records/s, ETA {eta}"
+    return (
+        f"{label} {done:,} of {total:,} records ({percent:.1f}%), {rate:,.0f} records/s, ETA {eta}"
+    )
 
 
 def format_summary(records: int, elapsed: float, recipients: int, tombstones: int) -> str:
@@ -151,7 +152,9 @@ def live_keys(records: Iterable[SourceRecord]) -> dict[bytes, int]:
     return {key: record.partition for key, record in latest.items() if record.value is not None}
 
 
-def stale_keys(live_before: Mapping[bytes, int], written: Iterable[SourceRecord]) -> dict[bytes, int]:
+def stale_keys(
+    live_before: Mapping[bytes, int], written: Iterable[SourceRecord]
+) -> dict[bytes, int]:
     """The keys live before the rebuild that it did not write: they need a tombstone."""
     rewritten = {record.key for record in written}
     return {key: partition for key, partition in live_before.items() if key not in rewritten}
@@ -201,7 +204,8 @@ class ReplayPlan:
         return "\n".join(
             (
                 f"replay of consumer group {self.group} from {start}:",
-                f"  delete consumer group {self.group} and topics {', '.join(changelog_topics(self.group))}",
+                f"  delete consumer group {self.group} and topics "
+                f"{', '.join(changelog_topics(self.group))}",
                 f"  rebuild from {self.total:,} input records (raw webhooks from {start}, "
                 "operator commands from the beginning)",
                 f"  tombstone the keys the rebuild does not publish again (live now: {live})",
@@ -218,7 +222,9 @@ def plan_replay(admin: AdminClient, settings: Settings, from_ms: int | None) -> 
     events = partitions_of(admin, [names.events])
     published_topics = [names.recipient_state, names.suppressions]
     input_ends = list_offsets(admin, [*raw, *commands])
-    raw_starts = beginning_offsets(admin, raw) if from_ms is None else list_offsets(admin, raw, from_ms)
+    raw_starts = (
+        beginning_offsets(admin, raw) if from_ms is None else list_offsets(admin, raw, from_ms)
+    )
     starts = {**raw_starts, **beginning_offsets(admin, commands), **list_offsets(admin, events)}
     return ReplayPlan(
         group=settings.app_id,
@@ -316,7 +322,9 @@ def _follow(
     last_change = time.monotonic()
     while True:
         if worker.poll() is not None:
-            raise ReplayError(f"the worker exited with status {worker.returncode}:\n{log_tail(worker_log)}")
+            raise ReplayError(
+                f"the worker exited with status {worker.returncode}:\n{log_tail(worker_log)}"
+            )
         committed = committed_offsets(admin, group)
         line, finished = progress(committed)
         if finished:

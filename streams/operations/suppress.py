@@ -33,7 +33,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     actions = parser.add_subparsers(dest="action", required=True)
     add = actions.add_parser("add", help="suppress EMAIL")
     add.add_argument("email")
-    add.add_argument("--reason", default="manual", help="manual (default), unsubscribe, complaint, ...")
+    add.add_argument(
+        "--reason", default="manual", help="manual (default), unsubscribe, complaint, ..."
+    )
     add.add_argument("--note", help="why, for the next person who looks")
     add.add_argument("--force", action="store_true", help="replace a COMPLAINT suppression")
     remove = actions.add_parser("remove", help="lift the suppression of EMAIL")
@@ -41,7 +43,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     remove.add_argument("--force", action="store_true", help="needed to lift a COMPLAINT")
     for sub in (add, remove):
         sub.add_argument("--actor", help="who makes the change (default: user@host)")
-        sub.add_argument("--wait", type=float, default=30.0, help="seconds to wait for the worker (0: do not wait)")
+        sub.add_argument(
+            "--wait",
+            type=float,
+            default=30.0,
+            help="seconds to wait for the worker (0: do not wait)",
+        )
         sub.set_defaults(handler=run)
 
 
@@ -79,8 +86,8 @@ def send_and_confirm(command: OperatorCommand, wait: float) -> int:
 
     from mailstream.codec import codec_for
     from mailstream.settings import Settings
-    from mailstream.topics import TopicNames
     from mailstream.streams.reader import throwaway_consumer, watermark_offsets
+    from mailstream.topics import TopicNames
 
     settings = Settings.from_env()
     names = TopicNames(settings.topic_prefix)
@@ -90,16 +97,25 @@ def send_and_confirm(command: OperatorCommand, wait: float) -> int:
         # Watch from the current ends, set before sending, so the outcome cannot be missed.
         consumer.assign(
             [
-                TopicPartition(topic, partition, watermark_offsets(consumer, TopicPartition(topic, partition), 10)[1])
+                TopicPartition(
+                    topic,
+                    partition,
+                    watermark_offsets(consumer, TopicPartition(topic, partition), 10)[1],
+                )
                 for topic in (names.suppressions, names.dead_letters)
                 for partition in consumer.list_topics(topic, timeout=10).topics[topic].partitions
             ]
         )
-        # murmur2 like Faust's producer: the command lands on the partition of the recipient's events
+        # murmur2 like Faust's producer: the command lands on the partition of the
+        # recipient's events
         producer = Producer({**config, "enable.idempotence": True, "partitioner": "murmur2_random"})
-        record = codec_for("operator_command", settings.schema_registry_url).encode(command.to_record())
+        record = codec_for("operator_command", settings.schema_registry_url).encode(
+            command.to_record()
+        )
         producer.produce(
-            names.commands, key=command.recipient.encode(), value=record,
+            names.commands,
+            key=command.recipient.encode(),
+            value=record,
             headers=[(COMMAND_ID_HEADER, command.command_id.encode())],
         )
         if producer.flush(30) != 0:
@@ -127,11 +143,14 @@ def _await_outcome(consumer: Consumer, names: TopicNames, command_id: str, wait:
                     print(f"refused: {dead['error_message']}", file=sys.stderr)
                     return 1
             elif dict(message.headers() or ()).get(COMMAND_ID_HEADER) == marker:
-                outcome = "suppressed" if message.value() is not None else "active (suppression lifted)"
+                outcome = (
+                    "suppressed" if message.value() is not None else "active (suppression lifted)"
+                )
                 print(f"confirmed: {message.key().decode()} is {outcome}")
                 return 0
     print(
-        f"no worker confirmed command {command_id} within {wait:.0f}s (is `mailstream worker` running?)",
+        f"no worker confirmed command {command_id} within {wait:.0f}s "
+        "(is `mailstream worker` running?)",
         file=sys.stderr,
     )
     return 3

@@ -18,11 +18,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mailstream.connectors.base import MAX_BODY_BYTES, Provider
-from mailstream.settings import ProviderAuth
 from mailstream.codec import AvroCodec, codec_for
+from mailstream.connectors.base import MAX_BODY_BYTES, Provider
 from mailstream.errors import ParseError, SignatureError
 from mailstream.events import EMAIL_EVENT_FIELDS, EventType
+from mailstream.settings import ProviderAuth
 
 PAYLOADS = Path(__file__).parent.parent / "payloads"
 NOW = 1_772_446_500.0
@@ -48,8 +48,9 @@ SCALARS = st.one_of(
 )
 JSON_VALUES = st.recursive(
     SCALARS,
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
     max_leaves=12,
 )
 # differing_executors: the property tests are inherited by every provider's test class.
@@ -289,8 +290,9 @@ class ProviderContract:
         keys = st.sampled_from(self.known_keys)
         values = st.recursive(
             SCALARS,
-            lambda children: st.lists(children, max_size=3)
-            | st.dictionaries(keys, children, max_size=5),
+            lambda children: (
+                st.lists(children, max_size=3) | st.dictionaries(keys, children, max_size=5)
+            ),
             max_leaves=15,
         )
         return st.dictionaries(keys, values, max_size=10)

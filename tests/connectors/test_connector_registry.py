@@ -27,7 +27,8 @@ def test_every_provider_has_a_contract_test_class_and_golden_payloads() -> None:
         tested |= {
             value.provider.name
             for value in vars(module).values()
-            if isinstance(value, type) and issubclass(value, ProviderContract)
+            if isinstance(value, type)
+            and issubclass(value, ProviderContract)
             and value is not ProviderContract
         }
     assert tested == set(registry.PROVIDERS)

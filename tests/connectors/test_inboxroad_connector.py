@@ -10,9 +10,9 @@ import pytest
 
 from mailstream.connectors import inboxroad
 from mailstream.connectors.base import deterministic_event_id
-from mailstream.settings import ProviderAuth
 from mailstream.errors import SignatureError
 from mailstream.events import BounceClass, EventType
+from mailstream.settings import ProviderAuth
 from tests.connectors.provider_contract import NOW, SECRET, ProviderContract
 
 SEED_BOUNCE_MAPPER = {  # seeds/003 section 4, verbatim
@@ -26,8 +26,14 @@ SEED_BOUNCE_MAPPER = {  # seeds/003 section 4, verbatim
     "routing-errors": "SOFT",
 }
 SENDER_SIDE_CATEGORIES = (
-    "policy-related", "spam-related", "content-related", "virus-related", "invalid-sender",
-    "bad-configuration", "bad-connection", "protocol-errors",
+    "policy-related",
+    "spam-related",
+    "content-related",
+    "virus-related",
+    "invalid-sender",
+    "bad-configuration",
+    "bad-connection",
+    "protocol-errors",
 )
 
 
@@ -41,8 +47,17 @@ class TestInboxroad(ProviderContract):
     timestamp_keys = ("timeLogged",)
     message_id_key = "header_Message-Id"
     known_keys = (
-        "type", "timeLogged", "orig", "rcpt", "dsnAction", "dsnStatus", "dsnDiag", "bounceCat",
-        "rcvSmtpUser", "header_Message-Id", "vmta",
+        "type",
+        "timeLogged",
+        "orig",
+        "rcpt",
+        "dsnAction",
+        "dsnStatus",
+        "dsnDiag",
+        "bounceCat",
+        "rcvSmtpUser",
+        "header_Message-Id",
+        "vmta",
     )
 
     def valid_item(self) -> dict[str, Any]:
@@ -84,8 +99,14 @@ class TestInboxroad(ProviderContract):
 
     @pytest.mark.parametrize(
         ("kind", "expected"),
-        [("d", EventType.DELIVERED), ("b", EventType.BOUNCED), ("rb", EventType.BOUNCED),
-         ("f", EventType.COMPLAINED), ("t", EventType.UNKNOWN), (None, EventType.UNKNOWN)],
+        [
+            ("d", EventType.DELIVERED),
+            ("b", EventType.BOUNCED),
+            ("rb", EventType.BOUNCED),
+            ("f", EventType.COMPLAINED),
+            ("t", EventType.UNKNOWN),
+            (None, EventType.UNKNOWN),
+        ],
     )
     def test_event_types(self, kind: str | None, expected: EventType) -> None:
         event = self.parse_one(type=kind)

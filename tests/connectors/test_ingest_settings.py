@@ -39,7 +39,9 @@ def test_each_provider_reads_its_own_variables() -> None:
     assert mailbot.max_age_seconds == 60
     maileroo = ingest.auth("maileroo")
     assert (maileroo.signature_header, maileroo.allow_unsigned, maileroo.secrets) == (
-        "X-Signature", True, ()
+        "X-Signature",
+        True,
+        (),
     )
     inboxroad = ingest.auth("inboxroad")
     assert inboxroad.mode == "basic"
@@ -90,5 +92,5 @@ def test_any_registry_name_reads_its_own_variables() -> None:
 
 def test_settings_for_an_unregistered_provider_stop_the_ingest_at_start_up() -> None:
     settings = Settings.from_env({"MAILSTREAM_INGEST_MAILBOTT_SECRETS": "typo"})
-    with pytest.raises(SettingsError, match="MAILSTREAM_INGEST_MAILBOTT_.*known: inboxroad"):
+    with pytest.raises(SettingsError, match=r"MAILSTREAM_INGEST_MAILBOTT_.*known: inboxroad"):
         build_routes(settings, PROVIDERS)

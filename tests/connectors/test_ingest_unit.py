@@ -63,7 +63,8 @@ async def test_a_full_local_queue_is_a_produce_error_not_a_hang() -> None:
     finally:
         await producer.close()
     assert [getattr(outcome, "reason", None) for outcome in outcomes] == [
-        "_MSG_TIMED_OUT", "queue_full"
+        "_MSG_TIMED_OUT",
+        "queue_full",
     ]
 
 

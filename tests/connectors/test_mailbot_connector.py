@@ -8,9 +8,9 @@ import orjson
 import pytest
 
 from mailstream.connectors import mailbot
-from mailstream.settings import ProviderAuth
 from mailstream.errors import SignatureError
 from mailstream.events import BounceClass, EventType
+from mailstream.settings import ProviderAuth
 from tests.connectors.provider_contract import NOW, ProviderContract, assert_canonical
 
 
@@ -20,10 +20,35 @@ class TestMailbot(ProviderContract):
     timestamp_keys = ("created_at", "timestamp")
     message_id_key = "message_id"
     known_keys = (
-        "event_id", "event_type", "type", "event", "created_at", "timestamp", "message_id", "id",
-        "recipient", "to", "from", "sender", "inbox_id", "labels", "url", "ip", "user_agent",
-        "data", "message", "bounce", "bounce_type", "smtp_status", "status", "diagnostic",
-        "diagnostic_code", "reason", "bounce_reason", "in_reply_to", "reply_to_message_id",
+        "event_id",
+        "event_type",
+        "type",
+        "event",
+        "created_at",
+        "timestamp",
+        "message_id",
+        "id",
+        "recipient",
+        "to",
+        "from",
+        "sender",
+        "inbox_id",
+        "labels",
+        "url",
+        "ip",
+        "user_agent",
+        "data",
+        "message",
+        "bounce",
+        "bounce_type",
+        "smtp_status",
+        "status",
+        "diagnostic",
+        "diagnostic_code",
+        "reason",
+        "bounce_reason",
+        "in_reply_to",
+        "reply_to_message_id",
         "email",
     )
 
@@ -63,7 +88,7 @@ class TestMailbot(ProviderContract):
         with pytest.raises(SignatureError, match="does not match"):
             mailbot.verify(body, headers, self.config(), NOW)
 
-    @pytest.mark.parametrize("timestamp", [None, "", "soon", "1.5", "-10", "１２"])
+    @pytest.mark.parametrize("timestamp", [None, "", "soon", "1.5", "-10", "１２"])  # noqa: RUF001
     def test_missing_or_malformed_timestamp_is_refused(self, timestamp: str | None) -> None:
         body, headers = self.signed(NOW)
         del headers[mailbot.TIMESTAMP_HEADER]
@@ -158,14 +183,22 @@ class TestMailbot(ProviderContract):
         ("bounce", "expected"),
         [
             ({"bounce_type": "hard"}, (BounceClass.HARD, None)),
-            ({"bounce_type": "Permanent", "diagnostic": "550 5.1.1 no such user"},
-             (BounceClass.HARD, "userunknown")),
-            ({"bounce": {"type": "soft", "diagnostic": "452 4.2.2 Mailbox full"}},
-             (BounceClass.SOFT, "mailboxfull")),
-            ({"smtp_status": "5.7.1", "diagnostic": "blocked using Spamhaus"},
-             (BounceClass.BLOCK, "blocked")),
-            ({"bounce": {"status": "4.4.7", "reason": "delivery time expired"}},
-             (BounceClass.EXPIRED, "expired")),
+            (
+                {"bounce_type": "Permanent", "diagnostic": "550 5.1.1 no such user"},
+                (BounceClass.HARD, "userunknown"),
+            ),
+            (
+                {"bounce": {"type": "soft", "diagnostic": "452 4.2.2 Mailbox full"}},
+                (BounceClass.SOFT, "mailboxfull"),
+            ),
+            (
+                {"smtp_status": "5.7.1", "diagnostic": "blocked using Spamhaus"},
+                (BounceClass.BLOCK, "blocked"),
+            ),
+            (
+                {"bounce": {"status": "4.4.7", "reason": "delivery time expired"}},
+                (BounceClass.EXPIRED, "expired"),
+            ),
             ({}, (BounceClass.UNDETERMINED, None)),
         ],
     )

@@ -20,8 +20,19 @@ class TestMaileroo(ProviderContract):
     timestamp_keys = ("event_time", "inserted_at")
     message_id_key = "message_id"
     known_keys = (
-        "domain_id", "event_data", "event_id", "event_time", "event_type", "inserted_at",
-        "message_id", "tags", "to", "reason", "ip", "user_agent", "original_url",
+        "domain_id",
+        "event_data",
+        "event_id",
+        "event_time",
+        "event_type",
+        "inserted_at",
+        "message_id",
+        "tags",
+        "to",
+        "reason",
+        "ip",
+        "user_agent",
+        "original_url",
     )
 
     def valid_item(self) -> dict[str, Any]:
@@ -45,11 +56,16 @@ class TestMaileroo(ProviderContract):
     @pytest.mark.parametrize(
         ("kind", "expected"),
         [
-            ("accepted", EventType.QUEUED), ("delivered", EventType.DELIVERED),
-            ("deferred", EventType.DEFERRED), ("failed", EventType.BOUNCED),
-            ("bounced", EventType.BOUNCED), ("rejected", EventType.REJECTED),
-            ("opened", EventType.OPENED), ("clicked", EventType.CLICKED),
-            ("complained", EventType.COMPLAINED), ("sent_to_mars", EventType.UNKNOWN),
+            ("accepted", EventType.QUEUED),
+            ("delivered", EventType.DELIVERED),
+            ("deferred", EventType.DEFERRED),
+            ("failed", EventType.BOUNCED),
+            ("bounced", EventType.BOUNCED),
+            ("rejected", EventType.REJECTED),
+            ("opened", EventType.OPENED),
+            ("clicked", EventType.CLICKED),
+            ("complained", EventType.COMPLAINED),
+            ("sent_to_mars", EventType.UNKNOWN),
         ],
     )
     def test_event_types(self, kind: str, expected: EventType) -> None:
@@ -60,8 +76,11 @@ class TestMaileroo(ProviderContract):
         [
             ("deferred", "421 4.7.0 Try again later", (BounceClass.SOFT, None, "4.7.0")),
             ("failed", "550 5.1.1 no such user", (BounceClass.HARD, "userunknown", "5.1.1")),
-            ("rejected", "Recipient is on the suppression list",
-             (BounceClass.UNDETERMINED, "suppressed", None)),
+            (
+                "rejected",
+                "Recipient is on the suppression list",
+                (BounceClass.UNDETERMINED, "suppressed", None),
+            ),
             ("delivered", "250 2.0.0 OK", (None, None, "2.0.0")),
         ],
     )
@@ -81,8 +100,10 @@ class TestMaileroo(ProviderContract):
         [
             (None, {}),
             ({}, {}),
-            ({"a": "b", "n": 7, "f": 1.5, "t": True, "z": None, "l": [1, "x"]},
-             {"a": "b", "n": "7", "f": "1.5", "t": "true", "z": "", "l": '[1,"x"]'}),
+            (
+                {"a": "b", "n": 7, "f": 1.5, "t": True, "z": None, "l": [1, "x"]},
+                {"a": "b", "n": "7", "f": "1.5", "t": "true", "z": "", "l": '[1,"x"]'},
+            ),
         ],
     )
     def test_tags_become_strings(self, tags: Any, expected: dict[str, str]) -> None:

@@ -11,8 +11,8 @@ from confluent_kafka import KafkaError, Message, Producer
 
 from mailstream.connectors.samples import RawRecord, raw_record
 from mailstream.settings import Settings
-from mailstream.topics import TopicNames
 from mailstream.streams.operations.processes import service, settings_env
+from mailstream.topics import TopicNames
 
 
 @contextlib.contextmanager
@@ -37,7 +37,11 @@ def produce_in_order(settings: Settings, records: Sequence[RawRecord]) -> list[C
     """Produce `records` in order with one idempotent producer; their coordinates, in order.
     Records up to the broker's 1 MiB limit are allowed (librdkafka's own default is 1 MB)."""
     producer = Producer(
-        {**settings.kafka.librdkafka_config(), "enable.idempotence": True, "message.max.bytes": 2**21}
+        {
+            **settings.kafka.librdkafka_config(),
+            "enable.idempotence": True,
+            "message.max.bytes": 2**21,
+        }
     )
     coordinates: list[Coordinates | None] = [None] * len(records)
 

@@ -24,7 +24,9 @@ def test_round_trip_through_a_created_topic(settings: Settings) -> None:
     topic = specs[0].name
     config = settings.kafka.librdkafka_config()
     producer = Producer({**config, "enable.idempotence": True, "acks": "all"})
-    sent = [(f"key-{i}".encode(), f'{{"n": {i}, "id": "{uuid.uuid4()}"}}'.encode()) for i in range(20)]
+    sent = [
+        (f"key-{i}".encode(), f'{{"n": {i}, "id": "{uuid.uuid4()}"}}'.encode()) for i in range(20)
+    ]
     for key, value in sent:
         producer.produce(topic, value=value, key=key)
     assert producer.flush(30) == 0

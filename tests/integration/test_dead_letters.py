@@ -13,12 +13,12 @@ from mailstream.cli import main
 from mailstream.codec import codec_for
 from mailstream.connectors import maileroo
 from mailstream.settings import Settings
-from mailstream.topics import TopicNames
 from mailstream.streams.operations.dead_letters import (
     REDRIVE_COUNT_HEADER,
     REDRIVEN_FROM_HEADER,
 )
 from mailstream.streams.reader import latest_by_key, read_until
+from mailstream.topics import TopicNames
 from tests.integration.harness import send_envelopes
 
 pytestmark = pytest.mark.kafka
@@ -26,8 +26,6 @@ pytestmark = pytest.mark.kafka
 DEAD_LETTER = codec_for("dead_letter")
 STATE = codec_for("recipient_state")
 T0 = 1_700_000_000_000
-
-
 
 
 def dlq(capsys: pytest.CaptureFixture[str], *arguments: str) -> tuple[int, str]:
@@ -39,7 +37,9 @@ def dlq(capsys: pytest.CaptureFixture[str], *arguments: str) -> tuple[int, str]:
 
 def fixed_dead_letter(names: TopicNames) -> bytes:
     """A dead letter as the normalizer writes one, whose payload the pipeline accepts now."""
-    payload = orjson.dumps(maileroo.sample_payload("delivered", "late@example.com", "late1@x", T0, "late-e1"))
+    payload = orjson.dumps(
+        maileroo.sample_payload("delivered", "late@example.com", "late1@x", T0, "late-e1")
+    )
     return DEAD_LETTER.encode(
         {
             "source_topic": names.raw("maileroo"),
@@ -85,7 +85,9 @@ def test_dead_letters_are_listed_redriven_once_and_processed(
     assert status == 0 and "redriven 1 source record(s)" in output, output
 
     state = read_until(
-        settings, names.recipient_state, lambda records: b"late@example.com" in latest_by_key(records)
+        settings,
+        names.recipient_state,
+        lambda records: b"late@example.com" in latest_by_key(records),
     )
     assert STATE.decode(latest_by_key(state)[b"late@example.com"])["delivered"] == 1
 
@@ -101,9 +103,17 @@ def test_dead_letters_are_listed_redriven_once_and_processed(
     again = read_until(
         settings,
         names.dead_letters,
-        lambda records: any(REDRIVE_COUNT_HEADER in DEAD_LETTER.decode(v)["headers"] for _, v in records if v),
+        lambda records: any(
+            REDRIVE_COUNT_HEADER in DEAD_LETTER.decode(v)["headers"] for _, v in records if v
+        ),
     )
-    redriven = [d for d in (DEAD_LETTER.decode(v) for _, v in again if v) if REDRIVE_COUNT_HEADER in d["headers"]]
+    redriven = [
+        d
+        for d in (DEAD_LETTER.decode(v) for _, v in again if v)
+        if REDRIVE_COUNT_HEADER in d["headers"]
+    ]
     assert redriven[0]["headers"][REDRIVE_COUNT_HEADER] == b"1"
-    assert redriven[0]["headers"][REDRIVEN_FROM_HEADER].startswith(names.dead_letters.encode() + b":")
+    assert redriven[0]["headers"][REDRIVEN_FROM_HEADER].startswith(
+        names.dead_letters.encode() + b":"
+    )
     assert redriven[0]["payload"] == b"{not json \x1b[2J"

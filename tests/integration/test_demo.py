@@ -12,11 +12,19 @@ pytestmark = pytest.mark.kafka
 
 def test_demo_shows_every_rule_and_stops_what_it_started() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "mailstream", "demo"], capture_output=True, text=True, timeout=300, check=False
+        [sys.executable, "-m", "mailstream", "demo"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     states_table = result.stdout.split("Recipient states")[1].split("Suppressions")[0]
-    lines = {line.split()[0]: line.split() for line in states_table.splitlines() if "@example.com" in line[:20]}
+    lines = {
+        line.split()[0]: line.split()
+        for line in states_table.splitlines()
+        if "@example.com" in line[:20]
+    }
     assert lines["alice@example.com"][1:4] == ["ACTIVE", "None", "60"]
     assert lines["bob@example.com"][1:3] == ["SUPPRESSED", "HARD_BOUNCE"]
     assert lines["carol@example.com"][1:3] == ["SUPPRESSED", "SOFT_BOUNCE_LIMIT"]

@@ -76,8 +76,10 @@ def sample(event: Sample) -> dict[str, Any] | None:
 
 PROVIDER = WebhookProvider(NAME, normalize, verify, sign, message_id_of, sample)
 '''
-BODY = b'{"id": "a-1", "type": "delivered", "to": "Ann@Example.com", "message": "<m-1@acme>",' \
+BODY = (
+    b'{"id": "a-1", "type": "delivered", "to": "Ann@Example.com", "message": "<m-1@acme>",'
     b' "at": 1795000000}'
+)
 
 
 def throwaway_module(directory: Path) -> ModuleType:
@@ -115,5 +117,7 @@ async def test_a_provider_added_by_one_module_and_one_registry_line_is_served(
     assert headers_of(record)["mailstream.provider"] == b"acme"
     [event] = acme.PROVIDER.parse(record.value(), 1)
     assert (event["event_type"], event["recipient"], event["occurred_at"]) == (
-        "DELIVERED", "ann@example.com", 1_795_000_000_000
+        "DELIVERED",
+        "ann@example.com",
+        1_795_000_000_000,
     )

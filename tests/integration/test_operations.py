@@ -17,15 +17,15 @@ from pathlib import Path
 import orjson
 import pytest
 
-from mailstream.connectors.registry import PROVIDERS
-from mailstream.dev.broker import free_port
 from mailstream.codec import codec_for
 from mailstream.connectors import inboxroad, maileroo
 from mailstream.connectors.base import HUMAN_AGENT
+from mailstream.connectors.registry import PROVIDERS
+from mailstream.dev.broker import free_port
 from mailstream.settings import Settings
-from mailstream.topics import TopicNames, create_topics, topic_specs
 from mailstream.streams.operations.processes import settings_env
 from mailstream.streams.reader import latest_by_key, read_until
+from mailstream.topics import TopicNames, create_topics, topic_specs
 from tests.integration.harness import running_worker, send_envelopes
 
 pytestmark = pytest.mark.kafka
@@ -50,12 +50,18 @@ def operated(settings: Settings, tmp_path: Path) -> Iterator[tuple[Settings, str
 def suppress(settings: Settings, *arguments: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "mailstream", "suppress", *arguments, "--actor", "ops@test"],
-        env=settings_env(settings), capture_output=True, text=True, timeout=120, check=False,
+        env=settings_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
 
 
 def get(url: str, token: str | None = TOKEN) -> tuple[int, dict]:
-    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    request = urllib.request.Request(
+        url, headers={"Authorization": f"Bearer {token}"} if token else {}
+    )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, orjson.loads(response.read())
@@ -64,7 +70,8 @@ def get(url: str, token: str | None = TOKEN) -> tuple[int, dict]:
 
 
 def redirect_of(url: str) -> tuple[int, str | None]:
-    """The status and Location of `url`, without following a redirect (routing is by the path's key)."""
+    """The status and Location of `url`, without following a redirect (routing is by the
+    path's key)."""
     parts = urllib.parse.urlsplit(url)
     connection = http.client.HTTPConnection(parts.netloc, timeout=10)
     try:
@@ -79,9 +86,13 @@ def wait_for_states(settings: Settings, recipients: set[str]) -> dict[str, dict]
     names = TopicNames(settings.topic_prefix)
 
     def states(records: list) -> dict[str, dict]:
-        return {k.decode(): STATE.decode(v) for k, v in latest_by_key(records).items() if v is not None}
+        return {
+            k.decode(): STATE.decode(v) for k, v in latest_by_key(records).items() if v is not None
+        }
 
-    return states(read_until(settings, names.recipient_state, lambda r: recipients <= states(r).keys()))
+    return states(
+        read_until(settings, names.recipient_state, lambda r: recipients <= states(r).keys())
+    )
 
 
 def wait_for_web(base: str) -> None:
@@ -100,13 +111,26 @@ def wait_for_web(base: str) -> None:
 def test_manual_suppression_lift_and_complaint_force(operated: tuple[Settings, str]) -> None:
     settings, _ = operated
     now = int(time.time() * 1000)
-    send_envelopes(settings, [
-        {"provider": "maileroo", "payload": maileroo.sample_payload("delivered", "ann@example.com", "m1@x", now - DAY, "e1")},
-        {"provider": "inboxroad", "payload": inboxroad.sample_payload("f", "dave@example.com", "m2@x", now - DAY)},
-    ])
+    send_envelopes(
+        settings,
+        [
+            {
+                "provider": "maileroo",
+                "payload": maileroo.sample_payload(
+                    "delivered", "ann@example.com", "m1@x", now - DAY, "e1"
+                ),
+            },
+            {
+                "provider": "inboxroad",
+                "payload": inboxroad.sample_payload("f", "dave@example.com", "m2@x", now - DAY),
+            },
+        ],
+    )
     wait_for_states(settings, {"ann@example.com", "dave@example.com"})
 
-    added = suppress(settings, "add", "Ann@Example.com", "--reason", "manual", "--note", "asked by phone")
+    added = suppress(
+        settings, "add", "Ann@Example.com", "--reason", "manual", "--note", "asked by phone"
+    )
     assert added.returncode == 0, added.stderr
     assert "confirmed: ann@example.com is suppressed" in added.stdout
 
@@ -119,11 +143,20 @@ def test_manual_suppression_lift_and_complaint_force(operated: tuple[Settings, s
 
     names = TopicNames(settings.topic_prefix)
     records = read_until(
-        settings, names.suppressions,
-        lambda r: latest_by_key(r).get(b"dave@example.com", b"x") is None and b"ann@example.com" in latest_by_key(r),
+        settings,
+        names.suppressions,
+        lambda r: (
+            latest_by_key(r).get(b"dave@example.com", b"x") is None
+            and b"ann@example.com" in latest_by_key(r)
+        ),
     )
     ann = SUPPRESSION.decode(latest_by_key(records)[b"ann@example.com"])
-    assert (ann["reason"], ann["source"], ann["actor"], ann["note"]) == ("MANUAL", "operator", "ops@test", "asked by phone")
+    assert (ann["reason"], ann["source"], ann["actor"], ann["note"]) == (
+        "MANUAL",
+        "operator",
+        "ops@test",
+        "asked by phone",
+    )
     states = wait_for_states(settings, {"ann@example.com"})
     assert states["ann@example.com"]["status"] == "SUPPRESSED"
 
@@ -141,12 +174,49 @@ def test_bad_operator_input_is_refused_before_anything_is_sent(settings: Setting
 def test_queries_answer_state_and_cohorts_with_a_token(operated: tuple[Settings, str]) -> None:
     settings, base = operated
     now = int(time.time() * 1000)
-    send_envelopes(settings, [
-        {"provider": "maileroo", "payload": maileroo.sample_payload("delivered", "hot@example.com", "h1@x", now - 2 * DAY, "h1")},
-        *({"provider": "maileroo", "payload": maileroo.sample_payload("opened", None, "h1@x", now - DAY + n * 60_000, f"h-o{n}", user_agent=HUMAN_AGENT)} for n in range(3)),
-        {"provider": "maileroo", "payload": maileroo.sample_payload("clicked", None, "h1@x", now - DAY + 600_000, "h-c", user_agent=HUMAN_AGENT, original_url="https://example.com/x")},
-        {"provider": "maileroo", "payload": maileroo.sample_payload("delivered", "cold@example.com", "c1@x", now - DAY, "c1")},
-    ])
+    send_envelopes(
+        settings,
+        [
+            {
+                "provider": "maileroo",
+                "payload": maileroo.sample_payload(
+                    "delivered", "hot@example.com", "h1@x", now - 2 * DAY, "h1"
+                ),
+            },
+            *(
+                {
+                    "provider": "maileroo",
+                    "payload": maileroo.sample_payload(
+                        "opened",
+                        None,
+                        "h1@x",
+                        now - DAY + n * 60_000,
+                        f"h-o{n}",
+                        user_agent=HUMAN_AGENT,
+                    ),
+                }
+                for n in range(3)
+            ),
+            {
+                "provider": "maileroo",
+                "payload": maileroo.sample_payload(
+                    "clicked",
+                    None,
+                    "h1@x",
+                    now - DAY + 600_000,
+                    "h-c",
+                    user_agent=HUMAN_AGENT,
+                    original_url="https://example.com/x",
+                ),
+            },
+            {
+                "provider": "maileroo",
+                "payload": maileroo.sample_payload(
+                    "delivered", "cold@example.com", "c1@x", now - DAY, "c1"
+                ),
+            },
+        ],
+    )
     wait_for_states(settings, {"hot@example.com", "cold@example.com"})
     wait_for_web(base)
 
@@ -155,8 +225,14 @@ def test_queries_answer_state_and_cohorts_with_a_token(operated: tuple[Settings,
     assert (body["score"], body["opens"], body["clicks"], body["status"]) == (30, 3, 1, "ACTIVE")
     assert body["last_open_at"].endswith("Z")
     assert get(f"{base}/recipients/HOT@Example.COM/") == (200, body)
-    assert redirect_of(f"{base}/recipients/HOT@Example.COM/") == (307, "/recipients/hot@example.com/")
-    assert get(f"{base}/recipients/hot@example.com/", token=None) == (401, {"error": "missing bearer token"})
+    assert redirect_of(f"{base}/recipients/HOT@Example.COM/") == (
+        307,
+        "/recipients/hot@example.com/",
+    )
+    assert get(f"{base}/recipients/hot@example.com/", token=None) == (
+        401,
+        {"error": "missing bearer token"},
+    )
     assert get(f"{base}/recipients/hot@example.com/", token="wrong")[0] == 401
     assert get(f"{base}/recipients/nobody@example.com/")[0] == 404
     assert get(f"{base}/recipients/not-an-address/")[0] == 400
@@ -172,15 +248,31 @@ def test_inactivity_sweep_publishes_the_reset(settings: Settings, tmp_path: Path
     settings = dataclasses.replace(settings, sweep_interval_seconds=1)
     create_topics(settings, topic_specs(settings, PROVIDERS))
     long_ago = int(time.time() * 1000) - 40 * DAY
-    send_envelopes(settings, [
-        {"provider": "maileroo", "payload": maileroo.sample_payload("delivered", "old@example.com", "o1@x", long_ago, "o1")},
-        {"provider": "maileroo", "payload": maileroo.sample_payload("opened", None, "o1@x", long_ago + 3_600_000, "o2", user_agent=HUMAN_AGENT)},
-    ])
+    send_envelopes(
+        settings,
+        [
+            {
+                "provider": "maileroo",
+                "payload": maileroo.sample_payload(
+                    "delivered", "old@example.com", "o1@x", long_ago, "o1"
+                ),
+            },
+            {
+                "provider": "maileroo",
+                "payload": maileroo.sample_payload(
+                    "opened", None, "o1@x", long_ago + 3_600_000, "o2", user_agent=HUMAN_AGENT
+                ),
+            },
+        ],
+    )
     names = TopicNames(settings.topic_prefix)
     with running_worker(settings, tmp_path / "worker.log"):
         records = read_until(
-            settings, names.recipient_state,
-            lambda r: [STATE.decode(v)["score"] for k, v in r if k == b"old@example.com"][-2:] == [5, 0],
+            settings,
+            names.recipient_state,
+            lambda r: (
+                [STATE.decode(v)["score"] for k, v in r if k == b"old@example.com"][-2:] == [5, 0]
+            ),
         )
     scores = [STATE.decode(v)["score"] for k, v in records if k == b"old@example.com"]
     assert scores[-2:] == [5, 0], "the open scored, then the sweep published the reset"

@@ -17,9 +17,9 @@ from mailstream.connectors.samples import campaign_rounds
 from mailstream.policy import default_policy
 from mailstream.recipient import RecipientState, suppression_record
 from mailstream.settings import Settings
+from mailstream.streams.reader import latest_by_key, read_to_end, read_until
 from mailstream.streams.simulate import simulate
 from mailstream.topics import TopicNames
-from mailstream.streams.reader import latest_by_key, read_to_end, read_until
 from tests.integration.harness import running_worker, send_envelopes
 
 pytestmark = pytest.mark.kafka
@@ -40,7 +40,6 @@ class Live:
     suppressions: dict[str, dict]
 
 
-
 @pytest.fixture
 def live(settings: Settings, names: TopicNames, tmp_path: Path) -> Live:
     """Two rounds through a live worker, each waited for (as in test_pipeline); the worker is
@@ -54,12 +53,17 @@ def live(settings: Settings, names: TopicNames, tmp_path: Path) -> Live:
             time.sleep(0.001)
         send_envelopes(settings, second)
         wait_for_states(settings, names, expected_states(first + second))
-        assert main(["suppress", "add", MANUAL, "--actor", "tester", "--note", "asked by phone"]) == 0
+        assert (
+            main(["suppress", "add", MANUAL, "--actor", "tester", "--note", "asked by phone"]) == 0
+        )
     return Live((first, second), round_two_from_ms, *published(settings, names))
 
 
 def expected_states(envelopes: Envelopes) -> dict[str, dict]:
-    return {recipient: state.to_record() for recipient, state in simulate(envelopes, default_policy()).items()}
+    return {
+        recipient: state.to_record()
+        for recipient, state in simulate(envelopes, default_policy()).items()
+    }
 
 
 def without_manual(records: dict[str, dict]) -> dict[str, dict]:
@@ -83,9 +87,13 @@ def wait_for_states(settings: Settings, names: TopicNames, expected: dict[str, d
 def published(settings: Settings, names: TopicNames) -> tuple[dict[str, dict], dict[str, dict]]:
     """The latest value per key of both published topics (tombstoned keys left out)."""
     states = latest_by_key((r.key, r.value) for r in read_to_end(settings, names.recipient_state))
-    suppressions = latest_by_key((r.key, r.value) for r in read_to_end(settings, names.suppressions))
+    suppressions = latest_by_key(
+        (r.key, r.value) for r in read_to_end(settings, names.suppressions)
+    )
     return states_of(states), {
-        key.decode(): SUPPRESSION.decode(value) for key, value in suppressions.items() if value is not None
+        key.decode(): SUPPRESSION.decode(value)
+        for key, value in suppressions.items()
+        if value is not None
     }
 
 
@@ -99,14 +107,22 @@ def states_of(latest: dict[bytes, bytes | None]) -> dict[str, dict]:
 
 def replay(capsys: pytest.CaptureFixture[str], tmp_path: Path, *arguments: str) -> str:
     capsys.readouterr()
-    status = main(["replay", "--yes", "--worker-log", str(tmp_path / "replay-worker.log"), *arguments])
+    status = main(
+        ["replay", "--yes", "--worker-log", str(tmp_path / "replay-worker.log"), *arguments]
+    )
     output = capsys.readouterr()
-    assert status == 0, output.out + output.err + (tmp_path / "replay-worker.log").read_text()[-3000:]
+    assert status == 0, (
+        output.out + output.err + (tmp_path / "replay-worker.log").read_text()[-3000:]
+    )
     return output.out
 
 
 def test_a_full_replay_rebuilds_the_live_state(
-    settings: Settings, names: TopicNames, live: Live, capsys: pytest.CaptureFixture[str], tmp_path: Path
+    settings: Settings,
+    names: TopicNames,
+    live: Live,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
 ) -> None:
     everything = live.rounds[0] + live.rounds[1]
     assert without_manual(live.states) == expected_states(everything)
@@ -125,7 +141,11 @@ def test_a_full_replay_rebuilds_the_live_state(
 
 
 def test_a_replay_from_a_time_rebuilds_from_the_later_records_only(
-    settings: Settings, names: TopicNames, live: Live, capsys: pytest.CaptureFixture[str], tmp_path: Path
+    settings: Settings,
+    names: TopicNames,
+    live: Live,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
 ) -> None:
     expected = expected_states(live.rounds[1])
     assert expected != without_manual(live.states)
@@ -140,6 +160,8 @@ def test_a_replay_from_a_time_rebuilds_from_the_later_records_only(
     expected[MANUAL] = live.states[MANUAL]
     total = len(live.rounds[1]) + 1  # and the operator command
     assert f"replay done: {total:,} records replayed" in output
-    stale = len(live.states.keys() - states.keys()) + len(live.suppressions.keys() - suppressions.keys())
+    stale = len(live.states.keys() - states.keys()) + len(
+        live.suppressions.keys() - suppressions.keys()
+    )
     assert stale, "the campaign leaves recipients and suppressions that only round 1 made"
     assert f"{len(expected):,} recipients published, {stale:,} stale keys tombstoned" in output

@@ -8,11 +8,11 @@ import time
 import pytest
 from confluent_kafka import Producer
 
-from mailstream.connectors.registry import PROVIDERS
 from mailstream.codec import codec_for
+from mailstream.connectors.registry import PROVIDERS
 from mailstream.settings import Settings
-from mailstream.topics import TopicNames, create_topics, topic_specs
 from mailstream.streams.suppression_list import SuppressionList
+from mailstream.topics import TopicNames, create_topics, topic_specs
 
 pytestmark = pytest.mark.kafka
 
@@ -22,14 +22,24 @@ T0 = 1_700_000_000_000
 
 def suppression(recipient: str, reason: str) -> bytes:
     return SUPPRESSION.encode(
-        {"recipient": recipient, "reason": reason, "since": T0, "event_id": "e1", "source": "event", "actor": None, "note": None}
+        {
+            "recipient": recipient,
+            "reason": reason,
+            "since": T0,
+            "event_id": "e1",
+            "source": "event",
+            "actor": None,
+            "note": None,
+        }
     )
 
 
 def produce(settings: Settings, records: list[tuple[str, bytes | None]]) -> None:
     producer = Producer(settings.kafka.librdkafka_config())
     for recipient, value in records:
-        producer.produce(TopicNames(settings.topic_prefix).suppressions, key=recipient.encode(), value=value)
+        producer.produce(
+            TopicNames(settings.topic_prefix).suppressions, key=recipient.encode(), value=value
+        )
     assert producer.flush(30) == 0
 
 
@@ -52,19 +62,31 @@ def test_follows_suppressions_from_the_beginning_and_after_catching_up(settings:
         assert suppressions.reason("cy@example.com") == "COMPLAINT"
         assert not suppressions.is_suppressed("lifted@example.com")
         assert suppressions.reason("lifted@example.com") is None
-        assert suppressions.reason("odd@example.com") == "UNKNOWN", "unreadable counts as suppressed"
+        assert suppressions.reason("odd@example.com") == "UNKNOWN", (
+            "unreadable counts as suppressed"
+        )
         assert not suppressions.is_suppressed("new@example.com")
         assert len(suppressions) == 3
 
-        produce(settings, [("new@example.com", suppression("new@example.com", "UNSUBSCRIBE")), ("cy@example.com", None)])
+        produce(
+            settings,
+            [
+                ("new@example.com", suppression("new@example.com", "UNSUBSCRIBE")),
+                ("cy@example.com", None),
+            ],
+        )
         deadline = time.monotonic() + 30
-        while suppressions.is_suppressed("cy@example.com") or not suppressions.is_suppressed("new@example.com"):
+        while suppressions.is_suppressed("cy@example.com") or not suppressions.is_suppressed(
+            "new@example.com"
+        ):
             assert time.monotonic() < deadline, "records produced after catch-up were not seen"
             time.sleep(0.05)
         assert suppressions.reason("new@example.com") == "UNSUBSCRIBE"
 
 
-def test_an_empty_topic_is_caught_up_at_once_and_a_bootstrap_string_is_enough(settings: Settings) -> None:
+def test_an_empty_topic_is_caught_up_at_once_and_a_bootstrap_string_is_enough(
+    settings: Settings,
+) -> None:
     create_topics(settings, topic_specs(settings, PROVIDERS))
     topic = TopicNames(settings.topic_prefix).suppressions
     with SuppressionList(settings.kafka.bootstrap_servers, topic=topic) as suppressions:

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from mailstream.settings import Settings
-from mailstream.topics import TopicNames
 from mailstream.streams.reader import Watermarks
+from mailstream.topics import TopicNames
 from tests.reliability.helpers import Workers
 
 

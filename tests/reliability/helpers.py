@@ -23,17 +23,17 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient
 
-from mailstream.connectors.registry import PROVIDERS
 from mailstream.codec import codec_for
+from mailstream.connectors.registry import PROVIDERS
 from mailstream.connectors.samples import Envelope, raw_record
 from mailstream.policy import default_policy
 from mailstream.recipient import RecipientState
-from mailstream.text import log_tail
 from mailstream.settings import Settings
-from mailstream.streams.simulate import simulate
-from mailstream.topics import TopicNames
 from mailstream.streams.operations.processes import kill, service, settings_env
 from mailstream.streams.reader import Records, latest_by_key, read_to_end, read_until
+from mailstream.streams.simulate import simulate
+from mailstream.text import log_tail
+from mailstream.topics import TopicNames
 
 FAST_FAILOVER = {"BROKER_SESSION_TIMEOUT": "6", "BROKER_HEARTBEAT_INTERVAL": "1"}
 STATE_CODEC = codec_for("recipient_state")
@@ -77,7 +77,9 @@ class Workers:
         return log_tail(self.log(name), lines)
 
     def log_tails(self, lines: int = 25) -> str:
-        return "\n".join(f"--- worker {name}:\n{self.log_tail(name, lines)}" for name in self._processes)
+        return "\n".join(
+            f"--- worker {name}:\n{self.log_tail(name, lines)}" for name in self._processes
+        )
 
     def close(self) -> None:
         self._stack.close()
@@ -97,7 +99,9 @@ def group_assignment(settings: Settings) -> dict[str, set[tuple[str, int]]]:
     }
 
 
-def wait_for_members(settings: Settings, count: int, timeout: float, check: Callable[[], None]) -> dict[str, set[tuple[str, int]]]:
+def wait_for_members(
+    settings: Settings, count: int, timeout: float, check: Callable[[], None]
+) -> dict[str, set[tuple[str, int]]]:
     """Poll the group until `count` members each own partitions of the events topic."""
     events = TopicNames(settings.topic_prefix).events
     deadline = time.monotonic() + timeout
@@ -107,9 +111,10 @@ def wait_for_members(settings: Settings, count: int, timeout: float, check: Call
         if len(assignment) == count and len(owners) == count:
             return assignment
         check()
-        assert time.monotonic() < deadline, f"group {settings.app_id}: {assignment} after {timeout}s"
+        assert time.monotonic() < deadline, (
+            f"group {settings.app_id}: {assignment} after {timeout}s"
+        )
         time.sleep(0.2)
-
 
 
 def wait_for_commits(settings: Settings, timeout: float, check: Callable[[], None]) -> None:
@@ -118,13 +123,22 @@ def wait_for_commits(settings: Settings, timeout: float, check: Callable[[], Non
     not by reading the sources again from the start."""
     names = TopicNames(settings.topic_prefix)
     topics = [names.events, *(names.raw(provider) for provider in PROVIDERS)]
-    config = {**settings.kafka.librdkafka_config(), "group.id": settings.app_id, "enable.auto.commit": False}
+    config = {
+        **settings.kafka.librdkafka_config(),
+        "group.id": settings.app_id,
+        "enable.auto.commit": False,
+    }
     consumer = Consumer(config)  # never subscribes: reads the group's offsets without joining it
     try:
-        partitions = [TopicPartition(topic, p) for topic in topics for p in range(settings.partitions)]
+        partitions = [
+            TopicPartition(topic, p) for topic in topics for p in range(settings.partitions)
+        ]
         deadline = time.monotonic() + timeout
         while True:
-            ends = {(tp.topic, tp.partition): consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in partitions}
+            ends = {
+                (tp.topic, tp.partition): consumer.get_watermark_offsets(tp, timeout=10)[1]
+                for tp in partitions
+            }
             committed = consumer.committed(partitions, timeout=10)
             behind = {
                 (tp.topic, tp.partition): (tp.offset, ends[tp.topic, tp.partition])
@@ -134,7 +148,9 @@ def wait_for_commits(settings: Settings, timeout: float, check: Callable[[], Non
             if not behind:
                 return
             check()
-            assert time.monotonic() < deadline, f"not committed after {timeout}s (committed, end): {behind}"
+            assert time.monotonic() < deadline, (
+                f"not committed after {timeout}s (committed, end): {behind}"
+            )
             time.sleep(0.2)
     finally:
         consumer.close()
@@ -145,7 +161,10 @@ def wait_for_commits(settings: Settings, timeout: float, check: Callable[[], Non
 
 def expected_states(envelopes: Sequence[Envelope]) -> States:
     """What `mailstream simulate` computes from `envelopes`: each recipient's published record."""
-    return {recipient: state.to_record() for recipient, state in simulate(envelopes, default_policy()).items()}
+    return {
+        recipient: state.to_record()
+        for recipient, state in simulate(envelopes, default_policy()).items()
+    }
 
 
 def published_states(records: Records) -> States:
@@ -158,7 +177,11 @@ def published_states(records: Records) -> States:
 
 
 def wait_for_oracle(
-    settings: Settings, expected: States, timeout: float, context: str, logs: Callable[[], str] = str
+    settings: Settings,
+    expected: States,
+    timeout: float,
+    context: str,
+    logs: Callable[[], str] = str,
 ) -> None:
     """Read email.recipient-state until its latest records equal `expected`; at the deadline,
     fail with what differs (and the `logs()` of the processes involved)."""
@@ -166,7 +189,9 @@ def wait_for_oracle(
     try:
         read_until(settings, topic, lambda records: published_states(records) == expected, timeout)
     except TimeoutError:
-        published = published_states([(record.key, record.value) for record in read_to_end(settings, topic)])
+        published = published_states(
+            [(record.key, record.value) for record in read_to_end(settings, topic)]
+        )
         raise AssertionError(f"{context}: {difference(published, expected)}\n{logs()}") from None
 
 
@@ -192,7 +217,9 @@ def difference(published: States, expected: States, shown: int = 3) -> str:
 # --- Streams ----------------------------------------------------------------------------------
 
 
-def late_deliveries(envelopes: Sequence[Envelope], rng: random.Random, share: float = 0.2) -> list[Envelope]:
+def late_deliveries(
+    envelopes: Sequence[Envelope], rng: random.Random, share: float = 0.2
+) -> list[Envelope]:
     """`envelopes` with the first event of a `share` of the messages (its delivery, which names
     the recipient) moved behind the message's other events: opens and clicks that name no
     recipient then wait in the message table until it arrives, and are released by it."""

@@ -19,17 +19,17 @@ import orjson
 import pytest
 
 from mailstream.connectors.registry import PROVIDERS
-from mailstream.dev.broker import LocalBroker, free_port
 from mailstream.connectors.samples import Envelope, campaign_rounds
+from mailstream.dev.broker import LocalBroker, free_port
 from mailstream.settings import (
     IngestSettings,
     KafkaSettings,
     ProviderAuth,
     Settings,
 )
+from mailstream.streams.operations.processes import service, settings_env
 from mailstream.text import log_tail
 from mailstream.topics import create_topics, topic_specs
-from mailstream.streams.operations.processes import service, settings_env
 from tests.reliability.helpers import Workers, expected_states, wait_for_oracle
 
 pytestmark = pytest.mark.kafka
@@ -58,8 +58,13 @@ class Provider:
     async def _deliver(self, provider: str, body: bytes) -> None:
         config = self._settings.ingest.auth(provider)
         while True:
-            headers = {"Content-Type": "application/json", **PROVIDERS[provider].sign(body, config, time.time())}
-            async with self._session.post(f"{self._base_url}/webhooks/{provider}", data=body, headers=headers) as answer:
+            headers = {
+                "Content-Type": "application/json",
+                **PROVIDERS[provider].sign(body, config, time.time()),
+            }
+            async with self._session.post(
+                f"{self._base_url}/webhooks/{provider}", data=body, headers=headers
+            ) as answer:
                 if answer.status == 200:
                     self.stored += 1
                     return
@@ -88,10 +93,13 @@ async def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> 
 
 
 async def outage(broker: LocalBroker, provider: Provider, after: int) -> None:
-    """Stop the broker once `after` webhooks were stored; start it again once REFUSALS were refused."""
+    """Stop the broker once `after` webhooks were stored; start it again once REFUSALS were
+    refused."""
     await wait_for(lambda: provider.stored >= after, 60, f"{after} stored webhooks")
     await asyncio.to_thread(broker.stop)
-    await wait_for(lambda: provider.refused >= REFUSALS, 60, f"{REFUSALS} webhooks refused while Kafka is down")
+    await wait_for(
+        lambda: provider.refused >= REFUSALS, 60, f"{REFUSALS} webhooks refused while Kafka is down"
+    )
     await asyncio.to_thread(broker.start)
 
 
@@ -123,7 +131,9 @@ def ingest_env(settings: Settings) -> dict[str, str]:
 async def test_ingest_and_worker_recover_by_themselves_and_the_state_stays_exact(
     settings: Settings, broker: LocalBroker, workers: Workers, tmp_path: Path, chaos_seed: int
 ) -> None:
-    settings = with_ingest_secrets(replace(settings, kafka=KafkaSettings(bootstrap_servers=broker.bootstrap_servers)))
+    settings = with_ingest_secrets(
+        replace(settings, kafka=KafkaSettings(bootstrap_servers=broker.bootstrap_servers))
+    )
     create_topics(settings, topic_specs(settings, PROVIDERS))
     first, second = campaign_rounds(RECIPIENTS, rounds=2, seed=chaos_seed)
     stop_after = random.Random(chaos_seed).randrange(len(second) // 4, len(second) * 3 // 4)
@@ -136,15 +146,21 @@ async def test_ingest_and_worker_recover_by_themselves_and_the_state_stays_exact
             provider = Provider(session, f"http://127.0.0.1:{port}", settings)
             await provider.ready(30)
             await provider.deliver(first)
-            await asyncio.to_thread(wait_for_oracle, settings, expected_states(first), 90, "round 1")
+            await asyncio.to_thread(
+                wait_for_oracle, settings, expected_states(first), 90, "round 1"
+            )
             stored_before = provider.stored
-            await asyncio.gather(provider.deliver(second), outage(broker, provider, stored_before + stop_after))
+            await asyncio.gather(
+                provider.deliver(second), outage(broker, provider, stored_before + stop_after)
+            )
 
         def logs() -> str:
             return f"{workers.log_tails()}\n--- ingest:\n{log_tail(tmp_path / 'ingest.log')}"
 
         context = f"round 2 across the broker restart, chaos seed {chaos_seed}"
-        await asyncio.to_thread(wait_for_oracle, settings, expected_states([*first, *second]), 120, context, logs)
+        await asyncio.to_thread(
+            wait_for_oracle, settings, expected_states([*first, *second]), 120, context, logs
+        )
         assert ingest.poll() is None, logs()
         workers.assert_alive("worker")
     print(f"{provider.refused} webhooks refused while the broker was away")

@@ -22,9 +22,9 @@ import pytest
 from mailstream.connectors.samples import campaign_rounds
 from mailstream.policy import default_policy
 from mailstream.settings import Settings
-from mailstream.topics import TopicNames
 from mailstream.streams.app import create_app
 from mailstream.streams.reader import Watermarks
+from mailstream.topics import TopicNames
 from tests.integration.harness import send_envelopes
 from tests.reliability.helpers import (
     Workers,
@@ -72,9 +72,14 @@ def test_sigkill_at_random_points_loses_nothing_and_counts_nothing_twice(
         sent.extend(envelopes)
         for point in (p for p in schedule if p.round == index):
             target = before[point.stage] + int(point.fraction * len(envelopes))
-            reached = offsets.wait_for(point.stage, target, 60, lambda: workers.assert_alive("worker"))
+            reached = offsets.wait_for(
+                point.stage, target, 60, lambda: workers.assert_alive("worker")
+            )
             workers.kill("worker")
-            print(f"killed in round {index} at {point.stage}={reached - before[point.stage]} of ~{len(envelopes)}")
+            print(
+                f"killed in round {index} at {point.stage}="
+                f"{reached - before[point.stage]} of ~{len(envelopes)}"
+            )
             workers.start("worker", settings)
         context = f"round {index}, chaos seed {chaos_seed}, kills {schedule}"
         wait_for_oracle(settings, expected_states(sent), 120, context, workers.log_tails)
@@ -95,7 +100,13 @@ def test_a_worker_restarted_on_a_backlog_commits_what_it_processed(
         send_envelopes(settings, envelopes)
         sent.extend(envelopes)
         workers.start("worker", settings)
-        wait_for_oracle(settings, expected_states(sent), 120, f"round {index}, chaos seed {chaos_seed}", workers.log_tails)
+        wait_for_oracle(
+            settings,
+            expected_states(sent),
+            120,
+            f"round {index}, chaos seed {chaos_seed}",
+            workers.log_tails,
+        )
         wait_for_commits(settings, 30, lambda: workers.assert_alive("worker"))
         workers.kill("worker")
 

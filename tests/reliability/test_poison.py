@@ -16,12 +16,12 @@ from dataclasses import dataclass
 import orjson
 import pytest
 
-from mailstream.connectors.registry import parse
 from mailstream.codec import codec_for
+from mailstream.connectors.registry import parse
 from mailstream.connectors.samples import Envelope, RawRecord, campaign_rounds, raw_record
 from mailstream.settings import Settings
-from mailstream.topics import TopicNames
 from mailstream.streams.reader import read_to_end, read_until
+from mailstream.topics import TopicNames
 from tests.integration.harness import Coordinates, produce_in_order
 from tests.reliability.helpers import (
     DEAD_LETTER_CODEC,
@@ -56,8 +56,16 @@ def poison_records(
     event_bytes = codec_for("email_event").encode(event)
     return [
         Poison(RawRecord(maileroo, keyed, b"{not json"), "invalid_json"),
-        Poison(RawRecord(sample.topic, sample.key, sample.value[: len(sample.value) // 2]), "invalid_json"),
-        Poison(RawRecord(mailbot, keyed, b'{"event_type": "message.delivered", "recipient": "\xff\xfe@x"}'), "not_utf8"),
+        Poison(
+            RawRecord(sample.topic, sample.key, sample.value[: len(sample.value) // 2]),
+            "invalid_json",
+        ),
+        Poison(
+            RawRecord(
+                mailbot, keyed, b'{"event_type": "message.delivered", "recipient": "\xff\xfe@x"}'
+            ),
+            "not_utf8",
+        ),
         Poison(RawRecord(inboxroad, keyed, b""), "invalid_json"),
         Poison(RawRecord(inboxroad, None, None), "invalid_json"),
         Poison(RawRecord(maileroo, keyed, b"[1, 2, 3]"), "wrong_type"),
@@ -65,11 +73,18 @@ def poison_records(
         Poison(RawRecord(maileroo, keyed, b"x" * OVERSIZED_BYTES), "invalid_json"),
         Poison(RawRecord(names.events, b"garbage@example.com", b"not avro at all"), "bad_magic"),
         Poison(RawRecord(names.events, b"cut@example.com", event_bytes[:20]), "corrupt_body"),
-        Poison(RawRecord(names.events, b"unknown@example.com", b"\xc3\x01" + bytes(8) + event_bytes[10:]), "unknown_schema"),
+        Poison(
+            RawRecord(
+                names.events, b"unknown@example.com", b"\xc3\x01" + bytes(8) + event_bytes[10:]
+            ),
+            "unknown_schema",
+        ),
     ]
 
 
-def interleave(good: list[RawRecord], bad: list[Poison], rng: random.Random) -> list[RawRecord | Poison]:
+def interleave(
+    good: list[RawRecord], bad: list[Poison], rng: random.Random
+) -> list[RawRecord | Poison]:
     stream: list[RawRecord | Poison] = list(good)
     for poison in bad:
         stream.insert(rng.randrange(len(stream) + 1), poison)
@@ -87,13 +102,21 @@ def test_every_bad_record_is_dead_lettered_with_its_cause_and_every_good_one_is_
     workers.start("worker", settings)
     coordinates = produce_in_order(settings, records)
     expected_causes = {
-        where: item.cause for where, item in zip(coordinates, stream, strict=True) if isinstance(item, Poison)
+        where: item.cause
+        for where, item in zip(coordinates, stream, strict=True)
+        if isinstance(item, Poison)
     }
     sent = {where: record.value for where, record in zip(coordinates, records, strict=True)}
 
-    wait_for_oracle(settings, expected_states(envelopes), 90, f"chaos seed {chaos_seed}", workers.log_tails)
+    wait_for_oracle(
+        settings, expected_states(envelopes), 90, f"chaos seed {chaos_seed}", workers.log_tails
+    )
     dead = dead_letters(settings, names, len(expected_causes))
-    missing = {where: (cause, len(sent[where] or b"")) for where, cause in expected_causes.items() if where not in dead}
+    missing = {
+        where: (cause, len(sent[where] or b""))
+        for where, cause in expected_causes.items()
+        if where not in dead
+    }
     assert not missing, f"not dead-lettered (cause, bytes): {missing}\n{workers.log_tails()}"
     assert {where: letter["error_kind"] for where, letter in dead.items()} == expected_causes
     for where, letter in dead.items():
@@ -112,6 +135,11 @@ def dead_letters(settings: Settings, names: TopicNames, count: int) -> dict[Coor
     try:
         records = read_until(settings, names.dead_letters, lambda found: len(found) >= count, 60)
     except TimeoutError:
-        records = [(record.key, record.value) for record in read_to_end(settings, names.dead_letters)]
+        records = [
+            (record.key, record.value) for record in read_to_end(settings, names.dead_letters)
+        ]
     letters = [DEAD_LETTER_CODEC.decode(value) for _, value in records if value is not None]
-    return {(l["source_topic"], l["source_partition"], l["source_offset"]): l for l in letters}
+    return {
+        (letter["source_topic"], letter["source_partition"], letter["source_offset"]): letter
+        for letter in letters
+    }

@@ -20,8 +20,8 @@ import pytest
 from mailstream.connectors.registry import PROVIDERS
 from mailstream.connectors.samples import campaign_rounds
 from mailstream.settings import Settings
-from mailstream.topics import TopicNames, create_topics, topic_specs
 from mailstream.streams.reader import Watermarks
+from mailstream.topics import TopicNames, create_topics, topic_specs
 from tests.integration.harness import send_envelopes
 from tests.reliability.helpers import (
     Workers,
@@ -61,22 +61,32 @@ def test_the_survivor_takes_over_with_the_state_intact(
     wait_for_members(settings, 2, 60, both_alive)
     sent: list[dict] = []
     with Watermarks(settings) as offsets:
-        for index, envelopes in enumerate(campaign_rounds(RECIPIENTS, ROUNDS, seed=chaos_seed), start=1):
+        for index, envelopes in enumerate(
+            campaign_rounds(RECIPIENTS, ROUNDS, seed=chaos_seed), start=1
+        ):
             before = offsets.total(names.recipient_state)
             send_envelopes(settings, envelopes)
             sent.extend(envelopes)
             if index == killed_round:
-                offsets.wait_for(names.recipient_state, before + int(fraction * len(envelopes)), 60, both_alive)
+                offsets.wait_for(
+                    names.recipient_state, before + int(fraction * len(envelopes)), 60, both_alive
+                )
                 workers.kill(victim)
-                [owned] = wait_for_members(settings, 1, 60, lambda: workers.assert_alive(survivor)).values()
+                [owned] = wait_for_members(
+                    settings, 1, 60, lambda: workers.assert_alive(survivor)
+                ).values()
                 assert owns_every_source_partition(owned, settings, names)
-            context = f"round {index}, chaos seed {chaos_seed}, {victim} killed in round {killed_round}"
+            context = (
+                f"round {index}, chaos seed {chaos_seed}, {victim} killed in round {killed_round}"
+            )
             wait_for_oracle(settings, expected_states(sent), 120, context, workers.log_tails)
             if index < killed_round:
                 wait_for_commits(settings, 30, both_alive)
     workers.assert_alive(survivor)
 
 
-def owns_every_source_partition(owned: set[tuple[str, int]], settings: Settings, names: TopicNames) -> bool:
+def owns_every_source_partition(
+    owned: set[tuple[str, int]], settings: Settings, names: TopicNames
+) -> bool:
     sources = [names.events, *(names.raw(provider) for provider in PROVIDERS)]
     return {(topic, p) for topic in sources for p in range(settings.partitions)} <= owned

@@ -127,4 +127,6 @@ def test_the_schema_readme_documents_every_field_of_every_schema() -> None:
         assert len(section) == 2, f"schemas/README.md has no section for {path.name}"
         table = section[1].split("\n## ")[0]
         for field in schema["fields"]:
-            assert f"| `{field['name']}` |" in table, f"{path.name}: field {field['name']} undocumented"
+            assert f"| `{field['name']}` |" in table, (
+                f"{path.name}: field {field['name']} undocumented"
+            )

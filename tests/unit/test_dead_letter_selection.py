@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from mailstream.codec import codec_for
+from mailstream.streams.normalize import RECEIVED_AT_HEADER
 from mailstream.streams.operations.dead_letters import (
     REDRIVE_COUNT_HEADER,
     REDRIVEN_FROM_HEADER,
@@ -20,13 +21,18 @@ from mailstream.streams.operations.dead_letters import (
     split_kinds,
     unknown_kinds,
 )
-from mailstream.streams.normalize import RECEIVED_AT_HEADER
 from mailstream.streams.records import MAX_DEAD_LETTER_PAYLOAD, SourceRecord, dead_letter
 
 T0 = 1_700_000_000_000
 
 
-def letter(offset: int, kind: str = "invalid_json", failed_at: int = T0, source_offset: int | None = None, **fields: Any) -> DeadLetter:
+def letter(
+    offset: int,
+    kind: str = "invalid_json",
+    failed_at: int = T0,
+    source_offset: int | None = None,
+    **fields: Any,
+) -> DeadLetter:
     record = {
         "source_topic": "email.raw.maileroo",
         "source_partition": 1,
@@ -45,19 +51,29 @@ def letter(offset: int, kind: str = "invalid_json", failed_at: int = T0, source_
 
 
 def test_select_filters_by_time_and_kind_oldest_first() -> None:
-    letters = [letter(1, failed_at=T0 + 20), letter(2, "unresolved", T0 + 10), letter(3, failed_at=T0 - 10)]
+    letters = [
+        letter(1, failed_at=T0 + 20),
+        letter(2, "unresolved", T0 + 10),
+        letter(3, failed_at=T0 - 10),
+    ]
     assert [d.offset for d in select(letters, None, set())] == [3, 2, 1]
     assert [d.offset for d in select(letters, T0, set())] == [2, 1]
     assert [d.offset for d in select(letters, None, {"unresolved"})] == [2]
 
 
 def test_kinds_may_be_repeated_or_comma_separated() -> None:
-    assert split_kinds(["invalid_json,unresolved", " bad_magic "]) == {"invalid_json", "unresolved", "bad_magic"}
+    assert split_kinds(["invalid_json,unresolved", " bad_magic "]) == {
+        "invalid_json",
+        "unresolved",
+        "bad_magic",
+    }
     assert split_kinds(None) == set()
 
 
 def test_a_kind_is_known_when_the_pipeline_writes_it_or_the_dlq_holds_it() -> None:
-    assert unknown_kinds({"invalid_json", "from_the_future", "typo"}, {"from_the_future"}) == ["typo"]
+    assert unknown_kinds({"invalid_json", "from_the_future", "typo"}, {"from_the_future"}) == [
+        "typo"
+    ]
 
 
 def test_redrive_plan_skips_the_ledger_and_sends_each_source_record_once() -> None:
@@ -74,9 +90,15 @@ def test_redrive_plan_skips_the_ledger_and_sends_each_source_record_once() -> No
 
 
 def test_a_dead_letter_whose_payload_was_cut_is_never_redriven() -> None:
-    source = SourceRecord("email.raw.maileroo", 1, 9, T0, b"m1", b"x" * (MAX_DEAD_LETTER_PAYLOAD + 1))
-    output = dead_letter(codec_for("dead_letter"), "email.events.dlq", source, "invalid_json", "not JSON", "maileroo")
-    oversized = DeadLetter("email.events.dlq", 0, 5, codec_for("dead_letter").decode(output.value or b""))
+    source = SourceRecord(
+        "email.raw.maileroo", 1, 9, T0, b"m1", b"x" * (MAX_DEAD_LETTER_PAYLOAD + 1)
+    )
+    output = dead_letter(
+        codec_for("dead_letter"), "email.events.dlq", source, "invalid_json", "not JSON", "maileroo"
+    )
+    oversized = DeadLetter(
+        "email.events.dlq", 0, 5, codec_for("dead_letter").decode(output.value or b"")
+    )
     redrives, skipped, cut = plan_redrives([oversized, letter(6)], {}, again=True)
     assert [r.dead_letter.offset for r in redrives] == [6]
     assert (skipped, [d.offset for d in cut]) == ([], [5])
@@ -84,7 +106,9 @@ def test_a_dead_letter_whose_payload_was_cut_is_never_redriven() -> None:
 
 def test_redrive_headers_keep_the_originals_count_and_point_back() -> None:
     original = letter(
-        5, headers={"x-trace": b"abc", REDRIVE_COUNT_HEADER: b"1", REDRIVEN_FROM_HEADER: b"old"}, redrive_count=1
+        5,
+        headers={"x-trace": b"abc", REDRIVE_COUNT_HEADER: b"1", REDRIVEN_FROM_HEADER: b"old"},
+        redrive_count=1,
     )
     assert redrive_count(original.record) == 1
     assert dict(redrive_headers(original)) == {
@@ -109,7 +133,9 @@ def test_previews_are_safe_for_terminals_and_binary() -> None:
 
 
 def test_list_row_and_table() -> None:
-    row = list_row(letter(9), {"0:9": {"redriven_to": "email.raw.maileroo:1:20", "actor": "ann@host"}})
+    row = list_row(
+        letter(9), {"0:9": {"redriven_to": "email.raw.maileroo:1:20", "actor": "ann@host"}}
+    )
     assert row[:3] == ["0:9", "2023-11-14T22:13:20Z", "invalid_json"]
     assert row[4] == "email.raw.maileroo:1:9"
     assert row[6] == "email.raw.maileroo:1:20 by ann@host"

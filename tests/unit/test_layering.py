@@ -109,5 +109,7 @@ def test_no_module_imports_the_folders_as_top_level_packages(path: Path) -> None
 
 def test_the_downstream_client_does_not_pull_in_faust() -> None:
     probe = "import sys, mailstream.streams.suppression_list; print('faust' in sys.modules)"
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    )
     assert result.stdout.strip() == "False"

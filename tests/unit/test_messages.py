@@ -175,4 +175,6 @@ def test_a_redelivered_releasing_event_releases_the_parked_events_again() -> Non
     assert dead == []
     opened = event("OPENED", T0 + 60 * SECOND)
     _, later, _ = route(opened, stored, POLICY)
-    assert [e["event_id"] for e in later] == [opened["event_id"]], "only the releasing event re-releases"
+    assert [e["event_id"] for e in later] == [opened["event_id"]], (
+        "only the releasing event re-releases"
+    )

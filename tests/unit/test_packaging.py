@@ -42,7 +42,18 @@ def test_help_lists_the_subcommands() -> None:
         [sys.executable, "-m", "mailstream", "--help"], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0
-    commands = ("kafka", "topics", "worker", "ingest", "normalize", "simulate", "replay", "dlq", "suppress", "demo")
+    commands = (
+        "kafka",
+        "topics",
+        "worker",
+        "ingest",
+        "normalize",
+        "simulate",
+        "replay",
+        "dlq",
+        "suppress",
+        "demo",
+    )
     for command in commands:
         assert f"    {command}" in result.stdout, command
     readme = (ROOT / "README.md").read_text()
@@ -60,8 +71,21 @@ def test_readme_quick_start_has_exactly_the_two_commands_ci_runs() -> None:
 
 def test_the_wheel_installs_one_import_package_and_builds_without_warnings(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(tmp_path), str(ROOT)],
-        capture_output=True, text=True, timeout=240, check=False,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--quiet",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     assert "Warning" not in result.stderr, result.stderr
@@ -71,13 +95,18 @@ def test_the_wheel_installs_one_import_package_and_builds_without_warnings(tmp_p
     assert {name.split("/")[0] for name in names if ".dist-info/" not in name} == {"mailstream"}
     history = {path.name for path in (ROOT / "schemas" / "history").iterdir() if path.is_dir()}
     assert {f"mailstream/schemas/history/{name}/v1.avsc" for name in history} <= set(names)
-    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "packages"
+    ]
     assert {f"mailstream.schemas.history.{name}" for name in history} <= set(packages)
 
 
 def test_python_dash_m_mailstream_prints_the_version() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "mailstream", "--version"], capture_output=True, text=True, check=False
+        [sys.executable, "-m", "mailstream", "--version"],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 0
     assert result.stdout.strip() == f"mailstream {__version__}"

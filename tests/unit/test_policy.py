@@ -119,7 +119,7 @@ def test_fractional_seconds_and_days_are_allowed(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("text", ["- a\n- b\n", "key: [unclosed\n"])
 def test_a_file_that_is_not_a_mapping_is_an_error(tmp_path: Path, text: str) -> None:
-    with pytest.raises(PolicyError, match="policy.yaml"):
+    with pytest.raises(PolicyError, match=r"policy\.yaml"):
         load_policy(write(tmp_path, text))
 
 

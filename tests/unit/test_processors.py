@@ -102,8 +102,13 @@ def canonical(
     **fields: Any,
 ) -> Event:
     return new_event(
-        event_id=event_id, provider="inboxroad", event_type=event_type, recipient=recipient,
-        message_id=f"msg-{event_id}", occurred_at=at, **fields,
+        event_id=event_id,
+        provider="inboxroad",
+        event_type=event_type,
+        recipient=recipient,
+        message_id=f"msg-{event_id}",
+        occurred_at=at,
+        **fields,
     )
 
 
@@ -114,7 +119,9 @@ def on_events_topic(event: Event | bytes, offset: int = 0) -> SourceRecord:
 
 def command(action: CommandAction, command_id: str = "c1", **fields: Any) -> OperatorCommand:
     values: dict[str, Any] = {
-        "recipient": "ann@example.com", "actor": "ops@host", "requested_at": T0 + DAY,
+        "recipient": "ann@example.com",
+        "actor": "ops@host",
+        "requested_at": T0 + DAY,
     }
     return OperatorCommand(action=action, command_id=command_id, **(values | fields))
 
@@ -228,7 +235,8 @@ def test_an_open_before_its_delivery_is_parked_then_released_ahead_of_the_delive
 
     released = published_events(processor.process(raw("mailbot", delivered, 1), messages))
     assert [(e["event_id"], e["event_type"]) for e in released] == [
-        ("mb-e2", "OPENED"), ("mb-e1", "DELIVERED"),
+        ("mb-e2", "OPENED"),
+        ("mb-e1", "DELIVERED"),
     ]
     assert {e["recipient"] for e in released} == {"dee@example.com"}
     assert released[0]["delivered_at"] == T0, "the released open learns the delivery time"
@@ -356,7 +364,9 @@ def test_a_delivered_event_publishes_the_recipient_state_and_no_suppression() ->
     (output,) = outputs
     state = state_of(output)
     assert (state["recipient"], state["status"], state["delivered"]) == (
-        "ann@example.com", "ACTIVE", 1,
+        "ann@example.com",
+        "ACTIVE",
+        1,
     )
     assert output.headers == ()
     assert recipients[b"ann@example.com"]["recent_event_ids"] == ["e1"]
@@ -381,8 +391,13 @@ def test_a_hard_bounce_publishes_the_state_and_a_suppression_caused_by_the_event
     assert (state["status"], state["suppression_reason"]) == ("SUPPRESSED", "HARD_BOUNCE")
     assert state["suppression_event_id"] == "b1"
     assert suppression_of(suppression_output) == {
-        "recipient": "ann@example.com", "reason": "HARD_BOUNCE", "since": T0,
-        "event_id": "b1", "source": "event", "actor": None, "note": None,
+        "recipient": "ann@example.com",
+        "reason": "HARD_BOUNCE",
+        "since": T0,
+        "event_id": "b1",
+        "source": "event",
+        "actor": None,
+        "note": None,
     }
 
 
@@ -462,8 +477,13 @@ def test_a_manual_suppression_publishes_state_and_suppression_with_audit_headers
     state = state_of(state_output)
     assert (state["status"], state["suppression_reason"]) == ("SUPPRESSED", "MANUAL")
     assert suppression_of(suppression_output) == {
-        "recipient": "ann@example.com", "reason": "MANUAL", "since": T0 + DAY,
-        "event_id": None, "source": "operator", "actor": "ops@host", "note": "asked by phone",
+        "recipient": "ann@example.com",
+        "reason": "MANUAL",
+        "since": T0 + DAY,
+        "event_id": None,
+        "source": "operator",
+        "actor": "ops@host",
+        "note": "asked by phone",
     }
     assert dict(state_output.headers) == audit_headers()
     assert dict(suppression_output.headers) == audit_headers()
@@ -480,7 +500,9 @@ def test_lifting_a_suppression_publishes_the_active_state_and_a_tombstone() -> N
     assert (state["status"], state["suppression_reason"]) == ("ACTIVE", None)
     assert state["hard_bounces"] == 1, "lifting keeps the lifetime counters"
     assert (tombstone.topic, tombstone.key, tombstone.value) == (
-        NAMES.suppressions, b"ann@example.com", None,
+        NAMES.suppressions,
+        b"ann@example.com",
+        None,
     )
     assert dict(tombstone.headers) == audit_headers(command_id="lift-1")
     assert recipients[b"ann@example.com"]["status"] == "ACTIVE"
@@ -527,7 +549,9 @@ def test_a_reset_inactive_command_publishes_the_reset_state_but_no_suppression_r
     feed(processor, recipients, canonical(EventType.OPENED, event_id="o1"))
     assert recipients[b"ann@example.com"]["score"] == 5
     reset = command(
-        CommandAction.RESET_INACTIVE, command_id="sweep-1", actor=SWEEP_ACTOR,
+        CommandAction.RESET_INACTIVE,
+        command_id="sweep-1",
+        actor=SWEEP_ACTOR,
         requested_at=T0 + 31 * DAY,
     )
     (output,) = processor.process(on_commands_topic(reset), recipients)

@@ -407,7 +407,7 @@ def test_an_event_without_recipient_is_refused() -> None:
 
 
 def test_an_event_of_another_recipient_is_refused() -> None:
-    with pytest.raises(ValueError, match="other@example.com"):
+    with pytest.raises(ValueError, match=r"other@example\.com"):
         apply(RecipientState(LEAD), event("OPENED", recipient="other@example.com"), POLICY)
 
 

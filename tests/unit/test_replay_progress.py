@@ -7,9 +7,6 @@ import io
 
 import pytest
 
-from mailstream.streams.records import SourceRecord
-from mailstream.times import parse_instant_ms
-from mailstream.topics import changelog_topics
 from mailstream.streams.operations.replay import (
     ProgressPrinter,
     format_duration,
@@ -21,6 +18,9 @@ from mailstream.streams.operations.replay import (
     stale_keys,
     time_argument,
 )
+from mailstream.streams.records import SourceRecord
+from mailstream.times import parse_instant_ms
+from mailstream.topics import changelog_topics
 
 NOW = 1_763_900_000_000
 
@@ -45,7 +45,7 @@ def test_times_are_iso_8601_epoch_ms_or_a_duration_ago(text: str, expected: int)
 
 @pytest.mark.parametrize("text", ["", "yesterday", "2h ago", "-5", "12:00", "2023-13-01"])
 def test_malformed_times_name_the_accepted_forms(text: str) -> None:
-    with pytest.raises(ValueError, match="ISO 8601.*epoch milliseconds.*duration ago"):
+    with pytest.raises(ValueError, match=r"ISO 8601.*epoch milliseconds.*duration ago"):
         parse_instant_ms(text, NOW)
 
 
@@ -73,7 +73,9 @@ def test_progress_shows_counts_rate_and_eta() -> None:
     assert "(100.0%)" in format_progress("applied", 0, 0, 1.0)
 
 
-@pytest.mark.parametrize(("seconds", "text"), [(0, "0:00"), (9.4, "0:09"), (725, "12:05"), (3723, "1:02:03")])
+@pytest.mark.parametrize(
+    ("seconds", "text"), [(0, "0:00"), (9.4, "0:09"), (725, "12:05"), (3723, "1:02:03")]
+)
 def test_durations(seconds: float, text: str) -> None:
     assert format_duration(seconds) == text
 
@@ -91,7 +93,13 @@ def record(key: bytes, value: bytes | None, partition: int = 0) -> SourceRecord:
 
 def test_keys_live_before_and_not_rewritten_need_a_tombstone() -> None:
     before = live_keys(
-        [record(b"a", b"1", 1), record(b"b", b"1"), record(b"c", b"1"), record(b"c", None), record(b"d", b"1")]
+        [
+            record(b"a", b"1", 1),
+            record(b"b", b"1"),
+            record(b"c", b"1"),
+            record(b"c", None),
+            record(b"d", b"1"),
+        ]
     )
     assert before == {b"a": 1, b"b": 0, b"d": 0}
     assert stale_keys(before, [record(b"b", b"2"), record(b"d", None)]) == {b"a": 1}
