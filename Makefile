@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install test demo clean
+.PHONY: install test demo check clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "mailstream needs Python >= 3.11")'
@@ -19,6 +19,18 @@ install: $(INSTALLED)
 
 test: $(INSTALLED)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# mypy follows imports by folder, so it reads the installed layout (connectors/ as
+# mailstream.connectors, ...) through a tree of symbolic links.
+TYPECHECK := build/typecheck
+
+check: $(INSTALLED)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	rm -rf $(TYPECHECK) && mkdir -p $(TYPECHECK)/mailstream
+	ln -s $(CURDIR)/mailstream/* $(TYPECHECK)/mailstream/
+	for layer in connectors streams schemas; do ln -s $(CURDIR)/$$layer $(TYPECHECK)/mailstream/$$layer; done
+	cd $(TYPECHECK) && MYPYPATH=$(CURDIR)/bench $(CURDIR)/$(BIN)/mypy --config-file $(CURDIR)/pyproject.toml mailstream $(CURDIR)/bench
 
 demo: $(INSTALLED)
 	$(BIN)/mailstream demo

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, cast
 
 import faust
 from faust.streams import _current_event
@@ -22,7 +23,7 @@ from mailstream.codec import codec_for
 from mailstream.connectors.registry import PROVIDERS
 from mailstream.policy import Policy, load_policy
 from mailstream.settings import Settings
-from mailstream.streams.app import create_app, source_record
+from mailstream.streams.app import RecordTable, create_app, source_record
 from mailstream.streams.normalize import Normalizer
 from mailstream.streams.recipients import StateKeeper
 from mailstream.streams.records import Output, SourceRecord
@@ -38,8 +39,10 @@ def batched_agent(app: faust.App, name: str, process: Process, batch: int) -> No
     original = app.agents.pop(name)
     send = _direct_send(app)
 
-    async def run(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(batch, within=BATCH_WITHIN_SECONDS):
+    async def run(stream: faust.StreamT[Any]) -> None:
+        # take_events is a method of faust.Stream that faust's StreamT does not declare
+        batches = stream.take_events(batch, within=BATCH_WITHIN_SECONDS)  # type: ignore[attr-defined]
+        async for events in batches:
             outputs: list[Output] = []
             for event in events:
                 _current_event.set(weakref.ref(event))
@@ -77,7 +80,8 @@ def processors(app: faust.App, settings: Settings, policy: Policy) -> dict[str, 
         codec_for("operator_command"),
         dead_letter_codec,
     )
-    messages, recipients = app.tables["messages"], app.tables["recipients"]
+    messages = cast(RecordTable, app.tables["messages"])
+    recipients = cast(RecordTable, app.tables["recipients"])
     return {
         "normalize": lambda record: normalizer.process(record, messages),
         "state": lambda record: keeper.process(record, recipients),

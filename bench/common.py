@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
@@ -131,7 +132,7 @@ def event_keys(names: TopicNames, records: Sequence[RawRecord]) -> list[list[byt
         codec_for("email_event"),
         codec_for("dead_letter"),
     )
-    table: dict[bytes, dict] = {}
+    table: dict[bytes, dict[str, Any]] = {}
     keys = []
     for offset, record in enumerate(records):
         source = SourceRecord(record.topic, 0, offset, None, record.key, record.value)
@@ -219,11 +220,11 @@ def edge_timestamp(settings: Settings, topic: str, *, last: bool) -> int:
                 if high > low
             ]
         )
-        stamps = []
+        stamps: list[int] = []
         while len(stamps) < len(consumer.assignment()):
             message = consumer.poll(1)
             if message is not None and message.error() is None:
-                stamps.append(message.timestamp()[1])
+                stamps.append(message.timestamp()[1] or 0)
         return max(stamps) if last else min(stamps)
     finally:
         consumer.close()

@@ -128,7 +128,7 @@ def kafka_tools(
     topic = f"{settings.topic_prefix}perf"
     create_topics(settings, [TopicSpec(topic, settings.partitions, 1)])
     payloads = work / "payloads.txt"
-    payloads.write_bytes(b"\n".join(record.value for record in records))
+    payloads.write_bytes(b"\n".join(record.value or b"" for record in records))
     count = str(len(records))
     produced = _java(
         "org.apache.kafka.tools.ProducerPerformance",
@@ -242,9 +242,9 @@ def _pair(
             produced[key].append(stamp)
     published: dict[bytes, list[int]] = defaultdict(list)
     for state in states:
-        if state.key in produced:
+        if state.key in produced and state.key is not None and state.timestamp is not None:
             published[state.key].append(state.timestamp)
-    latencies = []
+    latencies: list[float] = []
     for key, created in produced.items():
         if len(published[key]) != len(created):
             raise RuntimeError(f"{key!r}: {len(created)} events but {len(published[key])} states")
@@ -261,7 +261,7 @@ def report(
     shipped = runs[0]
     plain = next(run for run in runs if "plain" in run.name)
     best = max(runs[1:-1], key=lambda run: run.per_second)
-    rows = [
+    rows: list[tuple[object, ...]] = [
         (
             run.name,
             run.events,

@@ -28,6 +28,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import aiohttp
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
@@ -172,7 +173,8 @@ def stored_request_ids(settings: Settings, expected: int, timeout: float = 60) -
         while len(ids) < total and time.monotonic() < deadline:
             for message in consumer.consume(10_000, timeout=1):
                 assert message.error() is None, message.error()
-                ids.append(dict(message.headers() or [])["mailstream.request_id"])
+                headers = cast(list[tuple[str, bytes]], message.headers() or [])
+                ids.append(dict(headers)["mailstream.request_id"])
         return ids
     finally:
         consumer.close()
@@ -223,8 +225,9 @@ def run(args: argparse.Namespace, cluster: Cluster, work: Path) -> dict[str, str
     base = f"http://127.0.0.1:{port}"
     with service(["ingest", "--port", str(port)], env, work / "ingest.log") as process:
         asyncio.run(wait_ready(base))
-        pids = {"server": process.pid, "broker": cluster.local.pid() if cluster.local else None}
-        before = {name: cpu_seconds(pid) for name, pid in pids.items() if pid is not None}
+        broker_pid = cluster.local.pid() if cluster.local else None
+        pids = {"server": process.pid, **({"broker": broker_pid} if broker_pid else {})}
+        before = {name: cpu_seconds(pid) for name, pid in pids.items()}
         client_before = time.process_time()
         tally, elapsed = asyncio.run(drive(base, args, signed_requests(settings)))
         cpu = {name: (cpu_seconds(pids[name]) - used) / elapsed for name, used in before.items()}

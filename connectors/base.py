@@ -28,7 +28,8 @@ Item = Mapping[str, Any]
 
 @runtime_checkable
 class Provider(Protocol):
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def parse(self, body: bytes, received_at: int | None = None) -> list[EmailEvent]:
         """Canonical events of a webhook body (one JSON object or an array of them).
@@ -153,7 +154,8 @@ def decode_items(body: bytes) -> list[Item]:
             bytes(body).decode("utf-8")
         except UnicodeDecodeError as utf8_error:
             raise ParseError(
-                "not_utf8", f"body is not UTF-8 (byte {utf8_error.start}); send JSON in UTF-8"
+                ErrorKind.NOT_UTF8,
+                f"body is not UTF-8 (byte {utf8_error.start}); send JSON in UTF-8",
             ) from exc
         raise ParseError(ErrorKind.INVALID_JSON, f"body is not JSON: {exc}") from exc
     if isinstance(document, dict):

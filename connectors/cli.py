@@ -12,7 +12,7 @@ from mailstream.events import render_json_line
 BAD_INPUT = 2
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "normalize",
         help="print a provider webhook body as canonical events (JSON lines)",

@@ -17,12 +17,12 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
 from io import BytesIO
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
-from mailstream.errors import DecodeError, ErrorKind
+from mailstream.errors import DecodeError, ErrorKind, MailstreamError
 from mailstream.schemas import history_versions, load_schema
 
 if TYPE_CHECKING:
@@ -78,7 +78,7 @@ class AvroCodec(ABC):
         buffer.seek(body_offset)
         reader = None if writer is self._parsed else self._parsed
         try:
-            record: dict[str, Any] = schemaless_reader(buffer, writer, reader)
+            record = cast(dict[str, Any], schemaless_reader(buffer, writer, reader))
         except Exception as exc:  # fastavro raises EOFError, ValueError, IndexError, ...
             raise DecodeError(
                 ErrorKind.CORRUPT_BODY,
@@ -136,10 +136,15 @@ class ConfluentCodec(AvroCodec):
         from confluent_kafka.schema_registry import Schema
 
         registered = Schema(json.dumps(schema), "AVRO")
+        schema_id: int | None
         if auto_register:
             schema_id = client.register_schema(subject, registered)
         else:
             schema_id = client.lookup_schema(subject, registered).schema_id
+        if schema_id is None:
+            raise MailstreamError(
+                f"the registry has no id for subject {subject}", ErrorKind.UNKNOWN_SCHEMA
+            )
         super().__init__(schema, bytes([CONFLUENT_MAGIC]) + schema_id.to_bytes(4, "big"))
         self.schema_id = schema_id
         self._client = client
@@ -169,6 +174,8 @@ class ConfluentCodec(AvroCodec):
             raise DecodeError(
                 ErrorKind.UNKNOWN_SCHEMA, f"schema id {schema_id} is not in the registry"
             ) from exc
+        if found.schema_str is None:
+            raise DecodeError(ErrorKind.UNKNOWN_SCHEMA, f"schema id {schema_id} has no text")
         return _parse_for_hot_path(json.loads(found.schema_str))
 
 

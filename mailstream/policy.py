@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 
@@ -171,7 +171,7 @@ def _number(minimum: float, *, exclusive: bool = False) -> Callable[[str, Any], 
         if type(value) not in (int, float) or (value <= minimum if exclusive else value < minimum):
             bound = f"> {minimum}" if exclusive else f">= {minimum}"
             raise PolicyError(f"{key}: expected a number {bound}, got {value!r}")
-        return value
+        return cast(float, value)  # an int stays an int
 
     return check
 

@@ -88,9 +88,9 @@ class KafkaSettings:
     def uses_ssl(self) -> bool:
         return self.security_protocol in ("SSL", "SASL_SSL")
 
-    def librdkafka_config(self) -> dict[str, str]:
+    def librdkafka_config(self) -> dict[str, str | int | float | bool]:
         """The connection part of a confluent-kafka Producer/Consumer/AdminClient config."""
-        config = {
+        config: dict[str, str | int | float | bool] = {
             "bootstrap.servers": self.bootstrap_servers,
             "security.protocol": self.security_protocol,
         }
@@ -265,7 +265,8 @@ class ProviderAuth:
     basic_auth: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
     def __post_init__(self) -> None:
-        if isinstance(self.secrets, str):
+        secrets: object = self.secrets  # typed as a tuple; a caller may still pass one string
+        if isinstance(secrets, str):
             raise SettingsError("secrets must be a tuple of strings, not one string")
         if self.mode not in AUTH_MODES:
             raise SettingsError(f"mode must be one of {', '.join(AUTH_MODES)}, not {self.mode!r}")

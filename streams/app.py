@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import faust
+from faust.types import StreamT, TableT, TopicT
 
 from mailstream.codec import codec_for
 from mailstream.connectors.registry import PROVIDERS
@@ -23,10 +24,18 @@ from mailstream.streams.queries import add_queries
 from mailstream.streams.recipients import StateKeeper
 from mailstream.streams.records import Output, SourceRecord
 from mailstream.streams.sweep import add_inactivity_sweep
-from mailstream.streams.transport import Transport
-from mailstream.topics import TopicNames
+from mailstream.streams.transport import Consumer, Transport
+from mailstream.topics import TABLES, TopicNames
 
-RAW = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+# The tables' values are the JSON records of MessageInfo and RecipientState.
+RecordTable = TableT[bytes, dict[str, Any]]
+
+
+def raw_topic(app: faust.App, *names: str) -> TopicT:
+    """Topics of undecoded bytes: the processors decode (and dead-letter) themselves."""
+    return app.topic(
+        *names, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+    )
 
 
 def create_app(settings: Settings, policy: Policy, *, web_enabled: bool = True) -> faust.App:
@@ -75,12 +84,15 @@ def create_app(settings: Settings, policy: Policy, *, web_enabled: bool = True) 
     # key_type=bytes on the table itself: its store encodes keys with the table's own key type
     # and serializer (json by default), not the schema's; without it, keys restored from the
     # changelog did not match live keys after a restart (tests/reliability found it).
-    table_schema = faust.Schema(key_type=bytes, key_serializer="raw", value_serializer="json")
-    messages = app.Table(
-        "messages", key_type=bytes, schema=table_schema, partitions=settings.partitions
+    table_schema: faust.Schema[bytes, Any] = faust.Schema(
+        key_type=bytes, key_serializer="raw", value_serializer="json"
     )
-    recipients = app.Table(
-        "recipients", key_type=bytes, schema=table_schema, partitions=settings.partitions
+    messages_table, recipients_table = TABLES
+    messages: RecordTable = app.Table(
+        messages_table, key_type=bytes, schema=table_schema, partitions=settings.partitions
+    )
+    recipients: RecordTable = app.Table(
+        recipients_table, key_type=bytes, schema=table_schema, partitions=settings.partitions
     )
 
     async def publish(records: list[Output]) -> None:
@@ -93,28 +105,32 @@ def create_app(settings: Settings, policy: Policy, *, web_enabled: bool = True) 
                 output.topic, output.key, output.value, None, None, list(output.headers) or None
             )
 
-    @app.agent(app.topic(*(names.raw(p) for p in PROVIDERS), **RAW), name="normalize")
-    async def normalize(stream: faust.StreamT) -> None:
+    @app.agent(raw_topic(app, *(names.raw(p) for p in PROVIDERS)), name="normalize")
+    async def normalize(stream: StreamT[bytes]) -> None:
         async for event in stream.events():
             await publish(normalizer.process(source_record(event.message), messages))
 
-    @app.agent(app.topic(names.events, names.commands, **RAW), name="state")
-    async def state(stream: faust.StreamT) -> None:
+    @app.agent(raw_topic(app, names.events, names.commands), name="state")
+    async def state(stream: StreamT[bytes]) -> None:
         async for event in stream.events():
             await publish(keeper.process(source_record(event.message), recipients))
 
     sources = {*(names.raw(p) for p in PROVIDERS), names.events, names.commands}
 
-    @app.on_rebalance_complete.connect
+    # mode types its handlers with mypy_extensions callables that no coroutine function matches
+    @app.on_rebalance_complete.connect  # type: ignore[arg-type]
     async def seek_before_streams_resume(sender: faust.App, **_: Any) -> None:
-        await sender.consumer.seek_before_resume(sources)
+        consumer = sender.consumer
+        if not isinstance(consumer, Consumer):
+            raise TypeError(f"the worker needs mailstream's consumer, not {type(consumer)}")
+        await consumer.seek_before_resume(sources)
 
     add_queries(app, recipients, settings.web_token)
     if settings.sweep_interval_seconds > 0:
         add_inactivity_sweep(
             app,
             recipients,
-            app.topic(names.commands, **RAW),
+            raw_topic(app, names.commands),
             command_codec,
             policy,
             settings.sweep_interval_seconds,

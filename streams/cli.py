@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "worker",
         help="run the stream pipeline (normalize and state agents)",
@@ -38,5 +38,4 @@ def run(args: argparse.Namespace) -> int:
     # At WARNING and above Faust's terminal spinner sets the root logger to DEBUG so that every
     # log record spins it: every debug call of aiokafka and Faust then builds a LogRecord.
     worker.spinner = None
-    worker.execute_from_commandline()
-    return 0
+    worker.execute_from_commandline()  # exits the process when the worker stops

@@ -8,7 +8,7 @@ not name it, when the message was delivered) and dead-letters what cannot be pro
 from __future__ import annotations
 
 from collections.abc import Mapping, MutableMapping
-from typing import Any
+from typing import Any, cast
 
 from mailstream.codec import AvroCodec
 from mailstream.connectors.registry import parse
@@ -73,7 +73,7 @@ class Normalizer:
         outputs = [
             Output(
                 self._names.events,
-                ready_event["recipient"].encode(),
+                cast(str, ready_event["recipient"]).encode(),  # route resolved it
                 self._event_codec.encode(ready_event),
             )
             for ready_event in ready

@@ -16,7 +16,8 @@ from typing import Any
 from urllib.parse import quote
 
 import faust
-from faust.web import Request, Response, View
+from faust.types import TableT
+from faust.web import Request, Response, View, Web
 
 from mailstream.commands import CommandError, normalize_address
 from mailstream.events import format_timestamp_ms
@@ -26,7 +27,7 @@ from mailstream.times import parse_duration_ms
 
 def cohort(
     states: Iterable[Mapping[str, Any]], min_score: int, opened_since: int
-) -> list[dict[str, Any]]:
+) -> list[Mapping[str, Any]]:
     """Active recipients scoring at least `min_score` with a human open at or after
     `opened_since` (epoch ms), highest score first."""
     chosen = [
@@ -48,8 +49,10 @@ def rendered(record: Mapping[str, Any]) -> dict[str, Any]:
     return public
 
 
-def add_queries(app: faust.App, recipients: faust.Table, token: str | None) -> None:
-    def refused(web: Any, request: Request) -> Response | None:
+def add_queries(
+    app: faust.App, recipients: TableT[bytes, dict[str, Any]], token: str | None
+) -> None:
+    def refused(web: Web, request: Request) -> Response | None:
         if token is None:
             return None
         presented = request.headers.get("Authorization", "")
@@ -73,9 +76,10 @@ def add_queries(app: faust.App, recipients: faust.Table, token: str | None) -> N
             if address != email:
                 location = f"/recipients/{quote(address, safe='@')}/"
                 return self.json({"redirect": location}, status=307, headers={"Location": location})
-            return await self.owned(request, email=address)
+            return await self.owned(request, email=address)  # type: ignore[call-arg]
 
-        @app.table_route(table=recipients, match_info="email")
+        # faust types a table route as (view, request); it passes match_info on by keyword
+        @app.table_route(table=recipients, match_info="email")  # type: ignore[arg-type]
         async def owned(self, request: Request, email: str) -> Response:
             stored = recipients.get(email.encode())
             if stored is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from confluent_kafka import (
     Consumer,
@@ -155,13 +155,11 @@ def read_to_end(
                 error = message.error()
                 if error is not None and error.code() != KafkaError._PARTITION_EOF:
                     raise KafkaException(error)
+                record = source_record(message)
                 if error is None:
-                    records.append(source_record(message))
-                if (
-                    error is not None
-                    or message.offset() >= remaining.get(message.partition(), 0) - 1
-                ):
-                    remaining.pop(message.partition(), None)
+                    records.append(record)
+                if error is not None or record.offset >= remaining.get(record.partition, 0) - 1:
+                    remaining.pop(record.partition, None)
         return records
     finally:
         consumer.close()
@@ -177,7 +175,7 @@ def source_record(message: Message) -> SourceRecord:
         timestamp=timestamp if timestamp_type else None,
         key=message.key(),
         value=message.value(),
-        headers=tuple(message.headers() or ()),
+        headers=tuple(cast(list[tuple[str, bytes | None]], message.headers() or ())),
     )
 
 

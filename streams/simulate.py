@@ -14,13 +14,13 @@ import argparse
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import orjson
 
 from mailstream.connectors import registry
 from mailstream.errors import ErrorKind, MailstreamError, ParseError, TimeFormatError
-from mailstream.events import render_json_line
+from mailstream.events import EmailEvent, render_json_line
 from mailstream.messages import MessageInfo, message_key, route
 from mailstream.policy import Policy, PolicyError, load_policy
 from mailstream.recipient import TIMESTAMP_FIELDS, RecipientState, apply
@@ -62,7 +62,7 @@ def simulate(
         for event in events:
             ready, dead = _route(event, messages, policy)
             for ready_event in ready:
-                recipient = ready_event["recipient"]
+                recipient = cast(str, ready_event["recipient"])  # route resolved it
                 states[recipient] = apply(states.get(recipient), ready_event, policy)
             for dead_event, reason in dead:
                 report(index, f"event {dead_event['event_id']}: {reason}")
@@ -78,7 +78,7 @@ def simulate(
     return states
 
 
-def parse_envelope(envelope: Any) -> list[dict[str, Any]]:
+def parse_envelope(envelope: Any) -> list[EmailEvent]:
     """The canonical events of one envelope (raises EnvelopeError or ParseError)."""
     if not isinstance(envelope, Mapping):
         raise EnvelopeError("expected a JSON object with provider and payload")
@@ -149,8 +149,8 @@ def _simulate_lines(lines: IO[bytes], policy: Policy, source: str) -> dict[str, 
 
 
 def _route(
-    event: dict[str, Any], messages: dict[str, MessageInfo], policy: Policy
-) -> tuple[list[dict[str, Any]], list[tuple[dict[str, Any], str]]]:
+    event: EmailEvent, messages: dict[str, MessageInfo], policy: Policy
+) -> tuple[list[EmailEvent], list[tuple[EmailEvent, str]]]:
     """`messages.route` against an in-memory message table."""
     message_id = event.get("message_id")
     key = message_key(event["provider"], message_id) if message_id else ""

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import faust
+from faust.types import TableT, TopicT
 
 from mailstream.codec import AvroCodec
 from mailstream.commands import CommandAction, OperatorCommand
@@ -37,13 +38,13 @@ def due_resets(
 
 def add_inactivity_sweep(
     app: faust.App,
-    recipients: faust.Table,
-    commands: faust.TopicT,
+    recipients: TableT[bytes, dict[str, Any]],
+    commands: TopicT,
     codec: AvroCodec,
     policy: Policy,
     interval_seconds: float,
 ) -> None:
-    @app.timer(interval=interval_seconds, name="inactivity_sweep")
+    @app.timer(interval=interval_seconds, name="inactivity_sweep")  # type: ignore[untyped-decorator]
     async def sweep() -> None:
         now = int(time.time() * 1000)
         for number, command in enumerate(due_resets(list(recipients.values()), now, policy)):

@@ -22,7 +22,12 @@ from aiohttp import web
 from mailstream.connectors.base import Provider
 from mailstream.connectors.ingest.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from mailstream.connectors.ingest.metrics import IngestMetrics
-from mailstream.connectors.ingest.producer import AsyncProducer, ProduceError, producer_config
+from mailstream.connectors.ingest.producer import (
+    AsyncProducer,
+    KafkaHeaders,
+    ProduceError,
+    producer_config,
+)
 from mailstream.connectors.registry import PROVIDERS
 from mailstream.errors import ErrorKind, SignatureError
 from mailstream.settings import ENV_PREFIX, ProviderAuth, Settings, SettingsError
@@ -138,7 +143,7 @@ class IngestService:
     async def _store(
         self, route: Route, body: bytes, request: web.Request, request_id: str, now: float
     ) -> web.Response:
-        headers = [
+        headers: KafkaHeaders = [
             ("mailstream.provider", route.name_header),
             ("mailstream.received_at", str(int(now * 1000)).encode()),
             ("mailstream.request_id", request_id.encode()),
@@ -153,7 +158,7 @@ class IngestService:
             return self._refuse(name, 503, error.kind, reason, request_id, retry)
         return self._answer(name, 200, {"status": "stored", "request_id": request_id}, request_id)
 
-    async def _produce(self, route: Route, body: bytes, headers: list[tuple[str, bytes]]) -> None:
+    async def _produce(self, route: Route, body: bytes, headers: KafkaHeaders) -> None:
         key = route.provider.message_key(body)
         started = time.perf_counter()
         self.metrics.in_flight += 1

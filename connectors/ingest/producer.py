@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
@@ -20,6 +20,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from mailstream.errors import ErrorKind, MailstreamError
 
 Report = tuple["asyncio.Future[None]", KafkaError | None]
+KafkaHeaders = list[tuple[str, str | bytes | None]]
 REPORT_POLL_SECONDS = 0.1
 METADATA_TIMEOUT_SECONDS = 2.0
 
@@ -37,7 +38,9 @@ class ProduceError(MailstreamError):
         return f"{self.reason}: {self.message}"
 
 
-def producer_config(connection: dict[str, str], timeout_seconds: float) -> dict[str, Any]:
+def producer_config(
+    connection: Mapping[str, str | int | float | bool], timeout_seconds: float
+) -> dict[str, Any]:
     """Durable writes (acks=all, idempotence) batched briefly for throughput."""
     return {
         **connection,
@@ -80,7 +83,7 @@ class AsyncProducer:
         await asyncio.to_thread(self._thread.join)
 
     async def produce(
-        self, topic: str, key: bytes | None, value: bytes, headers: Sequence[tuple[str, bytes]]
+        self, topic: str, key: bytes | None, value: bytes, headers: KafkaHeaders
     ) -> None:
         if self._loop is None:
             raise RuntimeError("start() the producer first")

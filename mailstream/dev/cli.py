@@ -8,7 +8,7 @@ from pathlib import Path
 from mailstream.dev.broker import BrokerError, LocalBroker, cache_dir, ensure_jars
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "kafka",
         help="run a local single-node Kafka broker (KRaft) from Maven Central jars",

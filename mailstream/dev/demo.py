@@ -147,7 +147,7 @@ def story() -> list[dict[str, Any]]:
     return [{"provider": provider, "payload": payload} for provider, payload in payloads]
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "demo",
         help="run the pipeline end to end on a local broker and print the results",

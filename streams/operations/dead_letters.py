@@ -147,10 +147,10 @@ def redrive_count(record: Mapping[str, Any]) -> int:
     return int(record.get("redrive_count") or 0)
 
 
-def redrive_headers(letter: DeadLetter) -> list[tuple[str, bytes]]:
+def redrive_headers(letter: DeadLetter) -> list[tuple[str, str | bytes | None]]:
     """The original headers, the receive time kept, the redrive headers replaced."""
     record = letter.record
-    headers = {
+    headers: dict[str, str | bytes | None] = {
         name: value
         for name, value in record["headers"].items()
         if name not in (REDRIVE_COUNT_HEADER, REDRIVEN_FROM_HEADER)
@@ -293,7 +293,7 @@ def send(settings: Settings, redrives: Sequence[Redrive], actor: str, out: TextI
 # --- Command line --------------------------------------------------------------------------
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "dlq",
         help="list dead letters, or redrive them to their source topic after a fix",

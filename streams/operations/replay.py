@@ -361,7 +361,7 @@ def clean_up(settings: Settings, plan: ReplayPlan) -> tuple[int, int]:
 # --- Command line --------------------------------------------------------------------------
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "replay",
         help="rebuild tables, recipient states and suppressions from the raw topics",

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 COMMAND_ID_HEADER = "mailstream.command_id"
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "suppress",
         help="suppress a recipient by hand, or lift a suppression",
@@ -138,7 +138,7 @@ def _await_outcome(consumer: Consumer, names: TopicNames, command_id: str, wait:
             if message.error() is not None:
                 continue
             if message.topic() == names.dead_letters:
-                dead = dead_letters.decode(message.value())
+                dead = dead_letters.decode(message.value() or b"")
                 if dead["headers"].get(COMMAND_ID_HEADER) == marker:
                     print(f"refused: {dead['error_message']}", file=sys.stderr)
                     return 1
@@ -146,7 +146,7 @@ def _await_outcome(consumer: Consumer, names: TopicNames, command_id: str, wait:
                 outcome = (
                     "suppressed" if message.value() is not None else "active (suppression lifted)"
                 )
-                print(f"confirmed: {message.key().decode()} is {outcome}")
+                print(f"confirmed: {(message.key() or b'').decode()} is {outcome}")
                 return 0
     print(
         f"no worker confirmed command {command_id} within {wait:.0f}s "
