@@ -19,15 +19,13 @@ from typing import Any, cast
 import faust
 from faust.streams import _current_event
 
-from mailstream.codec import codec_for
 from mailstream.connectors.registry import PROVIDERS
 from mailstream.policy import Policy, load_policy
 from mailstream.settings import Settings
 from mailstream.streams.app import RecordTable, create_app, source_record
-from mailstream.streams.normalize import Normalizer
-from mailstream.streams.recipients import StateKeeper
+from mailstream.streams.processors import build_processors
 from mailstream.streams.records import Output, SourceRecord
-from mailstream.topics import TopicNames, create_topics, topic_specs
+from mailstream.topics import create_topics, topic_specs
 
 BATCH_WITHIN_SECONDS = 0.01
 
@@ -66,20 +64,8 @@ def _direct_send(app: faust.App) -> Callable[[Sequence[Output]], Awaitable[None]
 
 def processors(app: faust.App, settings: Settings, policy: Policy) -> dict[str, Process]:
     """The agents' per-record steps over the app's own tables, built as create_app builds them."""
-    names = TopicNames(settings.topic_prefix)
-    event_codec, dead_letter_codec = codec_for("email_event"), codec_for("dead_letter")
-    normalizer = Normalizer(
-        names, {names.raw(p): p for p in PROVIDERS}, policy, event_codec, dead_letter_codec
-    )
-    keeper = StateKeeper(
-        names,
-        policy,
-        event_codec,
-        codec_for("recipient_state"),
-        codec_for("suppression"),
-        codec_for("operator_command"),
-        dead_letter_codec,
-    )
+    built = build_processors(settings, policy)
+    normalizer, keeper = built.normalizer, built.keeper
     messages = cast(RecordTable, app.tables["messages"])
     recipients = cast(RecordTable, app.tables["recipients"])
     return {

@@ -23,15 +23,14 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from mailstream.codec import codec_for
 from mailstream.connectors.registry import PROVIDERS
 from mailstream.connectors.samples import Envelope, RawRecord, raw_record
 from mailstream.dev.broker import KAFKA_VERSION
 from mailstream.dev.provision import Cluster, provision_cluster
 from mailstream.policy import default_policy
 from mailstream.settings import KafkaSettings, Settings
-from mailstream.streams.normalize import Normalizer
 from mailstream.streams.operations.processes import service, settings_env, stop
+from mailstream.streams.processors import build_processors
 from mailstream.streams.reader import Watermarks
 from mailstream.streams.records import SourceRecord
 from mailstream.topics import TopicNames, create_topics, topic_specs
@@ -125,13 +124,7 @@ def event_keys(names: TopicNames, records: Sequence[RawRecord]) -> list[list[byt
     """The recipients (email.events keys) of the canonical events each raw record makes,
     computed offline with the pipeline's own Normalizer. Each event becomes one record on
     email.recipient-state."""
-    normalizer = Normalizer(
-        names,
-        {names.raw(provider): provider for provider in PROVIDERS},
-        default_policy(),
-        codec_for("email_event"),
-        codec_for("dead_letter"),
-    )
+    normalizer = build_processors(Settings(topic_prefix=names.prefix), default_policy()).normalizer
     table: dict[bytes, dict[str, Any]] = {}
     keys = []
     for offset, record in enumerate(records):

@@ -29,13 +29,11 @@ import orjson
 from common import client_config
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 
-from mailstream.codec import codec_for
 from mailstream.connectors.registry import PROVIDERS
 from mailstream.policy import default_policy
 from mailstream.settings import Settings
-from mailstream.streams.normalize import Normalizer
+from mailstream.streams.processors import build_processors
 from mailstream.streams.reader import source_record
-from mailstream.streams.recipients import StateKeeper
 from mailstream.streams.records import Output
 from mailstream.topics import COMPACTED, TABLES, TopicNames, TopicSpec, create_topics
 from mailstream.topics import changelog_topics as changelog_topics_named
@@ -99,18 +97,9 @@ def changelog_topics(settings: Settings) -> dict[str, str]:
 def run(settings: Settings) -> None:
     out = TopicNames(settings.topic_prefix)
     policy = default_policy()
-    event_codec, dead_letter_codec = codec_for("email_event"), codec_for("dead_letter")
     raw_topics = {out.raw(provider): provider for provider in PROVIDERS}
-    normalizer = Normalizer(out, raw_topics, policy, event_codec, dead_letter_codec)
-    keeper = StateKeeper(
-        out,
-        policy,
-        event_codec,
-        codec_for("recipient_state"),
-        codec_for("suppression"),
-        codec_for("operator_command"),
-        dead_letter_codec,
-    )
+    built = build_processors(settings, policy)
+    normalizer, keeper = built.normalizer, built.keeper
     changelogs = changelog_topics(settings)
     producer = Producer(
         client_config(

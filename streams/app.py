@@ -19,9 +19,8 @@ from mailstream.codec import codec_for
 from mailstream.connectors.registry import PROVIDERS
 from mailstream.policy import Policy
 from mailstream.settings import Settings
-from mailstream.streams.normalize import Normalizer
+from mailstream.streams.processors import build_processors
 from mailstream.streams.queries import add_queries
-from mailstream.streams.recipients import StateKeeper
 from mailstream.streams.records import Output, SourceRecord
 from mailstream.streams.sweep import add_inactivity_sweep
 from mailstream.streams.transport import Consumer, Transport
@@ -61,26 +60,8 @@ def create_app(settings: Settings, policy: Policy, *, web_enabled: bool = True) 
         value_serializer="raw",
     )
     app.transport = Transport(app.conf.broker_consumer, app)
-    registry = settings.schema_registry_url
-    event_codec = codec_for("email_event", registry)
-    dead_letter_codec = codec_for("dead_letter", registry)
-    normalizer = Normalizer(
-        names,
-        {names.raw(provider): provider for provider in PROVIDERS},
-        policy,
-        event_codec,
-        dead_letter_codec,
-    )
-    command_codec = codec_for("operator_command", registry)
-    keeper = StateKeeper(
-        names,
-        policy,
-        event_codec,
-        codec_for("recipient_state", registry),
-        codec_for("suppression", registry),
-        command_codec,
-        dead_letter_codec,
-    )
+    processors = build_processors(settings, policy)
+    normalizer, keeper = processors.normalizer, processors.keeper
     # key_type=bytes on the table itself: its store encodes keys with the table's own key type
     # and serializer (json by default), not the schema's; without it, keys restored from the
     # changelog did not match live keys after a restart (tests/reliability found it).
@@ -131,7 +112,7 @@ def create_app(settings: Settings, policy: Policy, *, web_enabled: bool = True) 
             app,
             recipients,
             raw_topic(app, names.commands),
-            command_codec,
+            codec_for("operator_command", settings.schema_registry_url),
             policy,
             settings.sweep_interval_seconds,
         )

@@ -78,9 +78,12 @@ class StateKeeper:
     ) -> list[Output]:
         was_suppressed = before is not None and before.suppressed
         caused_by_this_event = after.suppressed and after.suppression_event_id == event_id
-        record = suppression_record(after)  # None unless suppressed
-        if record is not None and (not was_suppressed or caused_by_this_event):
-            return [Output(self._names.suppressions, key, self._suppression_codec.encode(record))]
+        if after.suppressed and (not was_suppressed or caused_by_this_event):
+            record = suppression_record(after)
+            if record is not None:  # always, for a suppressed state
+                return [
+                    Output(self._names.suppressions, key, self._suppression_codec.encode(record))
+                ]
         if was_suppressed and not after.suppressed:
             return [Output(self._names.suppressions, key, None)]
         return []
