@@ -28,10 +28,13 @@ from mailstream.recipient import (
     reset_if_inactive,
     suppress_manually,
 )
+from mailstream.times import MAX_EPOCH_MS
 
 # Deliberately loose (RFC 5321 allows far more than any regex checks well): one @, a dot in
 # the domain, no spaces. It catches typos such as a missing @ or a pasted name.
 _ADDRESS = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+MAX_COMMAND_SKEW_MS = 86_400_000
+MAX_COMMAND_ID_CHARS = 200
 
 
 class CommandAction(enum.StrEnum):
@@ -100,6 +103,24 @@ def normalize_address(text: str) -> str:
     if not _ADDRESS.match(address):
         raise CommandError(f"{text!r} is not an email address (expected local@domain.tld)")
     return address
+
+
+def check_command(command: OperatorCommand, written_at: int | None) -> None:
+    """CommandError (invalid_command) unless the command names an address in its canonical
+    form and was requested within MAX_COMMAND_SKEW_MS of `written_at` (its Kafka timestamp,
+    when known): anyone who can write to the commands topic is not to be trusted blindly."""
+    if not command.recipient or normalize_address(command.recipient) != command.recipient:
+        raise CommandError(f"recipient {command.recipient[:320]!r} is not a canonical address")
+    if not command.command_id or len(command.command_id) > MAX_COMMAND_ID_CHARS:
+        raise CommandError(f"command_id must have 1 to {MAX_COMMAND_ID_CHARS} characters")
+    reference = written_at if written_at is not None else command.requested_at
+    if not 0 <= command.requested_at <= MAX_EPOCH_MS or (
+        abs(command.requested_at - reference) > MAX_COMMAND_SKEW_MS
+    ):
+        raise CommandError(
+            f"requested_at {command.requested_at} is not within a day of the record's "
+            f"timestamp {written_at}"
+        )
 
 
 def parse_reason(text: str) -> SuppressionReason:

@@ -27,16 +27,21 @@ class ErrorKind(enum.StrEnum):
     CORRUPT_BODY = "corrupt_body"
     # What only the stream finds out.
     UNRESOLVED = "unresolved"  # an event whose recipient cannot be found
+    MISPLACED = "misplaced"  # a canonical event keyed other than by its recipient
     INVALID_COMMAND = "invalid_command"  # an operator command that is not one
     COMMAND_REFUSED = "command_refused"  # an operator command the rules refuse
     INTERNAL_ERROR = "internal_error"  # a bug: anything raised that is not a MailstreamError
     # Errors answered to a caller, never dead-lettered.
     INVALID_SIGNATURE = "invalid_signature"
     KAFKA_UNAVAILABLE = "kafka_unavailable"  # Kafka did not confirm a write
+    BAD_REQUEST = "bad_request"  # an HTTP request the ingest cannot read (e.g. broken gzip)
+    REQUEST_TIMEOUT = "request_timeout"  # a client too slow to send its request
+    OUTPUT_LOST = "output_lost"  # the worker's output was refused: it stops before committing
     INVALID_SETTING = "invalid_setting"
     INVALID_POLICY = "invalid_policy"
     INVALID_ENVELOPE = "invalid_envelope"
     INVALID_TIME = "invalid_time"
+    INVALID_QUERY = "invalid_query"  # a query parameter of the worker's web server
     BROKER_FAILED = "broker_failed"
     REPLAY_FAILED = "replay_failed"
     ADMIN_FAILED = "admin_failed"  # a topic or consumer-group operation
@@ -56,6 +61,7 @@ DEAD_LETTER_KINDS: frozenset[ErrorKind] = frozenset(
         ErrorKind.UNKNOWN_SCHEMA,
         ErrorKind.CORRUPT_BODY,
         ErrorKind.UNRESOLVED,
+        ErrorKind.MISPLACED,
         ErrorKind.INVALID_COMMAND,
         ErrorKind.COMMAND_REFUSED,
         ErrorKind.INTERNAL_ERROR,

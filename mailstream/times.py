@@ -9,6 +9,7 @@ from mailstream.errors import TimeFormatError
 
 _DURATION = re.compile(r"^(\d+)([smhdw])$")
 _UNIT_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
+MAX_EPOCH_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z, the last instant ISO 8601 writes
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MS = timedelta(milliseconds=1)
 DURATION_FORMS = "a number and a unit (s, m, h, d, w), e.g. 90s, 30m, 2h, 7d, 2w"

@@ -10,7 +10,8 @@ event when an agent runs concurrently (faust-streaming issue 606).
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from typing import Any, cast
 
 import faust
 from faust.types import StreamT, TableT, TopicT
@@ -59,7 +60,8 @@ def create_app(settings: Settings, policy: Policy, *, web_enabled: bool = True) 
         key_serializer="raw",
         value_serializer="raw",
     )
-    app.transport = Transport(app.conf.broker_consumer, app)
+    app.transport = transport = Transport(app.conf.broker_consumer, app)
+    deliveries = transport.deliveries
     processors = build_processors(settings, policy)
     normalizer, keeper = processors.normalizer, processors.keeper
     # key_type=bytes on the table itself: its store encodes keys with the table's own key type
@@ -82,9 +84,13 @@ def create_app(settings: Settings, policy: Policy, *, web_enabled: bool = True) 
         `Topic.send` inside an agent would route each output through Faust's per-event
         attachment bookkeeping instead, at several times the cost (bench/e2e_bench.py)."""
         for output in records:
-            await app.producer.send(
-                output.topic, output.key, output.value, None, None, list(output.headers) or None
-            )
+            try:
+                delivery = await app.producer.send(
+                    output.topic, output.key, output.value, None, None, list(output.headers) or None
+                )
+            except Exception as error:
+                raise deliveries.refused(output.topic, error) from error
+            deliveries.watch(output.topic, cast("asyncio.Future[Any]", delivery))
 
     @app.agent(raw_topic(app, *(names.raw(p) for p in PROVIDERS)), name="normalize")
     async def normalize(stream: StreamT[bytes]) -> None:

@@ -17,9 +17,11 @@ from mailstream.events import EmailEvent
 from mailstream.messages import MessageInfo, message_key, route
 from mailstream.policy import Policy
 from mailstream.streams.records import Output, SourceRecord, dead_letter
+from mailstream.times import MAX_EPOCH_MS
 from mailstream.topics import TopicNames
 
 RECEIVED_AT_HEADER = "mailstream.received_at"
+MAX_LISTED_UNRESOLVED = 20
 
 MessageTable = MutableMapping[bytes, dict[str, Any]]
 
@@ -42,6 +44,8 @@ class Normalizer:
         self._dead_letter_codec = dead_letter_codec
 
     def process(self, record: SourceRecord, messages: MessageTable) -> list[Output]:
+        """The outputs of one raw record: its canonical events, and at most one dead letter
+        (whatever the record holds, its payload is dead-lettered once)."""
         provider = self._provider_of_topic.get(record.topic)
         try:
             if provider is None:
@@ -49,18 +53,33 @@ class Normalizer:
                     ErrorKind.UNKNOWN_PROVIDER, f"no provider reads topic {record.topic}"
                 )
             events = parse(provider, record.value or b"", _received_at(record))
+            return self._resolve_all(record, provider, events, messages)
         except MailstreamError as error:
             return [self._dead_letter(record, error.kind, error.message, provider)]
-        except Exception as error:
+        except Exception as error:  # a bug or a hostile record must not stop the stream
             return [self._dead_letter(record, ErrorKind.INTERNAL_ERROR, repr(error), provider)]
+
+    def _resolve_all(
+        self,
+        record: SourceRecord,
+        provider: str,
+        events: list[EmailEvent],
+        messages: MessageTable,
+    ) -> list[Output]:
         outputs: list[Output] = []
-        for event in events:
-            outputs.extend(self._resolve(record, provider, event, messages))
+        unresolved: list[tuple[int, EmailEvent, str]] = []
+        for index, event in enumerate(events):
+            ready, dead = self._resolve(provider, event, messages)
+            outputs.extend(ready)
+            unresolved.extend((index, dead_event, reason) for dead_event, reason in dead)
+        if unresolved:
+            message = unresolved_summary(unresolved, len(events))
+            outputs.append(self._dead_letter(record, ErrorKind.UNRESOLVED, message, provider))
         return outputs
 
     def _resolve(
-        self, record: SourceRecord, provider: str, event: EmailEvent, messages: MessageTable
-    ) -> list[Output]:
+        self, provider: str, event: EmailEvent, messages: MessageTable
+    ) -> tuple[list[Output], list[tuple[EmailEvent, str]]]:
         key = None
         info = None
         if event["message_id"] is not None:
@@ -78,10 +97,7 @@ class Normalizer:
             )
             for ready_event in ready
         ]
-        outputs.extend(
-            self._dead_letter(record, ErrorKind.UNRESOLVED, reason, provider) for _, reason in dead
-        )
-        return outputs
+        return outputs, dead
 
     def _dead_letter(
         self, record: SourceRecord, kind: ErrorKind, message: str, provider: str | None
@@ -91,11 +107,21 @@ class Normalizer:
         )
 
 
+def unresolved_summary(unresolved: list[tuple[int, EmailEvent, str]], total: int) -> str:
+    """One message for every unresolved event of a record: their indexes, ids and reasons,
+    the first MAX_LISTED_UNRESOLVED of them (a dead letter stays small, whatever the batch)."""
+    listed = "; ".join(
+        f"event {index} ({event['event_id'][:80]}): {reason}"
+        for index, event, reason in unresolved[:MAX_LISTED_UNRESOLVED]
+    )
+    more = len(unresolved) - MAX_LISTED_UNRESOLVED
+    rest = f"; and {more} more" if more > 0 else ""
+    return f"{len(unresolved)} of {total} events unresolved: {listed}{rest}"
+
+
 def _received_at(record: SourceRecord) -> int | None:
-    raw = record.header(RECEIVED_AT_HEADER)
-    if raw:
-        try:
-            return int(raw)
-        except ValueError:
-            pass
+    """The ingest's receive time when the header holds a plausible one, else the record's."""
+    received_at = record.int_header(RECEIVED_AT_HEADER)
+    if received_at is not None and received_at <= MAX_EPOCH_MS:
+        return received_at
     return record.timestamp

@@ -40,5 +40,6 @@ def build_processors(settings: Settings, policy: Policy) -> Processors:
         codec_for("suppression", registry),
         codec_for("operator_command", registry),
         dead_letter_codec,
+        settings.partitions,
     )
     return Processors(normalizer, keeper)

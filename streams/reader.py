@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar, cast
 
 from confluent_kafka import (
@@ -131,11 +131,18 @@ def read_to_end(
 ) -> list[SourceRecord]:
     """Every record of `topic` from `start` (default: the beginning) up to the end offsets as
     of the call, without joining or committing to a consumer group; [] for a missing topic."""
+    return list(iterate_to_end(settings, topic, start))
+
+
+def iterate_to_end(
+    settings: Settings, topic: str, start: Mapping[Partition, int] | None = None
+) -> Iterator[SourceRecord]:
+    """`read_to_end` one record at a time, holding none of them."""
     consumer = throwaway_consumer(settings, "reader", **{"enable.partition.eof": True})
     try:
         metadata = consumer.list_topics(topic, timeout=15).topics[topic]
         if metadata.error is not None:
-            return []
+            return
         remaining: dict[int, int] = {}
         assignment = []
         for partition in metadata.partitions:
@@ -145,11 +152,11 @@ def read_to_end(
                 remaining[partition] = high
                 assignment.append(TopicPartition(topic, partition, begin))
         consumer.assign(assignment)
-        records: list[SourceRecord] = []
+        read = 0
         last_message = time.monotonic()
         while remaining:
             if time.monotonic() - last_message > 30:
-                raise TimeoutError(f"{topic}: no record for 30 s, {len(records)} read")
+                raise TimeoutError(f"{topic}: no record for 30 s, {read} read")
             for message in consumer.consume(1000, timeout=0.5):
                 last_message = time.monotonic()
                 error = message.error()
@@ -157,10 +164,10 @@ def read_to_end(
                     raise KafkaException(error)
                 record = source_record(message)
                 if error is None:
-                    records.append(record)
+                    read += 1
+                    yield record
                 if error is not None or record.offset >= remaining.get(record.partition, 0) - 1:
                     remaining.pop(record.partition, None)
-        return records
     finally:
         consumer.close()
 

@@ -21,11 +21,12 @@ from mailstream.commands import (
     CommandError,
     OperatorCommand,
     apply_command,
+    check_command,
 )
 from mailstream.errors import ErrorKind, MailstreamError
 from mailstream.policy import Policy
 from mailstream.recipient import RecipientState, apply, suppression_record
-from mailstream.streams.records import Output, SourceRecord, dead_letter
+from mailstream.streams.records import Output, SourceRecord, dead_letter, partition_of
 from mailstream.topics import TopicNames
 
 RecipientTable = MutableMapping[bytes, dict[str, Any]]
@@ -41,7 +42,11 @@ class StateKeeper:
         suppression_codec: AvroCodec,
         command_codec: AvroCodec,
         dead_letter_codec: AvroCodec,
+        partitions: int,
     ) -> None:
+        """`partitions`: of email.events and email.commands, which a recipient's records
+        must share (its table entry lives in the partition of its key)."""
+        self._partitions = partitions
         self._names = names
         self._policy = policy
         self._event_codec = event_codec
@@ -51,18 +56,26 @@ class StateKeeper:
         self._dead_letter_codec = dead_letter_codec
 
     def process(self, record: SourceRecord, recipients: RecipientTable) -> list[Output]:
-        if record.topic == self._names.commands:
-            return self._command(record, recipients)
         try:
-            event = self._event_codec.decode(record.value or b"")
+            if record.topic == self._names.commands:
+                return self._command(record, recipients)
+            return self._event(record, recipients)
         except MailstreamError as error:
             return [self._dead_letter(record, error.kind, error.message)]
+        except Exception as error:  # a bug or a hostile record must not stop the stream
+            return [self._dead_letter(record, ErrorKind.INTERNAL_ERROR, repr(error))]
+
+    def _event(self, record: SourceRecord, recipients: RecipientTable) -> list[Output]:
+        event = self._event_codec.decode(record.value or b"")
         recipient = event.get("recipient")
         if not recipient:
             return [
                 self._dead_letter(record, ErrorKind.UNRESOLVED, "canonical event without recipient")
             ]
         key = recipient.encode()
+        if record.key != key:
+            message = f"an event for {recipient[:320]!r} keyed {(record.key or b'')[:320]!r}"
+            return [self._dead_letter(record, ErrorKind.MISPLACED, message)]
         stored = recipients.get(key)
         before = RecipientState.from_record(stored) if stored is not None else None
         after = apply(before, event, self._policy)
@@ -91,9 +104,11 @@ class StateKeeper:
     def _command(self, record: SourceRecord, recipients: RecipientTable) -> list[Output]:
         try:
             command = OperatorCommand.from_record(self._command_codec.decode(record.value or b""))
-        except MailstreamError as error:  # undecodable, or decoded but not a command
+            check_command(command, record.timestamp)
+            key = command.recipient.encode()
+            self._check_placement(record, key)
+        except MailstreamError as error:  # undecodable, not a command, or not where it belongs
             return [self._dead_letter(record, ErrorKind.INVALID_COMMAND, error.message)]
-        key = command.recipient.encode()
         stored = recipients.get(key)
         before = RecipientState.from_record(stored) if stored is not None else None
         try:
@@ -117,6 +132,18 @@ class StateKeeper:
         value = self._suppression_codec.encode(suppression) if suppression is not None else None
         outputs.append(Output(self._names.suppressions, key, value, audit))
         return outputs
+
+    def _check_placement(self, record: SourceRecord, key: bytes) -> None:
+        """CommandError unless the record is keyed and partitioned as its recipient's events
+        are (a command elsewhere would change a table entry its events never read)."""
+        if record.key != key:
+            raise CommandError(f"a command for {key[:320]!r} keyed {(record.key or b'')[:320]!r}")
+        expected = partition_of(key, self._partitions)
+        if record.partition != expected:
+            raise CommandError(
+                f"a command for {key[:320]!r} on partition {record.partition}; its recipient's "
+                f"records are on partition {expected} of {self._partitions}"
+            )
 
     def _dead_letter(self, record: SourceRecord, kind: ErrorKind, message: str) -> Output:
         return dead_letter(

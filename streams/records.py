@@ -12,12 +12,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from aiokafka.partitioner import murmur2
+
 from mailstream.codec import AvroCodec
 from mailstream.errors import ErrorKind
 
 REDRIVE_COUNT_HEADER = "mailstream.redrive_count"  # set by `mailstream dlq redrive`
 MAX_DEAD_LETTER_PAYLOAD = 512 * 1024  # Kafka's default record limit is 1 MiB
 PAYLOAD_CUT_NOTE = "payload cut to its first"
+# A dead letter keeps the source's headers for a redrive, within bounds (a hostile record
+# may carry thousands); the message says when some were left out.
+MAX_DEAD_LETTER_HEADERS = 64
+MAX_DEAD_LETTER_HEADER_BYTES = 64 * 1024
+MAX_ERROR_MESSAGE_CHARS = 4000
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +42,14 @@ class SourceRecord:
             if key == name:
                 return value
         return None
+
+    def int_header(self, name: str) -> int | None:
+        """A header holding a non-negative integer (at most 18 ASCII digits); None when it is
+        absent or holds anything else: headers come from whoever wrote the record."""
+        value = self.header(name)
+        if value is None or not 0 < len(value) <= 18 or not value.isdigit():
+            return None
+        return int(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +72,10 @@ def dead_letter(
     A payload over MAX_DEAD_LETTER_PAYLOAD is cut (the message says so): the whole record stays
     at its coordinates, and the dead letter must fit in a Kafka record itself."""
     payload = source.value if source.value is not None else b""
+    error_message = error_message[:MAX_ERROR_MESSAGE_CHARS]
+    headers, left_out = _kept_headers(source.headers)
+    if left_out:
+        error_message += f" ({left_out} of {len(source.headers)} headers left out)"
     if len(payload) > MAX_DEAD_LETTER_PAYLOAD:
         error_message += (
             f" ({PAYLOAD_CUT_NOTE} {MAX_DEAD_LETTER_PAYLOAD} of {len(payload)} bytes; the whole "
@@ -70,14 +89,32 @@ def dead_letter(
         "source_timestamp": source.timestamp,
         "key": source.key,
         "payload": payload,
-        "headers": {name: value or b"" for name, value in source.headers},
+        "headers": headers,
         "error_kind": error_kind,
         "error_message": error_message,
         "failed_at": int(time.time() * 1000),
         "provider": provider,
-        "redrive_count": int(source.header(REDRIVE_COUNT_HEADER) or 0),
+        "redrive_count": source.int_header(REDRIVE_COUNT_HEADER) or 0,
     }
     return Output(dead_letter_topic, source.key, codec.encode(record))
+
+
+def _kept_headers(headers: Sequence[tuple[str, bytes | None]]) -> tuple[dict[str, bytes], int]:
+    """The headers a dead letter keeps, and how many of the source's it left out."""
+    kept: dict[str, bytes] = {}
+    size = 0
+    for number, (name, value) in enumerate(headers):
+        size += len(name) + len(value or b"")
+        if number >= MAX_DEAD_LETTER_HEADERS or size > MAX_DEAD_LETTER_HEADER_BYTES:
+            return kept, len(headers) - number
+        kept[name] = value or b""
+    return kept, 0
+
+
+def partition_of(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner (murmur2, as Faust's and the Java client's)
+    gives `key`."""
+    return int(murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 def payload_was_cut(dead_letter_record: dict[str, Any]) -> bool:

@@ -16,15 +16,55 @@ stays, but records already handed to the streams keep their read offset: they si
 streams' queues and will be processed. To tell them apart from read offsets of an earlier
 assignment, the worker calls `seek_before_resume` from `app.on_rebalance_complete`, which fires
 just before the partitions are resumed.
+
+Faust commits an input's offset once its outputs are flushed, but its flush does not report an
+output the broker refused (too large, not authorized, retries exhausted): the input would be
+committed and its outputs lost. The agents register every output's delivery with `Deliveries`,
+and the consumer refuses to commit after a failed one: the worker stops with the cause, and a
+restarted worker resumes from the last commit, before the lost outputs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import asyncio
+from collections.abc import Collection, Mapping
+from functools import partial
+from typing import Any
 
 from faust.transport.consumer import ensure_TP
 from faust.transport.drivers import aiokafka
 from faust.types import TP
+
+from mailstream.errors import ErrorKind, MailstreamError
+
+
+class OutputLost(MailstreamError):
+    """An output the broker did not store: nothing may be committed after it."""
+
+    default_kind = ErrorKind.OUTPUT_LOST
+
+
+class Deliveries:
+    """The outcome of every output the agents send; the first failure, kept."""
+
+    def __init__(self) -> None:
+        self.failure: OutputLost | None = None
+
+    def watch(self, topic: str, delivery: asyncio.Future[Any]) -> None:
+        delivery.add_done_callback(partial(self._done, topic))
+
+    def refused(self, topic: str, error: BaseException) -> OutputLost:
+        if self.failure is None:
+            self.failure = OutputLost(
+                f"an output to {topic} was not stored ({error!r}); no offset is committed "
+                "after it: restart the worker once the cause is fixed, it resumes from the "
+                "last commit"
+            )
+        return self.failure
+
+    def _done(self, topic: str, delivery: asyncio.Future[Any]) -> None:
+        if not delivery.cancelled() and delivery.exception() is not None:
+            self.refused(topic, delivery.exception() or RuntimeError("no exception"))
 
 
 class Consumer(aiokafka.Consumer):
@@ -57,6 +97,13 @@ class Consumer(aiokafka.Consumer):
         for tp in self._never_committed_sources():
             await self._seek(tp, 0)  # the position only: records below the read offset are skipped
 
+    async def _commit(self, offsets: Mapping[TP, int]) -> bool:
+        """Called by Faust after its producer flush, so every earlier delivery is known."""
+        deliveries: Deliveries = self.transport.deliveries  # type: ignore[attr-defined]
+        if deliveries.failure is not None:
+            raise deliveries.failure
+        return bool(await super()._commit(offsets))
+
     def _never_committed_sources(self) -> list[TP]:
         return [
             tp
@@ -67,3 +114,7 @@ class Consumer(aiokafka.Consumer):
 
 class Transport(aiokafka.Transport):
     Consumer = Consumer
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.deliveries = Deliveries()

@@ -27,9 +27,10 @@ source record once (the newest dead letter's copy) and records all of them.
 from __future__ import annotations
 
 import argparse
+import heapq
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -41,7 +42,7 @@ from mailstream.events import format_timestamp_ms
 from mailstream.settings import Settings
 from mailstream.streams.normalize import RECEIVED_AT_HEADER
 from mailstream.streams.operations.replay import time_argument
-from mailstream.streams.reader import latest_by_key, read_to_end
+from mailstream.streams.reader import iterate_to_end, latest_by_key, read_to_end
 from mailstream.streams.records import REDRIVE_COUNT_HEADER, payload_was_cut
 from mailstream.text import render_table
 from mailstream.topics import TopicNames
@@ -106,20 +107,38 @@ def unknown_kinds(requested: Iterable[str], seen: Iterable[str]) -> list[str]:
     return sorted(set(requested) - KNOWN_KINDS - set(seen))
 
 
+@dataclass
+class Selection:
+    letters: list[DeadLetter]  # oldest failure first
+    total: int  # how many the filters select, kept or not
+    seen_kinds: set[str]  # every kind read, selected or not
+
+
 def select(
-    dead_letters: Iterable[DeadLetter], since_ms: int | None, kinds: set[str]
-) -> list[DeadLetter]:
+    dead_letters: Iterable[DeadLetter],
+    since_ms: int | None,
+    kinds: set[str],
+    keep: int | None = None,
+) -> Selection:
     """The dead letters that failed at or after `since_ms` with one of `kinds` (all if empty),
-    oldest failure first."""
-    chosen = [
-        letter
-        for letter in dead_letters
-        if (since_ms is None or letter.record["failed_at"] >= since_ms)
-        and (not kinds or letter.kind in kinds)
-    ]
-    return sorted(
-        chosen, key=lambda letter: (letter.record["failed_at"], letter.partition, letter.offset)
-    )
+    read in one pass; with `keep`, only the `keep` newest are held (a listing of a large
+    dead-letter topic costs memory for what it shows, not for what the topic holds)."""
+    chosen: list[tuple[int, int, int, DeadLetter]] = []
+    selection = Selection([], 0, set())
+    for letter in dead_letters:
+        selection.seen_kinds.add(letter.kind)
+        if (since_ms is not None and letter.record["failed_at"] < since_ms) or (
+            kinds and letter.kind not in kinds
+        ):
+            continue
+        selection.total += 1
+        entry = (letter.record["failed_at"], letter.partition, letter.offset, letter)
+        if keep is None:
+            chosen.append(entry)
+        elif keep > 0:
+            (heapq.heappush if len(chosen) < keep else heapq.heappushpop)(chosen, entry)
+    selection.letters = [entry[3] for entry in sorted(chosen, key=lambda entry: entry[:3])]
+    return selection
 
 
 def plan_redrives(
@@ -217,19 +236,18 @@ def list_row(letter: DeadLetter, ledger: Mapping[str, Any]) -> list[str]:
 # --- Kafka -------------------------------------------------------------------------------
 
 
-def load_dead_letters(settings: Settings, topic: str, errors: TextIO) -> list[DeadLetter]:
+def read_dead_letters(settings: Settings, topic: str, errors: TextIO) -> Iterator[DeadLetter]:
+    """The dead letters of `topic` up to its current end, one at a time."""
     from mailstream.codec import codec_for
 
     codec = codec_for("dead_letter", settings.schema_registry_url)
-    letters = []
-    for record in read_to_end(settings, topic):
+    for record in iterate_to_end(settings, topic):
         try:
             decoded = codec.decode(record.value or b"")
         except MailstreamError as error:
             print(f"skipping {topic}:{record.partition}:{record.offset}: {error}", file=errors)
             continue
-        letters.append(DeadLetter(topic, record.partition, record.offset, decoded))
-    return letters
+        yield DeadLetter(topic, record.partition, record.offset, decoded)
 
 
 def load_ledger(settings: Settings, topic: str) -> dict[str, Any]:
@@ -336,24 +354,24 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run_list(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     names = TopicNames(settings.topic_prefix)
-    selected = _selected(settings, args)
-    if selected is None:
+    selection = _selected(settings, args, keep=max(args.limit, 0))
+    if selection is None:
         return 2
     ledger = load_ledger(settings, names.redrives)
-    shown = selected[-args.limit :] if args.limit > 0 else []
+    shown = selection.letters
     if shown:
         print(render_table(LIST_COLUMNS, [list_row(letter, ledger) for letter in shown]))
-    print(f"{len(selected)} dead letter(s) in {names.dead_letters}, {len(shown)} shown")
+    print(f"{selection.total} dead letter(s) in {names.dead_letters}, {len(shown)} shown")
     return 0
 
 
 def run_redrive(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
-    selected = _selected(settings, args)
-    if selected is None:
+    selection = _selected(settings, args)
+    if selection is None:
         return 2
     ledger = load_ledger(settings, TopicNames(settings.topic_prefix).redrives)
-    redrives, skipped, cut = plan_redrives(selected, ledger, args.again)
+    redrives, skipped, cut = plan_redrives(selection.letters, ledger, args.again)
     for letter in cut:
         topic, partition, offset = letter.source
         print(
@@ -378,13 +396,16 @@ def run_redrive(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
-def _selected(settings: Settings, args: argparse.Namespace) -> list[DeadLetter] | None:
+def _selected(
+    settings: Settings, args: argparse.Namespace, keep: int | None = None
+) -> Selection | None:
     """The dead letters the filters select; None (after saying why) for an unknown kind."""
-    letters = load_dead_letters(
+    letters = read_dead_letters(
         settings, TopicNames(settings.topic_prefix).dead_letters, sys.stderr
     )
     kinds = split_kinds(args.kind)
-    seen = {letter.kind for letter in letters}
+    selection = select(letters, args.since, kinds, keep)
+    seen = selection.seen_kinds
     unknown = unknown_kinds(kinds, seen)
     if unknown:
         print(
@@ -393,4 +414,4 @@ def _selected(settings: Settings, args: argparse.Namespace) -> list[DeadLetter] 
             file=sys.stderr,
         )
         return None
-    return select(letters, args.since, kinds)
+    return selection

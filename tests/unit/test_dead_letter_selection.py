@@ -56,9 +56,22 @@ def test_select_filters_by_time_and_kind_oldest_first() -> None:
         letter(2, "unresolved", T0 + 10),
         letter(3, failed_at=T0 - 10),
     ]
-    assert [d.offset for d in select(letters, None, set())] == [3, 2, 1]
-    assert [d.offset for d in select(letters, T0, set())] == [2, 1]
-    assert [d.offset for d in select(letters, None, {"unresolved"})] == [2]
+    assert [d.offset for d in select(letters, None, set()).letters] == [3, 2, 1]
+    assert [d.offset for d in select(letters, T0, set()).letters] == [2, 1]
+    assert [d.offset for d in select(letters, None, {"unresolved"}).letters] == [2]
+
+
+def test_a_listing_keeps_only_the_newest_it_shows_and_counts_the_rest() -> None:
+    letters = (letter(offset, failed_at=T0 + offset % 7) for offset in range(10_000))
+    selection = select(letters, None, {"invalid_json"}, keep=3)
+    assert selection.total == 10_000
+    assert [(d.record["failed_at"], d.offset) for d in selection.letters] == [
+        (T0 + 6, 9_981),
+        (T0 + 6, 9_988),
+        (T0 + 6, 9_995),
+    ]
+    assert selection.seen_kinds == {"invalid_json"}
+    assert select([letter(1)], None, set(), keep=0).letters == []
 
 
 def test_kinds_may_be_repeated_or_comma_separated() -> None:

@@ -26,6 +26,7 @@ from mailstream.streams.records import (
     MAX_DEAD_LETTER_PAYLOAD,
     Output,
     SourceRecord,
+    partition_of,
     payload_was_cut,
 )
 from mailstream.streams.sweep import SWEEP_ACTOR, due_resets
@@ -35,6 +36,7 @@ Event = dict[str, Any]
 Table = dict[bytes, dict[str, Any]]
 
 NAMES = TopicNames("t.")
+PARTITIONS = 4
 POLICY = default_policy()
 T0 = 1_700_000_000_000
 DAY = 86_400_000
@@ -60,7 +62,7 @@ def normalizer(policy: Policy = POLICY) -> Normalizer:
 
 
 def keeper() -> StateKeeper:
-    return StateKeeper(NAMES, POLICY, EVENT, STATE, SUPPRESSION, COMMAND, DEAD_LETTER)
+    return StateKeeper(NAMES, POLICY, EVENT, STATE, SUPPRESSION, COMMAND, DEAD_LETTER, PARTITIONS)
 
 
 def raw(
@@ -114,7 +116,9 @@ def canonical(
 
 def on_events_topic(event: Event | bytes, offset: int = 0) -> SourceRecord:
     value = event if isinstance(event, bytes) else EVENT.encode(event)
-    return SourceRecord(NAMES.events, 0, offset, T0, b"ann@example.com", value)
+    recipient = "ann@example.com" if isinstance(event, bytes) else event["recipient"]
+    key = (recipient or "").encode() or None
+    return SourceRecord(NAMES.events, 0, offset, T0, key, value)
 
 
 def command(action: CommandAction, command_id: str = "c1", **fields: Any) -> OperatorCommand:
@@ -127,8 +131,14 @@ def command(action: CommandAction, command_id: str = "c1", **fields: Any) -> Ope
 
 
 def on_commands_topic(value: OperatorCommand | bytes, offset: int = 0) -> SourceRecord:
+    """The record as `mailstream suppress` writes it: keyed by the recipient, on its
+    partition, stamped when it was requested."""
     body = value if isinstance(value, bytes) else COMMAND.encode(value.to_record())
-    return SourceRecord(NAMES.commands, 0, offset, T0, b"ann@example.com", body)
+    written_at = value.requested_at if isinstance(value, OperatorCommand) else T0
+    key = b"ann@example.com"
+    return SourceRecord(
+        NAMES.commands, partition_of(key, PARTITIONS), offset, written_at, key, body
+    )
 
 
 def feed(processor: StateKeeper, recipients: Table, *events: Event) -> list[Output]:
