@@ -20,7 +20,7 @@ from mailstream.addresses import canonical_address
 from mailstream.errors import ErrorKind, ParseError, SignatureError
 from mailstream.events import EmailEvent
 from mailstream.settings import AuthMode, ProviderAuth
-from mailstream.times import iso_epoch_ms
+from mailstream.times import MAX_EPOCH_MS, iso_epoch_ms
 
 MAX_BODY_BYTES = 8 * 1024 * 1024  # far above any real webhook batch; a larger body is abuse
 Item = Mapping[str, Any]
@@ -240,7 +240,7 @@ def deterministic_event_id(provider: str, item: Item) -> str:
     return hashlib.sha256(provider.encode() + b"\n" + payload).hexdigest()
 
 
-_MAX_EPOCH_SECONDS = 253402300799  # 9999-12-31T23:59:59Z
+_MAX_EPOCH_SECONDS = MAX_EPOCH_MS // 1000
 
 
 def epoch_ms(value: Any, key: str) -> int:
@@ -289,11 +289,15 @@ def lookup_header(headers: Mapping[str, str], name: str) -> str | None:
     return None
 
 
+MAX_CREDENTIAL_CHARS = 1024  # far above any signature, API key or basic-auth header
+
+
 def presented_credential(
     headers: Mapping[str, str], header: str, config: ProviderAuth, configured: bool, provider: str
 ) -> str | None:
     """The credential the request carries in `header`, or None when the request may pass
-    unchecked (allow_unsigned). Raises SignatureError when neither holds."""
+    unchecked (allow_unsigned). Raises SignatureError when neither holds, or when the header
+    is longer than MAX_CREDENTIAL_CHARS (before anything decodes it)."""
     if not configured:
         if config.allow_unsigned:
             return None
@@ -306,6 +310,8 @@ def presented_credential(
         if config.allow_unsigned:
             return None
         raise SignatureError(f"missing {header} header")
+    if len(value) > MAX_CREDENTIAL_CHARS:
+        raise SignatureError(f"{header} is longer than {MAX_CREDENTIAL_CHARS} characters")
     return value
 
 

@@ -46,6 +46,9 @@ from mailstream.settings import ProviderAuth
 NAME = "mailbot"
 SIGNATURE_HEADER = "X-Mailbot-Signature"
 TIMESTAMP_HEADER = "X-Mailbot-Timestamp"
+# Unix seconds have 10 digits until 2286; a longer header is refused before int() reads it
+# (thousands of digits: ValueError; hundreds: OverflowError when compared with a float).
+MAX_TIMESTAMP_DIGITS = 12
 
 # seeds/000 "What gets tracked"; message.replied: the "Replied" signal of its scoring rubric.
 EVENT_TYPES: dict[str, EventType] = {
@@ -136,7 +139,7 @@ def verify(body: bytes, headers: Mapping[str, str], config: ProviderAuth, now: f
     timestamp = lookup_header(headers, TIMESTAMP_HEADER)
     if timestamp is None:
         raise SignatureError(f"missing {TIMESTAMP_HEADER} header")
-    if not (timestamp.isascii() and timestamp.isdigit()):
+    if len(timestamp) > MAX_TIMESTAMP_DIGITS or not (timestamp.isascii() and timestamp.isdigit()):
         raise SignatureError(f"{TIMESTAMP_HEADER} must be unix seconds")
     skew = now - int(timestamp)
     if abs(skew) > config.max_age_seconds:

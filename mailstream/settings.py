@@ -157,7 +157,7 @@ class Settings:
     | MAILSTREAM_WEB_TOKEN | unset | when set, queries need `Authorization: Bearer <token>` |
     | MAILSTREAM_SWEEP_INTERVAL_SECONDS | 3600 | inactivity sweep period; 0 disables it |
     | MAILSTREAM_PRODUCER_LINGER_MS | 10 | how long the worker's producer waits to fill a batch |
-    | MAILSTREAM_INGEST_* | see `IngestSettings` | webhook ingest: secrets, body limit, timeout |
+    | MAILSTREAM_INGEST_* | see `IngestSettings` | webhook ingest: secrets, limits, dedupe |
     """
 
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
@@ -233,8 +233,12 @@ def _split_list(raw: str) -> tuple[str, ...]:
 
 def _split_pair(name: str, item: str) -> tuple[str, str]:
     left, colon, right = item.partition(":")
-    if not colon or not left:
+    if not colon:
         raise SettingsError(f"{name}: expected comma-separated user:password entries")
+    if not left:
+        raise SettingsError(f"{name}: an entry has an empty user; expected user:password")
+    if not right:
+        raise SettingsError(f"{name}: the entry of user {left!r} has an empty password")
     return left, right
 
 
@@ -272,7 +276,13 @@ class ProviderAuth:
             raise SettingsError(f"mode must be one of {', '.join(AUTH_MODES)}, not {self.mode!r}")
         if self.max_age_seconds <= 0:
             raise SettingsError("max_age_seconds must be positive")
+        if any(not user or not password for user, password in self.basic_auth):
+            raise SettingsError("every basic_auth entry needs a user and a password")
 
+
+# Kafka record room beyond the body (IngestSettings.max_record_bytes).
+RECORD_OVERHEAD_BYTES = 64 * 1024
+MAX_KEY_BYTES = 1024  # a longer "message id" is no message id: such a record gets no key
 
 _AUTH_FIELDS = sorted((spec.name for spec in fields(ProviderAuth)), key=len, reverse=True)
 _NO_AUTH = ProviderAuth()
@@ -296,11 +306,46 @@ class IngestSettings:
     | MAILSTREAM_INGEST_<PROVIDER>_BASIC_AUTH | unset | user:password entries for mode basic |
     | MAILSTREAM_INGEST_MAX_BODY_BYTES | 1048576 | larger bodies are answered 413 |
     | MAILSTREAM_INGEST_PRODUCE_TIMEOUT_SECONDS | 10 | Kafka write deadline, then 503 |
+    | MAILSTREAM_INGEST_READ_TIMEOUT_SECONDS | 10 | for the request headers, then the body |
+    | MAILSTREAM_INGEST_DEDUPE_WINDOW_SECONDS | 3600 | a stored body posted again: 200, no write |
+    | MAILSTREAM_INGEST_DEDUPE_MAX_ENTRIES | 100000 | bodies remembered (~400 bytes each) |
+
+    A dedupe window of 0 turns deduplication off. The raw topics and the ingest's producer
+    take records of `max_record_bytes`: the body limit plus room for the key, the headers and
+    Kafka's framing.
     """
 
     providers: Mapping[str, ProviderAuth] = field(default_factory=dict)
     max_body_bytes: int = 1024 * 1024
     produce_timeout_seconds: float = 10.0
+    read_timeout_seconds: float = 10.0
+    dedupe_window_seconds: float = 3600.0
+    dedupe_max_entries: int = 100_000
+
+    def __post_init__(self) -> None:
+        prefix = ENV_PREFIX + "INGEST_"
+        positive = {
+            "MAX_BODY_BYTES": self.max_body_bytes,
+            "PRODUCE_TIMEOUT_SECONDS": self.produce_timeout_seconds,
+            "READ_TIMEOUT_SECONDS": self.read_timeout_seconds,
+            "DEDUPE_MAX_ENTRIES": self.dedupe_max_entries,
+        }
+        for name, value in positive.items():
+            if value <= 0:
+                raise SettingsError(f"{prefix}{name}={value!r}: expected a positive number")
+        if self.dedupe_window_seconds < 0:
+            raise SettingsError(
+                f"{prefix}DEDUPE_WINDOW_SECONDS={self.dedupe_window_seconds!r}: "
+                "expected seconds (0 turns deduplication off)"
+            )
+
+    @property
+    def max_record_bytes(self) -> int:
+        """The largest Kafka record a webhook makes, compressed or not: the body, a key of at
+        most MAX_KEY_BYTES, headers (the Content-Type is bounded by the HTTP server's 8190
+        bytes per header), record and batch framing, and lz4's growth of a body that does not
+        compress (at most 1/255 of it)."""
+        return self.max_body_bytes + self.max_body_bytes // 128 + RECORD_OVERHEAD_BYTES
 
     def auth(self, provider: str) -> ProviderAuth:
         """The provider's configured authentication; the refusing default when unset."""

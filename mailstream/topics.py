@@ -77,14 +77,20 @@ def topic_specs(settings: Settings, providers: Iterable[str]) -> list[TopicSpec]
     """Raw topics keep everything (they are the source of truth for replays), and so do the
     dead letters and the operator commands (an audit trail); published state topics are
     compacted so a new subscriber reads the latest value per recipient. The commands topic
-    has the partitions of email.events: the state agent reads both, keyed by recipient."""
+    has the partitions of email.events: the state agent reads both, keyed by recipient.
+    Raw topics take the ingest's largest record (`IngestSettings.max_record_bytes`: the body
+    limit plus key, headers and framing); the broker's default is 1 MiB + 12 bytes in all."""
     names = TopicNames(settings.topic_prefix)
+    raw_configs = {
+        "retention.ms": FOREVER,
+        "max.message.bytes": str(settings.ingest.max_record_bytes),
+    }
 
     def spec(name: str, **configs: str) -> TopicSpec:
         return TopicSpec(name, settings.partitions, settings.replication_factor, configs)
 
     return [
-        *(spec(names.raw(provider), **{"retention.ms": FOREVER}) for provider in providers),
+        *(spec(names.raw(provider), **raw_configs) for provider in providers),
         spec(names.events, **{"retention.ms": THIRTY_DAYS_MS}),
         spec(names.dead_letters, **{"retention.ms": FOREVER}),
         spec(names.recipient_state, **COMPACTED),

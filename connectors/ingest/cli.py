@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 SHUTDOWN_GRACE_SECONDS = 1.0  # beyond the produce timeout, for the last answers to be written
@@ -29,12 +30,17 @@ def run(args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from mailstream.connectors.ingest.app import create_app
-    from mailstream.settings import Settings
+    from mailstream.settings import Settings, SettingsError
 
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+        app = create_app(settings)
+    except SettingsError as error:  # names the variable; a traceback would add nothing
+        print(f"mailstream ingest: {error.message}", file=sys.stderr)
+        return 2
     web.run_app(  # handles SIGTERM/SIGINT: the graceful shutdown described above
-        create_app(settings),
+        app,
         host=args.host,
         port=args.port,
         access_log=None,

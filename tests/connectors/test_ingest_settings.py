@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import pytest
 
+from mailstream.cli import main
 from mailstream.connectors.ingest.app import build_routes
 from mailstream.connectors.registry import PROVIDERS
 from mailstream.settings import IngestSettings, ProviderAuth, Settings, SettingsError
+from mailstream.topics import TopicNames, topic_specs
+
+BROKER_DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024 + 12
 
 
 def test_defaults_refuse_unsigned_webhooks_and_limit_bodies_to_one_mebibyte() -> None:
@@ -19,6 +23,8 @@ def test_defaults_refuse_unsigned_webhooks_and_limit_bodies_to_one_mebibyte() ->
         assert config.allow_unsigned is False
     assert ingest.auth("mailbot").max_age_seconds == 300
     assert ingest.auth("inboxroad").mode == "hmac"
+    assert ingest.read_timeout_seconds == 10.0
+    assert (ingest.dedupe_window_seconds, ingest.dedupe_max_entries) == (3600.0, 100_000)
 
 
 def test_each_provider_reads_its_own_variables() -> None:
@@ -32,6 +38,9 @@ def test_each_provider_reads_its_own_variables() -> None:
         "MAILSTREAM_INGEST_INBOXROAD_API_KEY_HEADER": "X-Key",
         "MAILSTREAM_INGEST_MAX_BODY_BYTES": "4096",
         "MAILSTREAM_INGEST_PRODUCE_TIMEOUT_SECONDS": "2.5",
+        "MAILSTREAM_INGEST_READ_TIMEOUT_SECONDS": "3",
+        "MAILSTREAM_INGEST_DEDUPE_WINDOW_SECONDS": "0",
+        "MAILSTREAM_INGEST_DEDUPE_MAX_ENTRIES": "500",
     }
     ingest = Settings.from_env(env).ingest
     mailbot = ingest.auth("mailbot")
@@ -48,6 +57,9 @@ def test_each_provider_reads_its_own_variables() -> None:
     assert inboxroad.basic_auth == (("roadie", "pa:ss"), ("backup", "other"))
     assert inboxroad.api_key_header == "X-Key"
     assert (ingest.max_body_bytes, ingest.produce_timeout_seconds) == (4096, 2.5)
+    assert ingest.read_timeout_seconds == 3.0
+    assert (ingest.dedupe_window_seconds, ingest.dedupe_max_entries) == (0.0, 500)
+    assert set(ingest.providers) == {"mailbot", "maileroo", "inboxroad"}
 
 
 def test_secrets_and_passwords_never_appear_in_repr() -> None:
@@ -68,6 +80,12 @@ def test_secrets_and_passwords_never_appear_in_repr() -> None:
         ({"MAILSTREAM_INGEST_INBOXROAD_BASIC_AUTH": "no-colon"}, "INBOXROAD_BASIC_AUTH"),
         ({"MAILSTREAM_INGEST_MAX_BODY_BYTES": "1MB"}, "MAX_BODY_BYTES"),
         ({"MAILSTREAM_INGEST_PRODUCE_TIMEOUT_SECONDS": "soon"}, "PRODUCE_TIMEOUT_SECONDS"),
+        ({"MAILSTREAM_INGEST_MAX_BODY_BYTES": "0"}, "MAX_BODY_BYTES"),
+        ({"MAILSTREAM_INGEST_READ_TIMEOUT_SECONDS": "0"}, "READ_TIMEOUT_SECONDS"),
+        ({"MAILSTREAM_INGEST_DEDUPE_WINDOW_SECONDS": "-1"}, "DEDUPE_WINDOW_SECONDS"),
+        ({"MAILSTREAM_INGEST_DEDUPE_MAX_ENTRIES": "0"}, "DEDUPE_MAX_ENTRIES"),
+        ({"MAILSTREAM_INGEST_INBOXROAD_BASIC_AUTH": "roadie:"}, "INBOXROAD_BASIC_AUTH"),
+        ({"MAILSTREAM_INGEST_INBOXROAD_BASIC_AUTH": "ok:pw, :pw"}, "INBOXROAD_BASIC_AUTH"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], variable: str) -> None:
@@ -94,3 +112,47 @@ def test_settings_for_an_unregistered_provider_stop_the_ingest_at_start_up() -> 
     settings = Settings.from_env({"MAILSTREAM_INGEST_MAILBOTT_SECRETS": "typo"})
     with pytest.raises(SettingsError, match=r"MAILSTREAM_INGEST_MAILBOTT_.*known: inboxroad"):
         build_routes(settings, PROVIDERS)
+
+
+@pytest.mark.parametrize(
+    ("entries", "problem"),
+    [("roadie:", "empty password"), ("ok:secret-pw,:secret-pw", "empty user")],
+)
+def test_basic_auth_without_a_password_or_a_user_is_refused_without_echoing_it(
+    entries: str, problem: str
+) -> None:
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env({"MAILSTREAM_INGEST_INBOXROAD_BASIC_AUTH": entries})
+    assert "MAILSTREAM_INGEST_INBOXROAD_BASIC_AUTH" in raised.value.message
+    assert problem in raised.value.message
+    assert "secret-pw" not in raised.value.message
+
+
+@pytest.mark.parametrize("pair", [("roadie", ""), ("", "password")])
+def test_provider_auth_built_in_code_refuses_an_empty_user_or_password(
+    pair: tuple[str, str],
+) -> None:
+    with pytest.raises(SettingsError, match="user and a password"):
+        ProviderAuth(mode="basic", basic_auth=(pair,))
+
+
+def test_mailstream_ingest_refuses_an_empty_password_at_start_up(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MAILSTREAM_INGEST_INBOXROAD_MODE", "basic")
+    monkeypatch.setenv("MAILSTREAM_INGEST_INBOXROAD_BASIC_AUTH", "roadie:")
+    assert main(["ingest", "--port", "0"]) == 2
+    assert "MAILSTREAM_INGEST_INBOXROAD_BASIC_AUTH" in capsys.readouterr().err
+
+
+def test_raw_topics_and_the_producer_take_a_record_of_the_largest_body() -> None:
+    settings = Settings.from_env({})
+    ingest = settings.ingest
+    # the body, plus at least a maximal key, headers and lz4's growth of an incompressible body
+    assert ingest.max_record_bytes >= ingest.max_body_bytes * 256 // 255 + 1024 + 8190 + 1024
+    assert ingest.max_record_bytes > BROKER_DEFAULT_MAX_MESSAGE_BYTES
+    specs = {spec.name: spec for spec in topic_specs(settings, PROVIDERS)}
+    names = TopicNames(settings.topic_prefix)
+    for provider in PROVIDERS:
+        configs = specs[names.raw(provider)].configs
+        assert configs["max.message.bytes"] == str(ingest.max_record_bytes)

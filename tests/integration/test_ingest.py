@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
+import logging
 import os
 import signal
 import subprocess
@@ -16,6 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import aiohttp
+import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
@@ -37,7 +40,7 @@ from mailstream.settings import (
     ProviderAuth,
     Settings,
 )
-from mailstream.topics import TopicNames, create_topics, topic_specs
+from mailstream.topics import TopicNames, TopicSpec, create_topics, topic_specs
 
 pytestmark = pytest.mark.kafka
 
@@ -81,9 +84,13 @@ def raw_topics(settings: Settings) -> list[str]:
     return [names.raw(provider) for provider in PROVIDERS]
 
 
-def create_raw_topics(settings: Settings) -> None:
+def raw_topic_specs(settings: Settings) -> list[TopicSpec]:
     wanted = set(raw_topics(settings))
-    create_topics(settings, [s for s in topic_specs(settings, PROVIDERS) if s.name in wanted])
+    return [s for s in topic_specs(settings, PROVIDERS) if s.name in wanted]
+
+
+def create_raw_topics(settings: Settings) -> None:
+    create_topics(settings, raw_topic_specs(settings))
 
 
 @pytest.fixture
@@ -326,6 +333,86 @@ async def test_a_wrong_method_is_405(client: Client) -> None:
         assert response.headers["Allow"] == "POST"
 
 
+# --- Size limits, as the broker takes them -----------------------------------------------------
+
+ONE_MEBIBYTE = 1024 * 1024
+
+
+async def test_a_body_of_exactly_the_limit_is_stored_and_one_byte_more_is_413(
+    settings: Settings,
+) -> None:
+    """1 MiB of random bytes (lz4 cannot shrink them) is more than librdkafka's default record
+    (1,000,000 bytes) and than the broker's default (1 MiB + 12 bytes, batch included)."""
+    configured = replace(settings, ingest=replace(INGEST, max_body_bytes=ONE_MEBIBYTE))
+    create_raw_topics(configured)
+    at_limit = os.urandom(ONE_MEBIBYTE)
+    above = at_limit + b"x"
+    async with serving(configured) as client:
+        for body, status in ((at_limit, 200), (above, 413)):
+            headers = signed_headers(configured, "maileroo", body)
+            data = io.BytesIO(body)  # aiohttp warns about large bytes sent in one write
+            response = await client.post("/webhooks/maileroo", data=data, headers=headers)
+            assert response.status == status, await response.text()
+    [record] = read_topic(configured, TopicNames(configured.topic_prefix).raw("maileroo"))
+    assert record.value() == at_limit
+
+
+async def test_a_size_refusal_by_kafka_is_413_and_its_text_only_in_the_log(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A raw topic created before its max.message.bytes was raised refuses a large record."""
+    configured = replace(settings, ingest=replace(INGEST, max_body_bytes=ONE_MEBIBYTE))
+    small = {"max.message.bytes": str(64 * 1024)}
+    create_topics(
+        configured,
+        [replace(spec, configs={**spec.configs, **small}) for spec in raw_topic_specs(configured)],
+    )
+    body = os.urandom(100 * 1024)
+    async with serving(configured) as client:
+        headers = signed_headers(configured, "maileroo", body)
+        with caplog.at_level(logging.ERROR, logger="mailstream.ingest"):
+            response = await client.post("/webhooks/maileroo", data=body, headers=headers)
+        text = await response.text()
+    assert response.status == 413, text
+    assert orjson.loads(text)["error"] == "too_large"
+    for broker_text in ("MSG_SIZE_TOO_LARGE", "Broker", "Message size"):
+        assert broker_text not in text
+    assert "MSG_SIZE_TOO_LARGE" in caplog.text and "max.message.bytes" in caplog.text
+    assert total_records(configured, raw_topics(configured)) == 0
+
+
+# --- Replays ----------------------------------------------------------------------------------
+
+
+async def test_the_same_signed_body_twice_is_one_record_and_two_200s(
+    client: Client, ingest_settings: Settings
+) -> None:
+    names = TopicNames(ingest_settings.topic_prefix)
+    for provider, (body, _) in sorted(PAYLOADS.items()):
+        first, again = [
+            await client.post(
+                f"/webhooks/{provider}",
+                data=body,
+                headers=signed_headers(ingest_settings, provider, body),  # mailbot: a new time
+            )
+            for _ in range(2)
+        ]
+        assert (first.status, again.status) == (200, 200), await again.text()
+        stored = await first.json()
+        assert await again.json() == {"status": "duplicate", "request_id": stored["request_id"]}
+        [record] = read_topic(ingest_settings, names.raw(provider))
+        assert headers_of(record)["mailstream.request_id"] == stored["request_id"].encode()
+
+    body = b'{"event_type":"delivered","message_id":"together"}'
+    headers = signed_headers(ingest_settings, "maileroo", body)
+    together = await asyncio.gather(
+        *(client.post("/webhooks/maileroo", data=body, headers=headers) for _ in range(3))
+    )
+    assert [response.status for response in together] == [200] * 3
+    values = [record.value() for record in read_topic(ingest_settings, names.raw("maileroo"))]
+    assert values.count(body) == 1
+
+
 # --- Operations endpoints ---------------------------------------------------------------------
 
 
@@ -407,7 +494,9 @@ async def test_a_stopped_broker_gets_503_and_the_retries_land_exactly_once(
         refused = await asyncio.gather(*(post(body) for body in bodies))
         assert [r.status for r in refused] == [503] * len(bodies)
         assert all(r.headers["Retry-After"] == "5" for r in refused)
-        assert (await refused[0].json())["error"] == "kafka_unavailable"
+        answer = await refused[0].json()
+        assert answer["error"] == "kafka_unavailable"
+        assert answer["reason"] == "Kafka did not confirm the write; retry later"
 
         own_broker.start()
         await poll_until(ready, 30, "readiness after the broker restarted")
@@ -417,11 +506,45 @@ async def test_a_stopped_broker_gets_503_and_the_retries_land_exactly_once(
             while response.status == 503:
                 response = await post(body)
             assert response.status == 200, await response.text()
+            assert (await response.json())["status"] == "stored", "a failed write is retryable"
             acknowledged.append(response.headers["X-Request-Id"].encode())
 
     records = read_topic(configured, topic)
     assert sorted(record.value() for record in records) == sorted([b'{"before":"outage"}', *bodies])
     assert set(acknowledged) <= {headers_of(r)["mailstream.request_id"] for r in records}
+
+
+async def test_while_the_broker_is_down_webhooks_get_503_at_once_and_recover_by_themselves(
+    own_broker: LocalBroker, settings: Settings
+) -> None:
+    configured = on_own_broker(own_broker, settings)
+    configured = replace(configured, ingest=replace(INGEST, produce_timeout_seconds=10.0))
+    body = b'{"event_type":"delivered","message_id":"after-the-outage"}'
+    headers = signed_headers(configured, "maileroo", body)
+    async with serving(configured) as client:
+
+        def kafka_reachable(expected: int) -> Callable[[], Awaitable[bool]]:
+            async def check() -> bool:  # /metrics reads the state; it probes nothing
+                text = await (await client.get("/metrics")).text()
+                return f"mailstream_ingest_kafka_reachable {expected}\n" in text
+
+            return check
+
+        await asyncio.to_thread(own_broker.stop)
+        await poll_until(kafka_reachable(0), 30, "the producer to report the brokers down")
+        started = time.monotonic()
+        response = await client.post("/webhooks/maileroo", data=body, headers=headers)
+        assert response.status == 503
+        assert time.monotonic() - started < 1.0, "not the 10 s produce timeout"
+        assert response.headers["Retry-After"] == "5"
+
+        await asyncio.to_thread(own_broker.start)
+        await poll_until(kafka_reachable(1), 30, "the producer to find the broker again")
+        response = await client.post("/webhooks/maileroo", data=body, headers=headers)
+        assert response.status == 200, await response.text()
+        assert (await response.json())["status"] == "stored"
+    [record] = read_topic(configured, TopicNames(configured.topic_prefix).raw("maileroo"))
+    assert record.value() == body
 
 
 # --- Graceful shutdown of `mailstream ingest` -------------------------------------------------
