@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mailstream.dev.broker import BrokerError, LocalBroker, cache_dir, ensure_jars
+from mailstream.dev.broker import LocalBroker, cache_dir, ensure_jars
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -27,27 +27,24 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
+    """A BrokerError is reported by mailstream.cli.main: one line on stderr, status 1."""
     broker = LocalBroker(args.dir)
-    try:
-        if args.action == "fetch":
-            print(f"Kafka jars in {ensure_jars()}")
-        elif args.action == "up":
-            bootstrap = broker.start(timeout=args.timeout)
-            print(f"export MAILSTREAM_KAFKA_BOOTSTRAP_SERVERS={bootstrap}")
-            print(f"# broker log: {broker.log_file}")
-        elif args.action == "down":
-            broker.stop()
-            print("stopped")
-        elif args.action == "purge":
-            broker.purge()
-            print(f"stopped and removed {args.dir}")
-        else:
-            pid = broker.pid()
-            if pid is None:
-                print("down")
-                return 1
-            print(f"up pid={pid} bootstrap={broker.bootstrap_servers}")
-    except BrokerError as error:
-        print(f"mailstream kafka {args.action}: {error}")
-        return 1
+    if args.action == "fetch":
+        print(f"Kafka jars in {ensure_jars()}")
+    elif args.action == "up":
+        bootstrap = broker.start(timeout=args.timeout)
+        print(f"export MAILSTREAM_KAFKA_BOOTSTRAP_SERVERS={bootstrap}")
+        print(f"# broker log: {broker.log_file}")
+    elif args.action == "down":
+        broker.stop()
+        print("stopped")
+    elif args.action == "purge":
+        broker.purge()
+        print(f"stopped and removed {args.dir}")
+    else:
+        pid = broker.pid()
+        if pid is None:
+            print("down")
+            return 1
+        print(f"up pid={pid} bootstrap={broker.bootstrap_servers}")
     return 0

@@ -167,11 +167,13 @@ class ProgressPrinter:
         self._out = out
         self._interactive = interactive
         self._last_plain = float("-inf")
+        self._line_open = False
 
     def show(self, line: str) -> None:
         if self._interactive:
             self._out.write(f"\r\x1b[K{line}")
             self._out.flush()
+            self._line_open = True
         elif time.monotonic() - self._last_plain >= PLAIN_PROGRESS_EVERY_SECONDS:
             self._last_plain = time.monotonic()
             print(line, file=self._out, flush=True)
@@ -180,6 +182,16 @@ class ProgressPrinter:
         prefix = "\r\x1b[K" if self._interactive else ""
         print(f"{prefix}{line}", file=self._out, flush=True)
         self._last_plain = float("-inf")
+        self._line_open = False
+
+    def __enter__(self) -> ProgressPrinter:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        """Ends an updating line left open (by a failure), so what follows starts a line."""
+        if self._line_open:
+            print(file=self._out, flush=True)
+            self._line_open = False
 
 
 # --- The replay ----------------------------------------------------------------------------
@@ -286,10 +298,12 @@ def rebuild(
     from mailstream.streams.operations.processes import service, settings_env
 
     names = TopicNames(settings.topic_prefix)
-    printer = ProgressPrinter(out, out.isatty())
     env = settings_env(dataclasses.replace(settings, sweep_interval_seconds=0))
     started = time.monotonic()
-    with service(["worker", "--without-web"], env, worker_log) as worker:
+    with (
+        ProgressPrinter(out, out.isatty()) as printer,
+        service(["worker", "--without-web"], env, worker_log) as worker,
+    ):
 
         def inputs(committed: Offsets) -> tuple[str, bool]:
             done = records_done(plan.starts, plan.input_ends, committed)
@@ -391,11 +405,8 @@ def run(args: argparse.Namespace) -> int:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     worker_log = args.worker_log or settings.data_dir / "replay-worker.log"
     confirm = _always if args.yes else _ask
-    try:
-        return replay(settings, args.from_ms, confirm, sys.stdout, worker_log)
-    except (MailstreamError, TimeoutError) as error:
-        print(f"\nmailstream replay: {error}", file=sys.stderr)
-        return 1
+    # a failure is reported by mailstream.cli.main, like every command's
+    return replay(settings, args.from_ms, confirm, sys.stdout, worker_log)
 
 
 def _ask(plan: str) -> bool:

@@ -55,19 +55,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run(args: argparse.Namespace) -> int:
     from mailstream.commands import (
         CommandAction,
-        CommandError,
         OperatorCommand,
         default_actor,
         normalize_address,
         parse_reason,
     )
 
-    try:
-        recipient = normalize_address(args.email)
-        reason = parse_reason(args.reason) if args.action == "add" else None
-    except CommandError as error:
-        print(f"mailstream suppress {args.action}: {error}", file=sys.stderr)
-        return 2
+    # a malformed address or reason raises CommandError (invalid_command): mailstream.cli.main
+    # reports it with exit status 2, before anything is sent
+    recipient = normalize_address(args.email)
+    reason = parse_reason(args.reason) if args.action == "add" else None
     command = OperatorCommand(
         action=CommandAction.SUPPRESS if args.action == "add" else CommandAction.LIFT,
         recipient=recipient,
