@@ -3,8 +3,14 @@
 `GET /recipients/{email}/` is routed to the worker that owns the key's partition (Faust
 table routing). `GET /cohorts/?min_score=20&opened_within=7d` answers from this worker's
 partitions (the mailbot guide's follow-up cohort: active, score at least `min_score`, a human
-open within the window); with several workers, ask each. When a token is configured, every
-request needs `Authorization: Bearer <token>`.
+open within the window), highest score first, a page at a time (`limit`, default 100, at most
+1000; `offset`); with several workers, ask each.
+
+When a token is configured, every route of the worker's web server needs
+`Authorization: Bearer <token>`: the queries, and the views Faust serves on the same server
+(`/router/`, `/table/`, its index), which check nothing themselves. One aiohttp middleware
+checks every request before any route is looked up, so a route added later, or an unknown
+path, is refused the same way.
 """
 
 from __future__ import annotations
@@ -12,63 +18,165 @@ from __future__ import annotations
 import hmac
 import time
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
 import faust
+from aiohttp import web as aiohttp_web
+from aiohttp.typedefs import Handler
 from faust.types import TableT
-from faust.web import Request, Response, View, Web
+from faust.web import Request, Response, View
+from faust.web.drivers.aiohttp import Web as AiohttpWeb
 
 from mailstream.commands import CommandError, normalize_address
+from mailstream.errors import ErrorKind, MailstreamError
 from mailstream.events import format_timestamp_ms
-from mailstream.recipient import TIMESTAMP_FIELDS, RecipientState
+from mailstream.recipient import TIMESTAMP_FIELDS, RecipientState, RecipientStatus
+from mailstream.timeline import state_of
 from mailstream.times import parse_duration_ms
+
+DEFAULT_COHORT_LIMIT = 100
+MAX_COHORT_LIMIT = 1000
+
+
+class QueryError(MailstreamError, ValueError):
+    """A query parameter that is not what the route expects; answered 400 with the message."""
+
+    default_kind = ErrorKind.INVALID_QUERY
+
+
+@dataclass(frozen=True)
+class CohortQuery:
+    """What `/cohorts/` is asked: the cohort (`min_score`, `opened_within_ms`) and the page."""
+
+    min_score: int
+    opened_within_ms: int
+    limit: int
+    offset: int
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, str]) -> CohortQuery:
+        """The query string of `/cohorts/` with its defaults (`min_score=20`,
+        `opened_within=7d`, `limit=100`, `offset=0`); QueryError naming a bad parameter."""
+        try:
+            window = parse_duration_ms(params.get("opened_within", "7d"))
+        except ValueError as error:
+            raise QueryError(f"opened_within: {error}") from None
+        return cls(
+            min_score=_integer(params, "min_score", 20),
+            opened_within_ms=window,
+            limit=_integer(
+                params, "limit", DEFAULT_COHORT_LIMIT, minimum=1, maximum=MAX_COHORT_LIMIT
+            ),
+            offset=_integer(params, "offset", 0, minimum=0),
+        )
+
+
+def _integer(
+    params: Mapping[str, str],
+    name: str,
+    default: int,
+    minimum: int | None = None,
+    maximum: int | None = None,
+) -> int:
+    text = params.get(name)
+    if text is None:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise QueryError(f"{name}: expected an integer, got {text[:40]!r}") from None
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        bounds = f"from {minimum}" if maximum is None else f"from {minimum} to {maximum}"
+        raise QueryError(f"{name}: expected an integer {bounds}, got {value}")
+    return value
 
 
 def cohort(
-    states: Iterable[Mapping[str, Any]], min_score: int, opened_since: int
-) -> list[Mapping[str, Any]]:
+    states: Iterable[RecipientState], min_score: int, opened_since: int
+) -> list[RecipientState]:
     """Active recipients scoring at least `min_score` with a human open at or after
     `opened_since` (epoch ms), highest score first."""
     chosen = [
         state
         for state in states
-        if state.get("status") == "ACTIVE"
-        and state.get("score", 0) >= min_score
-        and (state.get("last_open_at") or 0) >= opened_since
+        if state.status == RecipientStatus.ACTIVE
+        and state.score >= min_score
+        and (state.last_open_at or 0) >= opened_since
     ]
-    return sorted(chosen, key=lambda state: (-state["score"], state["recipient"]))
+    return sorted(chosen, key=lambda state: (-state.score, state.recipient))
 
 
-def rendered(record: Mapping[str, Any]) -> dict[str, Any]:
-    """A published state record for JSON: ISO 8601 timestamps, no internal fields."""
-    public = RecipientState.from_record(record).to_record()
+def cohort_page(
+    states: Iterable[RecipientState], query: CohortQuery, now_ms: int
+) -> dict[str, Any]:
+    """The answer of `/cohorts/`: the cohort's size, one page of it, and where the next page
+    starts (None after the last)."""
+    members = cohort(states, query.min_score, now_ms - query.opened_within_ms)
+    page = members[query.offset : query.offset + query.limit]
+    following = query.offset + len(page)
+    return {
+        "count": len(members),
+        "offset": query.offset,
+        "limit": query.limit,
+        "next_offset": following if following < len(members) else None,
+        "recipients": [rendered(member) for member in page],
+    }
+
+
+def rendered(state: RecipientState) -> dict[str, Any]:
+    """A recipient's state for JSON, as published: ISO 8601 timestamps, no internal fields."""
+    public = state.to_record()
     for name in TIMESTAMP_FIELDS:
         if public.get(name) is not None:
             public[name] = format_timestamp_ms(public[name])
     return public
 
 
+def bearer_token_refusal(presented: str, token: str) -> str | None:
+    """Why an `Authorization` header value does not carry `token`; None when it does."""
+    if hmac.compare_digest(presented.encode(), f"Bearer {token}".encode()):
+        return None
+    return "missing bearer token" if not presented else "wrong bearer token"
+
+
+def require_bearer_token(app: faust.App, token: str | None) -> None:
+    """With a token, every request to the worker's web server needs it (401 otherwise),
+    whatever the route; without one, nothing changes."""
+    if token is None:
+        return
+    server = app.web
+    if not isinstance(server, AiohttpWeb):
+        # fail closed: a web driver this function cannot guard must not serve unguarded
+        raise TypeError(f"cannot guard the web driver {type(server).__name__} with a token")
+
+    @aiohttp_web.middleware
+    async def bearer_token_gate(
+        request: aiohttp_web.Request, handler: Handler
+    ) -> aiohttp_web.StreamResponse:
+        refusal = bearer_token_refusal(request.headers.get("Authorization", ""), token)
+        if refusal is None:
+            return await handler(request)
+        response: aiohttp_web.StreamResponse = server.json(
+            {"error": refusal}, status=401, headers={"WWW-Authenticate": "Bearer"}
+        )
+        return response
+
+    server.web_app.middlewares.append(bearer_token_gate)
+
+
 def add_queries(
     app: faust.App, recipients: TableT[bytes, dict[str, Any]], token: str | None
 ) -> None:
-    def refused(web: Web, request: Request) -> Response | None:
-        if token is None:
-            return None
-        presented = request.headers.get("Authorization", "")
-        if hmac.compare_digest(presented.encode(), f"Bearer {token}".encode()):
-            return None
-        reason = "missing bearer token" if not presented else "wrong bearer token"
-        return web.json({"error": reason}, status=401)
+    """The query routes; with `token`, the whole web server behind it (require_bearer_token)."""
+    require_bearer_token(app, token)
 
     @app.page("/recipients/{email}/")
     class RecipientView(View):
         async def get(self, request: Request, email: str) -> Response:
             """Checks the address first: the table routes by the key as written in the path,
             so a mixed-case address is redirected to its canonical (lower-case) path."""
-            denial = refused(self.web, request)
-            if denial is not None:
-                return denial
             try:
                 address = normalize_address(email)
             except CommandError as error:
@@ -84,19 +192,15 @@ def add_queries(
             stored = recipients.get(email.encode())
             if stored is None:
                 return self.json({"error": f"no state for {email}"}, status=404)
-            return self.json(rendered(stored))
+            return self.json(rendered(state_of(stored)))
 
     @app.page("/cohorts/")
     class CohortView(View):
         async def get(self, request: Request) -> Response:
-            denial = refused(self.web, request)
-            if denial is not None:
-                return denial
             try:
-                min_score = int(request.query.get("min_score", "20"))
-                window = parse_duration_ms(request.query.get("opened_within", "7d"))
-            except ValueError as error:
-                return self.json({"error": str(error)}, status=400)
-            since = int(time.time() * 1000) - window
-            members = cohort(recipients.values(), min_score, since)
-            return self.json({"count": len(members), "recipients": [rendered(m) for m in members]})
+                query = CohortQuery.from_params(request.query)
+            except QueryError as error:
+                return self.json({"error": error.message}, status=400)
+            now_ms = int(time.time() * 1000)
+            states = (state_of(stored) for stored in recipients.values())
+            return self.json(cohort_page(states, query, now_ms))

@@ -1,10 +1,11 @@
 """Operating the pipeline on the real broker: manual suppression through the commands topic,
-the query API, and the inactivity sweep."""
+the query API (behind its token, paged), and the inactivity sweep."""
 
 from __future__ import annotations
 
 import dataclasses
 import http.client
+import re
 import subprocess
 import sys
 import time
@@ -22,7 +23,9 @@ from mailstream.connectors import inboxroad, maileroo
 from mailstream.connectors.base import HUMAN_AGENT
 from mailstream.connectors.registry import PROVIDERS
 from mailstream.dev.broker import free_port
+from mailstream.policy import default_policy
 from mailstream.settings import Settings
+from mailstream.streams.app import create_app
 from mailstream.streams.operations.processes import settings_env
 from mailstream.streams.reader import latest_by_key, read_until
 from mailstream.topics import TopicNames, create_topics, topic_specs
@@ -242,6 +245,132 @@ def test_queries_answer_state_and_cohorts_with_a_token(operated: tuple[Settings,
     assert [r["recipient"] for r in cohort["recipients"]] == ["hot@example.com"]
     status, error = get(f"{base}/cohorts/?opened_within=soon")
     assert status == 400 and "duration" in error["error"]
+
+
+def request(method: str, url: str, token: str | None) -> tuple[int, bytes]:
+    """Status and body of any request, without following a redirect."""
+    parts = urllib.parse.urlsplit(url)
+    connection = http.client.HTTPConnection(parts.netloc, timeout=10)
+    try:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        connection.request(
+            method, parts.path + (f"?{parts.query}" if parts.query else ""), headers=headers
+        )
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+# Values for the path parameters of the served routes: real ones, so that an unguarded route
+# would answer 200 with data (`/table/recipients/` lists the recipients table).
+PATH_VALUES = {"email": "ann@example.com", "name": "recipients", "key": "ann@example.com"}
+
+
+def served_routes(settings: Settings, tmp_path: Path) -> list[tuple[str, str]]:
+    """(method, path) of every route of the worker's web server, read from the app that
+    `mailstream worker` builds (create_app) with these settings, parameters filled in."""
+    app = create_app(dataclasses.replace(settings, data_dir=tmp_path / "routes"), default_policy())
+    web = app.web
+    web.init_server()  # mounts Faust's own blueprints, as the worker does when it starts
+    routes = []
+    for route in web.web_app.router.routes():  # type: ignore[attr-defined]
+        path = re.sub(
+            r"\{(\w+)[^}]*\}", lambda m: PATH_VALUES.get(m[1], "x"), route.resource.canonical
+        )
+        routes.append(("GET" if route.method == "*" else route.method, path))
+    return routes
+
+
+def test_every_route_of_the_web_server_needs_the_token(
+    operated: tuple[Settings, str], tmp_path: Path
+) -> None:
+    """Faust serves its own views (/router/, /table/, /) on the queries' server; none may
+    answer without the token, nor may an unknown path."""
+    settings, base = operated
+    routes = served_routes(settings, tmp_path)
+    served = {path for _, path in routes}
+    assert {"/router/", "/router/topics", "/table/", "/table/recipients/", "/"} <= served
+    assert {"/cohorts/", "/recipients/ann@example.com/"} <= served
+    wait_for_web(base)
+
+    for method, path in [*routes, ("GET", "/no-such-route/"), ("POST", "/cohorts/")]:
+        for token in (None, "wrong"):
+            status, body = request(method, f"{base}{path}", token)
+            assert status == 401, (method, path, token, status, body)
+            if method != "HEAD":
+                assert orjson.loads(body)["error"] in ("missing bearer token", "wrong bearer token")
+
+    # with the token, the documented query routes answer as before
+    assert get(f"{base}/cohorts/")[0] == 200
+    # the table route answers once the worker has its partitions and has recovered the table
+    # (500 from faust's router before the assignment, 503 during recovery)
+    deadline = time.monotonic() + 60
+    while request("GET", f"{base}/recipients/nobody@example.com/", TOKEN)[0] in (500, 503):
+        assert time.monotonic() < deadline, "the worker never got its partitions"
+        time.sleep(0.2)
+    assert get(f"{base}/recipients/nobody@example.com/") == (
+        404,
+        {"error": "no state for nobody@example.com"},
+    )
+    assert request("GET", f"{base}/recipients/Nobody@example.com/", TOKEN)[0] == 307
+
+
+def test_cohorts_are_paged(operated: tuple[Settings, str]) -> None:
+    settings, base = operated
+    now = int(time.time() * 1000)
+
+    def human(event_type: str, message: str, minute: int, **data: str) -> dict:
+        at = now - DAY + minute * 60_000
+        payload = maileroo.sample_payload(
+            event_type, None, message, at, f"{message}-{minute}", user_agent=HUMAN_AGENT, **data
+        )
+        return {"provider": "maileroo", "payload": payload}
+
+    # scores: first@ 20 (an open and a click), second@ 15 (three opens), third@ 5 (an open)
+    engagement = {
+        "first": [
+            human("opened", "first", 0),
+            human("clicked", "first", 1, original_url="https://x"),
+        ],
+        "second": [human("opened", "second", minute) for minute in range(3)],
+        "third": [human("opened", "third", 0)],
+    }
+    envelopes = []
+    for name, events in engagement.items():
+        delivered = maileroo.sample_payload(
+            "delivered", f"{name}@example.com", name, now - 2 * DAY, f"{name}-delivered"
+        )
+        envelopes += [{"provider": "maileroo", "payload": delivered}, *events]
+    send_envelopes(settings, envelopes)
+    wait_for_states(settings, {"first@example.com", "second@example.com", "third@example.com"})
+    wait_for_web(base)
+
+    def page(query: str) -> tuple[list[str], dict]:
+        status, body = get(f"{base}/cohorts/?min_score=0&{query}")
+        assert status == 200, body
+        return [member["recipient"] for member in body.pop("recipients")], body
+
+    assert page("") == (
+        ["first@example.com", "second@example.com", "third@example.com"],
+        {"count": 3, "offset": 0, "limit": 100, "next_offset": None},
+    )
+    assert page("limit=2") == (
+        ["first@example.com", "second@example.com"],
+        {"count": 3, "offset": 0, "limit": 2, "next_offset": 2},
+    )
+    assert page("limit=2&offset=2") == (
+        ["third@example.com"],
+        {"count": 3, "offset": 2, "limit": 2, "next_offset": None},
+    )
+    assert page("offset=5")[0] == []
+    for query, message in [
+        ("limit=1001", "limit: expected an integer from 1 to 1000, got 1001"),
+        ("limit=0", "limit: expected an integer from 1 to 1000, got 0"),
+        ("limit=all", "limit: expected an integer, got 'all'"),
+        ("offset=-1", "offset: expected an integer from 0, got -1"),
+    ]:
+        assert get(f"{base}/cohorts/?{query}") == (400, {"error": message})
 
 
 def test_inactivity_sweep_publishes_the_reset(settings: Settings, tmp_path: Path) -> None:

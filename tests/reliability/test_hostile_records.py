@@ -12,12 +12,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import io
 import random
 import time
+import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
 import orjson
 import pytest
 from confluent_kafka import KafkaError, Message, Producer
@@ -26,9 +31,11 @@ from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, C
 from mailstream.codec import codec_for
 from mailstream.commands import CommandAction, OperatorCommand
 from mailstream.connectors import mailbot
-from mailstream.connectors.registry import parse
-from mailstream.connectors.samples import campaign_rounds, raw_record
-from mailstream.settings import Settings
+from mailstream.connectors.registry import PROVIDERS, parse
+from mailstream.connectors.samples import Envelope, campaign_rounds, raw_record
+from mailstream.dev.broker import free_port
+from mailstream.settings import IngestSettings, ProviderAuth, Settings
+from mailstream.streams.operations.processes import service, settings_env
 from mailstream.streams.reader import read_to_end
 from mailstream.streams.records import REDRIVE_COUNT_HEADER, partition_of
 from mailstream.topics import (
@@ -308,3 +315,131 @@ def test_an_output_the_broker_refuses_stops_the_worker_before_its_input_is_commi
         settings, expected_states(envelopes), 120, f"chaos seed {chaos_seed}", workers.log_tails
     )
     wait_until_committed(settings, names, 60, lambda: workers.assert_alive("fixed"))
+
+
+SECRET = "hostile-secret"
+
+
+def with_secrets(settings: Settings) -> Settings:
+    auth = ProviderAuth(secrets=(SECRET,))
+    return dataclasses.replace(
+        settings,
+        ingest=IngestSettings(providers=dict.fromkeys(PROVIDERS, auth), read_timeout_seconds=2.0),
+    )
+
+
+async def post(
+    session: aiohttp.ClientSession,
+    base: str,
+    provider: str,
+    body: bytes,
+    headers: dict[str, str] | None = None,
+    signed: bool = True,
+) -> tuple[int, dict]:
+    settings_auth = ProviderAuth(secrets=(SECRET,))
+    signature = PROVIDERS[provider].sign(body, settings_auth, time.time()) if signed else {}
+    async with session.post(
+        f"{base}/webhooks/{provider}",
+        data=io.BytesIO(body),
+        headers={"Content-Type": "application/json", **signature, **(headers or {})},
+    ) as answer:
+        return answer.status, await answer.json(content_type=None)
+
+
+async def slow_client(port: int) -> bool:
+    """Headers that never finish: True when the ingest closes the connection itself."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"POST /webhooks/mailbot HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n")
+    await writer.drain()
+    try:
+        return await asyncio.wait_for(reader.read(), timeout=20) is not None
+    finally:
+        writer.close()
+
+
+async def hostile_mix(base: str, port: int, envelopes: list[Envelope]) -> dict[bytes, int]:
+    """Every body answered 2xx, with how many times; the hostile requests checked on the way."""
+    stored: dict[bytes, int] = {}
+    timeout = aiohttp.ClientTimeout(total=60)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        bodies = [(e["provider"], orjson.dumps(e["payload"])) for e in envelopes]
+        batch = orjson.dumps(
+            [
+                {"event_type": "message.opened", "created_at": 1_700_000_000, "event_id": f"u{n}"}
+                for n in range(BATCH)
+            ]
+        )
+        bodies += [("mailbot", batch), ("maileroo", b"{not json")]
+        for provider, body in bodies + bodies[:10]:  # the first ten again: replays
+            status, answer = await post(session, base, provider, body)
+            assert status == 200, answer
+            if answer["status"] == "stored":
+                stored[body] = stored.get(body, 0) + 1
+        checks = [
+            (await post(session, base, "maileroo", b"x" * (1024 * 1024 + 1)))[0] == 413,
+            (await post(session, base, "mailbot", b"{}", {"X-Mailbot-Timestamp": "9" * 400}))[0]
+            == 401,
+            (await post(session, base, "maileroo", b"{}", signed=False))[0] == 401,
+            (
+                await post(
+                    session, base, "maileroo", b"\x1f\x8bnot gzip", {"Content-Encoding": "gzip"}
+                )
+            )[0]
+            == 400,
+            await slow_client(port),
+        ]
+        assert all(checks), checks
+    return stored
+
+
+def test_a_hostile_mix_through_the_real_ingest_is_stored_once_and_processed_or_dead_lettered(
+    settings: Settings, names: TopicNames, workers: Workers, tmp_path: Path, chaos_seed: int
+) -> None:
+    configured = with_secrets(settings)
+    [envelopes] = campaign_rounds(20, rounds=1, seed=chaos_seed)
+    port = free_port()
+    env = settings_env(configured)
+    for provider in PROVIDERS:
+        env[f"MAILSTREAM_INGEST_{provider.upper()}_SECRETS"] = SECRET
+    env["MAILSTREAM_INGEST_READ_TIMEOUT_SECONDS"] = "2"
+    worker = workers.start("worker", settings)
+    with service(["ingest", "--port", str(port)], env, tmp_path / "ingest.log"):
+        base = f"http://127.0.0.1:{port}"
+        wait_until_ready(base)
+        stored = asyncio.run(hostile_mix(base, port, envelopes))
+    raw = [
+        record for provider in PROVIDERS for record in read_to_end(settings, names.raw(provider))
+    ]
+    on_topics: dict[bytes, int] = {}
+    for record in raw:
+        on_topics[record.value or b""] = on_topics.get(record.value or b"", 0) + 1
+    assert on_topics == stored, "a 2xx body missing, or stored twice"
+    wait_until_committed(settings, names, 120, lambda: workers.assert_alive("worker"))
+    letters: dict[tuple[str, int, int], int] = {}
+    for record in read_to_end(settings, names.dead_letters):
+        letter = DEAD_LETTER_CODEC.decode(record.value or b"")
+        source = (letter["source_topic"], letter["source_partition"], letter["source_offset"])
+        letters[source] = letters.get(source, 0) + 1
+    assert all(count == 1 for count in letters.values()), letters
+    assert len(letters) == 2  # the unresolvable batch and the body that is not JSON
+    expected = expected_states(envelopes)
+    published = published_states(
+        [(record.key, record.value) for record in read_to_end(settings, names.recipient_state)]
+    )
+    assert published == expected, f"seed {chaos_seed}"
+    workers.assert_alive("worker")
+    assert peak_rss_mib(worker.pid) < PEAK_RSS_LIMIT_MIB
+    assert "Traceback" not in workers.log("worker").read_text(errors="replace")
+
+
+def wait_until_ready(base: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"{base}/readyz", timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            pass  # not listening yet, or not ready
+        assert time.monotonic() < deadline, "the ingest was not ready"
+        time.sleep(0.1)
