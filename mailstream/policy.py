@@ -56,8 +56,11 @@ class Policy:
     delivery_resets_soft_bounces: bool
     dedupe_window: int
     max_pending_per_message: int
+    reorder_window_events: int
+    reorder_window_hours: float
     machine_window_ms: int = field(init=False, repr=False, compare=False)
     inactivity_reset_ms: int = field(init=False, repr=False, compare=False)
+    reorder_window_ms: int = field(init=False, repr=False, compare=False)
     _machine_user_agent: Callable[[str], bool] = field(init=False, repr=False, compare=False)
     _unsubscribe_url: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
@@ -65,6 +68,7 @@ class Policy:
         set_derived = functools.partial(object.__setattr__, self)
         set_derived("machine_window_ms", round(self.machine_window_seconds * 1000))
         set_derived("inactivity_reset_ms", round(self.inactivity_reset_days * _MS_PER_DAY))
+        set_derived("reorder_window_ms", round(self.reorder_window_hours * 3_600_000))
         set_derived(
             "_machine_user_agent",
             _user_agent_matcher(self.machine_user_agents, self.machine_user_agent_patterns),
@@ -222,4 +226,6 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "delivery_resets_soft_bounces": _boolean,
     "dedupe_window": _integer(1),
     "max_pending_per_message": _integer(0),
+    "reorder_window_events": _integer(1),
+    "reorder_window_hours": _number(0),
 }

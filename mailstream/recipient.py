@@ -106,6 +106,7 @@ class RecipientState:
     last_click_at: int | None = None
     last_signal_at: int | None = None  # the last human open, click or reply
     updated_at: int | None = None  # the newest event (or operator change) applied
+    late_events: int = 0  # events that came after the reorder window: applied out of order
     recent_event_ids: tuple[str, ...] = ()
 
     @property
@@ -188,6 +189,11 @@ def remember(state: RecipientState, event_id: str, policy: Policy) -> RecipientS
     """The state with `event_id` added to its idempotency memory (operator commands)."""
     recent = _remember(state.recent_event_ids, event_id, policy.dedupe_window)
     return _evolve(state, {"recent_event_ids": recent})
+
+
+def mark_late(state: RecipientState) -> RecipientState:
+    """The state counting one more event applied out of event-time order (mailstream.timeline)."""
+    return _evolve(state, {"late_events": state.late_events + 1})
 
 
 def is_machine(event: Mapping[str, Any], policy: Policy) -> bool:

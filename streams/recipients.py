@@ -20,13 +20,13 @@ from mailstream.commands import (
     CommandAction,
     CommandError,
     OperatorCommand,
-    apply_command,
     check_command,
 )
 from mailstream.errors import ErrorKind, MailstreamError
 from mailstream.policy import Policy
-from mailstream.recipient import RecipientState, apply, suppression_record
+from mailstream.recipient import RecipientState, suppression_record
 from mailstream.streams.records import Output, SourceRecord, dead_letter, partition_of
+from mailstream.timeline import Timeline, add_command, add_event
 from mailstream.topics import TopicNames
 
 RecipientTable = MutableMapping[bytes, dict[str, Any]]
@@ -77,13 +77,16 @@ class StateKeeper:
             message = f"an event for {recipient[:320]!r} keyed {(record.key or b'')[:320]!r}"
             return [self._dead_letter(record, ErrorKind.MISPLACED, message)]
         stored = recipients.get(key)
-        before = RecipientState.from_record(stored) if stored is not None else None
-        after = apply(before, event, self._policy)
+        before = Timeline.from_record(stored) if stored is not None else None
+        after = add_event(before, event, self._policy)
         if after is not before:
             recipients[key] = after.to_table_record()
+        state = after.state
         return [
-            Output(self._names.recipient_state, key, self._state_codec.encode(after.to_record())),
-            *self._suppression_change(key, before, after, event["event_id"]),
+            Output(self._names.recipient_state, key, self._state_codec.encode(state.to_record())),
+            *self._suppression_change(
+                key, before.state if before else None, state, event["event_id"]
+            ),
         ]
 
     def _suppression_change(
@@ -91,7 +94,9 @@ class StateKeeper:
     ) -> list[Output]:
         was_suppressed = before is not None and before.suppressed
         caused_by_this_event = after.suppressed and after.suppression_event_id == event_id
-        if after.suppressed and (not was_suppressed or caused_by_this_event):
+        if after.suppressed and (
+            not was_suppressed or caused_by_this_event or _cause(before) != _cause(after)
+        ):
             record = suppression_record(after)
             if record is not None:  # always, for a suppressed state
                 return [
@@ -110,13 +115,14 @@ class StateKeeper:
         except MailstreamError as error:  # undecodable, not a command, or not where it belongs
             return [self._dead_letter(record, ErrorKind.INVALID_COMMAND, error.message)]
         stored = recipients.get(key)
-        before = RecipientState.from_record(stored) if stored is not None else None
+        before = Timeline.from_record(stored) if stored is not None else None
         try:
-            after = apply_command(before, command, self._policy)
+            timeline = add_command(before, command, self._policy)
         except CommandError as error:
             return [self._dead_letter(record, error.kind, error.message)]
-        if after is not before:
-            recipients[key] = after.to_table_record()
+        if timeline is not before:
+            recipients[key] = timeline.to_table_record()
+        after = timeline.state
         audit = (
             ("mailstream.command_id", command.command_id.encode()),
             ("mailstream.actor", command.actor.encode()),
@@ -149,3 +155,10 @@ class StateKeeper:
         return dead_letter(
             self._dead_letter_codec, self._names.dead_letters, record, kind, message, None
         )
+
+
+def _cause(state: RecipientState | None) -> tuple[object, ...] | None:
+    """What a Suppression record says about why: a change is published as a new record."""
+    if state is None or not state.suppressed:
+        return None
+    return (state.suppression_reason, state.suppressed_at, state.suppression_event_id)

@@ -23,7 +23,8 @@ from mailstream.errors import ErrorKind, MailstreamError, ParseError, TimeFormat
 from mailstream.events import EmailEvent, render_json_line
 from mailstream.messages import MessageInfo, message_key, route
 from mailstream.policy import Policy, PolicyError, load_policy
-from mailstream.recipient import TIMESTAMP_FIELDS, RecipientState, apply
+from mailstream.recipient import TIMESTAMP_FIELDS, RecipientState
+from mailstream.timeline import Entry, event_entry, fold
 from mailstream.times import parse_instant_ms
 
 ProblemReporter = Callable[[int, str], None]
@@ -40,14 +41,17 @@ def simulate(
     policy: Policy,
     on_problem: ProblemReporter | None = None,
 ) -> dict[str, RecipientState]:
-    """The final state of every recipient after all `envelopes`, keyed by recipient.
+    """The final state of every recipient after all `envelopes`, keyed by recipient: the rules
+    folded over each recipient's events in event-time order (`mailstream.timeline.fold`), so the
+    result does not depend on the order of the envelopes beyond the order of each message's own
+    events (a message's recipient is resolved as the stream resolves it).
 
     `on_problem(index, reason)` hears of every envelope that cannot be parsed, every event
     the stream would dead-letter, and every event still waiting for its recipient at the end;
     `index` is the envelope's 0-based position.
     """
     report = on_problem or _ignore
-    states: dict[str, RecipientState] = {}
+    entries: dict[str, list[Entry]] = {}
     messages: dict[str, MessageInfo] = {}
     waiting_since: dict[str, int] = {}
     for index, envelope in enumerate(envelopes):
@@ -63,7 +67,7 @@ def simulate(
             ready, dead = _route(event, messages, policy)
             for ready_event in ready:
                 recipient = cast(str, ready_event["recipient"])  # route resolved it
-                states[recipient] = apply(states.get(recipient), ready_event, policy)
+                entries.setdefault(recipient, []).append(event_entry(ready_event, policy))
             for dead_event, reason in dead:
                 report(index, f"event {dead_event['event_id']}: {reason}")
             if not ready and not dead:
@@ -75,7 +79,7 @@ def simulate(
                 f"event {event['event_id']}: no event of message {event['message_id']} "
                 "names its recipient",
             )
-    return states
+    return {recipient: fold(recipient, kept, policy) for recipient, kept in entries.items()}
 
 
 def parse_envelope(envelope: Any) -> list[EmailEvent]:

@@ -16,7 +16,8 @@ from faust.types import TableT, TopicT
 from mailstream.codec import AvroCodec
 from mailstream.commands import CommandAction, OperatorCommand
 from mailstream.policy import Policy
-from mailstream.recipient import RecipientState, reset_if_inactive
+from mailstream.recipient import reset_if_inactive
+from mailstream.timeline import state_of
 
 SWEEP_ACTOR = "sweep"
 
@@ -25,7 +26,7 @@ def due_resets(
     records: Iterable[Mapping[str, Any]], now: int, policy: Policy
 ) -> Iterator[OperatorCommand]:
     for record in records:
-        state = RecipientState.from_record(record)
+        state = state_of(record)
         if reset_if_inactive(state, now, policy) is not state:
             yield OperatorCommand(
                 action=CommandAction.RESET_INACTIVE,

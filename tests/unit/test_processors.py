@@ -379,7 +379,7 @@ def test_a_delivered_event_publishes_the_recipient_state_and_no_suppression() ->
         1,
     )
     assert output.headers == ()
-    assert recipients[b"ann@example.com"]["recent_event_ids"] == ["e1"]
+    assert recipients[b"ann@example.com"]["state"]["recent_event_ids"] == ["e1"]
     assert "recent_event_ids" not in state, "the idempotency memory is not published"
 
 
@@ -497,7 +497,7 @@ def test_a_manual_suppression_publishes_state_and_suppression_with_audit_headers
     }
     assert dict(state_output.headers) == audit_headers()
     assert dict(suppression_output.headers) == audit_headers()
-    assert "c1" in recipients[b"ann@example.com"]["recent_event_ids"]
+    assert "c1" in recipients[b"ann@example.com"]["state"]["recent_event_ids"]
 
 
 def test_lifting_a_suppression_publishes_the_active_state_and_a_tombstone() -> None:
@@ -515,7 +515,7 @@ def test_lifting_a_suppression_publishes_the_active_state_and_a_tombstone() -> N
         None,
     )
     assert dict(tombstone.headers) == audit_headers(command_id="lift-1")
-    assert recipients[b"ann@example.com"]["status"] == "ACTIVE"
+    assert recipients[b"ann@example.com"]["state"]["status"] == "ACTIVE"
 
 
 def test_lifting_a_complaint_without_force_is_refused_and_with_force_is_applied() -> None:
@@ -557,7 +557,7 @@ def test_a_reset_inactive_command_publishes_the_reset_state_but_no_suppression_r
     recipients: Table = {}
     processor = keeper()
     feed(processor, recipients, canonical(EventType.OPENED, event_id="o1"))
-    assert recipients[b"ann@example.com"]["score"] == 5
+    assert recipients[b"ann@example.com"]["state"]["score"] == 5
     reset = command(
         CommandAction.RESET_INACTIVE,
         command_id="sweep-1",

@@ -1,0 +1,191 @@
+"""A recipient's state as the fold of its events in event-time order, whatever the arrival order.
+
+The state is defined as the rules (`mailstream.recipient.apply`) folded over the recipient's
+events sorted by (occurred_at, received_at, event_id), operator commands taking their place by
+their requested_at. A `Timeline` keeps that true incrementally, within a bounded reorder window:
+
+- `log`: the recent entries, sorted; each holds the few fields the rules read (the machine
+  verdict is taken when the event is first seen, so a log entry needs no user agent).
+- `base`: the state folded over everything before the log.
+- `state`: `base` folded over `log`, the state published.
+
+An entry later than the last one (the common case live) is applied to `state` and appended. An
+earlier one inside the window is inserted and `state` is folded again from `base`. One earlier
+than the whole log is *late*: it is applied as it comes (to `state` and `base`) and counted in
+`late_events`. The log keeps at most `reorder_window_events` entries spanning at most
+`reorder_window_hours` of event time; older entries are folded into `base`.
+
+Idempotency: a repeat of an id in the log or in the state's `recent_event_ids`
+(`dedupe_window`) changes nothing.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from mailstream.commands import CommandError, OperatorCommand, apply_command
+from mailstream.events import EventType
+from mailstream.policy import Policy
+from mailstream.recipient import RecipientState, apply, is_machine, mark_late
+
+Entry = dict[str, Any]
+_EVENT_FIELDS = ("event_id", "event_type", "occurred_at", "received_at", "bounce_class")
+
+
+@dataclass(frozen=True, slots=True)
+class Timeline:
+    state: RecipientState
+    base: RecipientState | None = None
+    log: tuple[Entry, ...] = ()
+
+    def to_table_record(self) -> dict[str, Any]:
+        """What the state table stores (JSON-able)."""
+        return {
+            "state": self.state.to_table_record(),
+            "base": self.base.to_table_record() if self.base is not None else None,
+            "log": list(self.log),
+        }
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> Timeline:
+        """Reads `to_table_record()`, or a bare state record (tables written before timelines:
+        their state becomes the base of an empty log)."""
+        if "state" not in record:
+            state = RecipientState.from_record(record)
+            return cls(state, state, ())
+        base = record.get("base")
+        return cls(
+            RecipientState.from_record(record["state"]),
+            RecipientState.from_record(base) if base is not None else None,
+            tuple(record.get("log") or ()),
+        )
+
+
+def state_of(record: Mapping[str, Any]) -> RecipientState:
+    """The current state held in a state-table record."""
+    return Timeline.from_record(record).state
+
+
+def event_entry(event: Mapping[str, Any], policy: Policy) -> Entry:
+    """What the rules read of a canonical event, the machine verdict taken now."""
+    entry: Entry = {name: event.get(name) for name in _EVENT_FIELDS}
+    entry["recipient"] = event["recipient"]
+    if event["event_type"] in (EventType.OPENED, EventType.CLICKED):
+        entry["provider_flagged_machine"] = is_machine(event, policy)
+        if event["event_type"] == EventType.CLICKED:
+            entry["url"] = event.get("url")
+    return entry
+
+
+def command_entry(command: OperatorCommand) -> Entry:
+    return {
+        "event_id": command.command_id,
+        "occurred_at": command.requested_at,
+        "received_at": command.requested_at,
+        "command": command.to_record(),
+    }
+
+
+def add_event(timeline: Timeline | None, event: Mapping[str, Any], policy: Policy) -> Timeline:
+    """The timeline with `event`; the same object for a duplicate."""
+    return _add(timeline, event_entry(event, policy), event["recipient"], policy, refuse=False)
+
+
+def add_command(timeline: Timeline | None, command: OperatorCommand, policy: Policy) -> Timeline:
+    """The timeline with `command`; the same object when it changes nothing. CommandError
+    when the rules refuse it at its place in time (it is then not kept)."""
+    return _add(timeline, command_entry(command), command.recipient, policy, refuse=True)
+
+
+def fold(recipient: str, entries: Iterable[Entry], policy: Policy) -> RecipientState:
+    """The state of `entries` applied in event-time order (what a timeline converges to)."""
+    return _fold_onto(None, sorted(entries, key=order), policy, recipient)
+
+
+def order(entry: Mapping[str, Any]) -> tuple[int, int, str]:
+    return (entry["occurred_at"], entry.get("received_at") or 0, entry["event_id"])
+
+
+def _add(
+    timeline: Timeline | None, entry: Entry, recipient: str, policy: Policy, *, refuse: bool
+) -> Timeline:
+    if timeline is None:
+        state = _step(None, entry, policy, recipient, refuse=refuse)
+        return _trimmed(Timeline(state, None, (entry,)), policy)
+    event_id = entry["event_id"]
+    if event_id in timeline.state.recent_event_ids or any(
+        kept["event_id"] == event_id for kept in timeline.log
+    ):
+        return timeline
+    key = order(entry)
+    log = timeline.log
+    if _before_base(timeline.base, entry):
+        return _late(timeline, entry, policy, recipient, refuse)
+    if not log or key >= order(log[-1]):
+        state = _step(timeline.state, entry, policy, recipient, refuse=refuse)
+        # A command that changes nothing now is kept all the same: an earlier event may
+        # arrive later and give it something to do (a lift after a bounce).
+        return _trimmed(Timeline(state, timeline.base, (*log, entry)), policy)
+    position = bisect.bisect_right([order(each) for each in log], key)
+    if refuse:  # refused where it falls: checked against the state just before it
+        before = _fold_onto(timeline.base, log[:position], policy, recipient)
+        _step(before, entry, policy, recipient, refuse=True)
+    inserted = (*log[:position], entry, *log[position:])
+    state = _fold_onto(timeline.base, inserted, policy, recipient)
+    return _trimmed(Timeline(state, timeline.base, inserted), policy)
+
+
+def _fold_onto(
+    state: RecipientState | None, entries: Iterable[Entry], policy: Policy, recipient: str
+) -> RecipientState:
+    for entry in entries:
+        state = _step(state, entry, policy, recipient, refuse=False)
+    return state or RecipientState(recipient=recipient)
+
+
+def _late(
+    timeline: Timeline, entry: Entry, policy: Policy, recipient: str, refuse: bool
+) -> Timeline:
+    """An entry earlier than the whole window: applied as it comes, and counted."""
+    state = mark_late(_step(timeline.state, entry, policy, recipient, refuse=refuse))
+    base = mark_late(_step(timeline.base, entry, policy, recipient, refuse=False))
+    return Timeline(state, base, timeline.log)
+
+
+def _before_base(base: RecipientState | None, entry: Entry) -> bool:
+    """Whether `entry` is earlier than what was folded into the base: too late to insert."""
+    return (
+        base is not None and base.updated_at is not None and entry["occurred_at"] < base.updated_at
+    )
+
+
+def _trimmed(timeline: Timeline, policy: Policy) -> Timeline:
+    log = timeline.log
+    newest = log[-1]["occurred_at"] if log else 0
+    horizon = newest - policy.reorder_window_ms
+    start = 0
+    while start < len(log) and (
+        len(log) - start > policy.reorder_window_events or log[start]["occurred_at"] < horizon
+    ):
+        start += 1
+    if start == 0:
+        return timeline
+    base = _fold_onto(timeline.base, log[:start], policy, timeline.state.recipient)
+    return Timeline(timeline.state, base, log[start:])
+
+
+def _step(
+    state: RecipientState | None, entry: Entry, policy: Policy, recipient: str, *, refuse: bool
+) -> RecipientState:
+    command = entry.get("command")
+    if command is None:
+        return apply(state, entry, policy)
+    try:
+        return apply_command(state, OperatorCommand.from_record(command), policy)
+    except CommandError:
+        if refuse:
+            raise
+        return state or RecipientState(recipient=recipient)  # refused at this place in time

@@ -1,0 +1,129 @@
+"""Event time on the real broker: order-sensitive streams (soft bounces around a delivery, the
+30-day reset, the first cause of a suppression, a manual lift after a bounce) arrive with each
+webhook its own message, out of event-time order. The live worker, `mailstream replay --yes`,
+and a second worker taking over after a SIGKILL during a backlog all publish the same states,
+equal to `mailstream simulate`'s (which knows no operator command: the lifted recipient is
+compared between the runs)."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import Producer
+
+from mailstream.cli import main
+from mailstream.connectors.base import Sample, SampleKind
+from mailstream.connectors.registry import PROVIDERS, get_provider
+from mailstream.connectors.samples import campaign_rounds
+from mailstream.settings import Settings
+from mailstream.streams.operations.processes import kill
+from mailstream.streams.reader import read_to_end
+from mailstream.topics import TopicNames, committed_offsets, create_topics, topic_specs
+from tests.integration.harness import running_worker, send_envelopes
+from tests.integration.test_replay import expected_states, published, replay, wait_for_states
+
+pytestmark = pytest.mark.kafka
+
+T0 = 1_700_000_000_000
+HOUR = 3_600_000
+DAY = 24 * HOUR
+LIFTED = "lifted@example.com"
+
+
+def webhook(kind: SampleKind, address: str, at: int, number: int) -> dict[str, Any]:
+    """One webhook, its own message (so its own raw partition, whatever the others')."""
+    provider = "inboxroad" if kind in ("hard", "soft") else "maileroo"
+    payload = get_provider(provider).sample(
+        Sample(kind, address, f"{address}-{number}@mail", at, f"{address}-{number}", "")
+    )
+    assert payload is not None
+    return {"provider": provider, "payload": payload}
+
+
+def order_sensitive() -> list[dict[str, Any]]:
+    """In arrival order, which is not event-time order."""
+    soft = [webhook("soft", "soft@example.com", T0 + n * HOUR, n) for n in (0, 1, 3, 4, 5)]
+    delivery = webhook("delivered", "soft@example.com", T0 + 2 * HOUR, 2)
+    limit = [webhook("soft", "cause@example.com", T0 + n * HOUR, n) for n in range(1, 6)]
+    hard = webhook("hard", "cause@example.com", T0, 0)
+    return [
+        *soft,
+        delivery,  # between the 2nd and 3rd bounce: never five in a row
+        webhook("delivered", "reset@example.com", T0 + 40 * DAY, 2),
+        webhook("delivered", "reset@example.com", T0, 1),  # 40 days before: a reset between
+        *limit,
+        hard,  # earlier than the soft-bounce limit: the first cause
+        webhook("hard", LIFTED, T0, 0),
+    ]
+
+
+def arrival(seed: int) -> list[dict[str, Any]]:
+    """The order-sensitive cases, then a campaign: a backlog worth killing a worker in."""
+    [campaign] = campaign_rounds(150, rounds=1, seed=seed)
+    return [*order_sensitive(), *campaign]
+
+
+def copy_commands(source: Settings, target: Settings) -> None:
+    """The operator commands of `source`, as written, onto `target`'s commands topic."""
+    producer = Producer(target.kafka.librdkafka_config())
+    for record in read_to_end(source, TopicNames(source.topic_prefix).commands):
+        producer.produce(
+            TopicNames(target.topic_prefix).commands,
+            record.value,
+            record.key,
+            partition=record.partition,
+            timestamp=record.timestamp or 0,
+            headers=list(record.headers),
+        )
+    assert producer.flush(30) == 0
+
+
+def test_live_replay_and_a_takeover_after_a_crash_publish_the_event_time_states(
+    settings: Settings,
+    names: TopicNames,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    envelopes = arrival(seed=11)
+    expected = expected_states(envelopes)
+    assert expected["soft@example.com"]["status"] == "ACTIVE"
+    assert expected["cause@example.com"]["suppression_reason"] == "HARD_BOUNCE"
+    with running_worker(settings, tmp_path / "live.log"):
+        send_envelopes(settings, envelopes)
+        wait_for_states(settings, names, expected)
+        assert main(["suppress", "remove", LIFTED, "--actor", "tester"]) == 0
+        live, live_suppressions = published(settings, names)
+    assert live[LIFTED]["status"] == "ACTIVE"
+    assert {key: value for key, value in live.items() if key != LIFTED} == {
+        key: value for key, value in expected.items() if key != LIFTED
+    }
+
+    replay(capsys, tmp_path)
+    assert published(settings, names) == (live, live_suppressions)
+
+    other = dataclasses.replace(
+        settings, topic_prefix=f"{settings.topic_prefix}b.", app_id=f"{settings.app_id}-b"
+    )
+    create_topics(other, topic_specs(other, PROVIDERS))
+    copy_commands(settings, other)
+    send_envelopes(other, envelopes)
+    with running_worker(other, tmp_path / "crashed.log") as crashed:
+        wait_for_first_commit(other, 60)
+        kill(crashed)
+    with running_worker(other, tmp_path / "takeover.log"):
+        wait_for_states(other, TopicNames(other.topic_prefix), live)
+        assert published(other, TopicNames(other.topic_prefix)) == (live, live_suppressions)
+
+
+def wait_for_first_commit(settings: Settings, timeout: float) -> None:
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient(settings.kafka.librdkafka_config())
+    deadline = time.monotonic() + timeout
+    while not committed_offsets(admin, settings.app_id):
+        assert time.monotonic() < deadline, "the worker committed nothing"
+        time.sleep(0.05)

@@ -1,0 +1,234 @@
+"""Event time, not arrival order: any arrival order inside the reorder window gives the state of
+the event-time fold, field for field; an event later than the window is applied and counted."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mailstream.commands import CommandAction, CommandError, OperatorCommand
+from mailstream.events import BounceClass, EventType, new_event
+from mailstream.policy import default_policy
+from mailstream.recipient import RecipientStatus, SuppressionReason
+from mailstream.timeline import (
+    Timeline,
+    add_command,
+    add_event,
+    command_entry,
+    event_entry,
+    fold,
+)
+
+POLICY = default_policy()
+ANN = "ann@example.com"
+T0 = 1_700_000_000_000
+HOUR = 3_600_000
+DAY = 24 * HOUR
+
+KINDS: list[tuple[EventType, BounceClass | None]] = [
+    (EventType.DELIVERED, None),
+    (EventType.OPENED, None),
+    (EventType.CLICKED, None),
+    (EventType.REPLIED, None),
+    (EventType.BOUNCED, BounceClass.SOFT),
+    (EventType.BOUNCED, BounceClass.SOFT),
+    (EventType.BOUNCED, BounceClass.HARD),
+    (EventType.BOUNCED, BounceClass.BLOCK),
+    (EventType.COMPLAINED, None),
+    (EventType.UNSUBSCRIBED, None),
+    (EventType.SENT, None),
+]
+
+
+def event(number: int, kind: int, at: int, url: str | None = None) -> dict[str, Any]:
+    event_type, bounce_class = KINDS[kind]
+    return dict(
+        new_event(
+            event_id=f"e{number}",
+            provider="mailbot",
+            event_type=event_type,
+            occurred_at=at,
+            received_at=at + 1_000,
+            recipient=ANN,
+            message_id=f"m{number % 3}",
+            bounce_class=bounce_class,
+            url=url if event_type is EventType.CLICKED else None,
+        )
+    )
+
+
+def command(number: int, action: CommandAction, at: int, force: bool) -> OperatorCommand:
+    return OperatorCommand(
+        action=action,
+        recipient=ANN,
+        actor="ops",
+        requested_at=at,
+        reason=SuppressionReason.MANUAL if action is CommandAction.SUPPRESS else None,
+        force=force,
+        command_id=f"c{number}",
+    )
+
+
+Item = dict[str, Any] | OperatorCommand
+
+# Streams of a recipient's events (and a few operator commands), hours to a month apart: the
+# soft-bounce limit, deliveries between soft bounces, the 30-day reset, first causes and lifts.
+items = st.lists(
+    st.tuples(
+        st.integers(0, len(KINDS) + 1),  # the last two: a suppression, a lift
+        st.integers(0, 40 * DAY),
+        st.booleans(),
+    ),
+    min_size=1,
+    max_size=25,
+)
+
+
+def stream(drawn: list[tuple[int, int, bool]]) -> list[Item]:
+    made: list[Item] = []
+    for number, (kind, offset, flag) in enumerate(drawn):
+        at = T0 + offset
+        if kind == len(KINDS):
+            made.append(command(number, CommandAction.SUPPRESS, at, flag))
+        elif kind == len(KINDS) + 1:
+            made.append(command(number, CommandAction.LIFT, at, flag))
+        else:
+            url = "https://example.com/unsubscribe" if flag else "https://example.com/offer"
+            made.append(event(number, kind, at, url))
+    return made
+
+
+def arrive(items_in_order: list[Item], policy: Any = POLICY) -> Timeline | None:
+    timeline: Timeline | None = None
+    for item in items_in_order:
+        try:
+            if isinstance(item, OperatorCommand):
+                timeline = add_command(timeline, item, policy)
+            else:
+                timeline = add_event(timeline, item, policy)
+        except CommandError:
+            pass  # refused where it falls: dead-lettered by the stream, not kept
+    return timeline
+
+
+def event_time_fold(items_in_order: list[Item]) -> Any:
+    """The definition: the rules over the entries in event-time order, refused commands
+    skipped."""
+    entries = [
+        command_entry(item) if isinstance(item, OperatorCommand) else event_entry(item, POLICY)
+        for item in items_in_order
+    ]
+    return fold(ANN, entries, POLICY)
+
+
+WIDE = replace(POLICY, reorder_window_events=64, reorder_window_hours=24 * 60)
+
+
+@settings(max_examples=300, deadline=None)
+@given(drawn=items, seed=st.integers(0, 2**32 - 1))
+def test_any_arrival_order_inside_the_window_gives_the_event_time_fold(
+    drawn: list[tuple[int, int, bool]], seed: int
+) -> None:
+    made = stream(drawn)
+    shuffled = list(made)
+    random.Random(seed).shuffle(shuffled)
+    expected = event_time_fold(made)
+    arrived = arrive(shuffled, WIDE)
+    assert arrived is not None
+    assert arrived.state.to_record() == expected.to_record()
+    assert arrived.state.late_events == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(drawn=items, seed=st.integers(0, 2**32 - 1))
+def test_the_default_window_converges_while_the_log_stays_bounded(
+    drawn: list[tuple[int, int, bool]], seed: int
+) -> None:
+    made = stream(drawn)
+    in_order = sorted(made, key=lambda item: (at_of(item), name_of(item)))
+    arrived = arrive(in_order)
+    assert arrived is not None
+    assert arrived.state.to_record() == event_time_fold(made).to_record()
+    assert len(arrived.log) <= POLICY.reorder_window_events
+    span = [entry["occurred_at"] for entry in arrived.log]
+    assert not span or max(span) - min(span) <= POLICY.reorder_window_ms
+
+
+def at_of(item: Item) -> int:
+    return item.requested_at if isinstance(item, OperatorCommand) else int(item["occurred_at"])
+
+
+def name_of(item: Item) -> str:
+    return item.command_id if isinstance(item, OperatorCommand) else str(item["event_id"])
+
+
+def test_soft_bounces_around_a_delivery_count_by_event_time() -> None:
+    soft = [event(n, 4, T0 + n * HOUR) for n in (0, 1, 3, 4)]
+    delivery = event(2, 0, T0 + 2 * HOUR)
+    live = arrive([*soft, delivery])  # the delivery arrives last, its time between the bounces
+    assert live is not None
+    assert live.state.status is RecipientStatus.ACTIVE
+    assert live.state.soft_bounces == 2
+    assert live.state.to_record() == event_time_fold([*soft, delivery]).to_record()
+
+
+def test_a_late_delivery_undoes_a_soft_bounce_limit_suppression() -> None:
+    soft = [event(n, 4, T0 + n * HOUR) for n in range(POLICY.soft_bounce_limit + 1) if n != 1]
+    before = arrive(soft)
+    assert before is not None and before.state.status is RecipientStatus.SUPPRESSED
+    after = add_event(before, event(1, 0, T0 + HOUR), POLICY)
+    assert after.state.status is RecipientStatus.ACTIVE
+
+
+def test_an_earlier_cause_replaces_a_later_one() -> None:
+    unsubscribe = event(1, 9, T0 + 2 * HOUR)
+    hard = event(2, 6, T0 + HOUR)
+    timeline = arrive([unsubscribe, hard])
+    assert timeline is not None
+    assert timeline.state.suppression_reason is SuppressionReason.HARD_BOUNCE
+    assert timeline.state.suppression_event_id == "e2"
+
+
+def test_a_lift_after_a_bounce_stays_lifted_whatever_arrives_first() -> None:
+    hard = event(1, 6, T0)
+    lift = command(2, CommandAction.LIFT, T0 + HOUR, force=False)
+    for order in ([hard, lift], [lift, hard]):
+        timeline = arrive(order)
+        assert timeline is not None
+        assert timeline.state.status is RecipientStatus.ACTIVE, order
+
+
+def test_a_lift_of_a_complaint_without_force_is_refused_where_it_falls() -> None:
+    complaint = arrive([event(1, 8, T0)])
+    with pytest.raises(CommandError):
+        add_command(complaint, command(2, CommandAction.LIFT, T0 + HOUR, force=False), POLICY)
+
+
+def test_an_event_later_than_the_window_is_applied_and_counted() -> None:
+    narrow = replace(POLICY, reorder_window_events=2)
+    timeline = arrive([event(n, 1, T0 + (n + 1) * DAY) for n in range(4)], narrow)
+    assert timeline is not None and len(timeline.log) == 2
+    late = add_event(timeline, event(9, 3, T0), narrow)
+    assert late.state.late_events == 1
+    assert late.state.replies == 1
+    assert add_event(late, event(9, 3, T0), narrow) is late  # a repeat changes nothing
+
+
+def test_a_repeat_changes_nothing_in_the_log_or_before_it() -> None:
+    first = arrive([event(1, 1, T0), event(2, 1, T0 + HOUR)])
+    assert first is not None
+    assert add_event(first, event(1, 1, T0), POLICY) is first
+    assert add_command(first, command(3, CommandAction.LIFT, T0, False), POLICY) is not first
+
+
+def test_a_table_record_round_trips_and_bare_states_of_older_tables_are_read() -> None:
+    timeline = arrive([event(1, 0, T0), command(2, CommandAction.SUPPRESS, T0 + HOUR, False)])
+    assert timeline is not None
+    assert Timeline.from_record(timeline.to_table_record()) == timeline
+    legacy = Timeline.from_record(timeline.state.to_table_record())
+    assert legacy.state == timeline.state and legacy.log == ()
