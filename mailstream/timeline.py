@@ -29,7 +29,7 @@ from typing import Any
 from mailstream.commands import CommandError, OperatorCommand, apply_command
 from mailstream.events import EventType
 from mailstream.policy import Policy
-from mailstream.recipient import RecipientState, apply, is_machine, mark_late
+from mailstream.recipient import RecipientState, apply, is_machine, mark_late, remember
 
 Entry = dict[str, Any]
 _EVENT_FIELDS = ("event_id", "event_type", "occurred_at", "received_at", "bounce_class")
@@ -37,29 +37,31 @@ _EVENT_FIELDS = ("event_id", "event_type", "occurred_at", "received_at", "bounce
 
 @dataclass(frozen=True, slots=True)
 class Timeline:
+    """`base_record` is the base's table record, read only when the log is folded again (an
+    insert, a late event, a trim): the common append touches neither it nor its JSON."""
+
     state: RecipientState
-    base: RecipientState | None = None
+    base_record: Mapping[str, Any] | None = None
     log: tuple[Entry, ...] = ()
+
+    @property
+    def base(self) -> RecipientState | None:
+        record = self.base_record
+        return RecipientState.from_record(record) if record is not None else None
 
     def to_table_record(self) -> dict[str, Any]:
         """What the state table stores (JSON-able)."""
-        return {
-            "state": self.state.to_table_record(),
-            "base": self.base.to_table_record() if self.base is not None else None,
-            "log": list(self.log),
-        }
+        return {"state": self.state.to_table_record(), "base": self.base_record, "log": self.log}
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> Timeline:
         """Reads `to_table_record()`, or a bare state record (tables written before timelines:
         their state becomes the base of an empty log)."""
         if "state" not in record:
-            state = RecipientState.from_record(record)
-            return cls(state, state, ())
-        base = record.get("base")
+            return cls(RecipientState.from_record(record), record, ())
         return cls(
             RecipientState.from_record(record["state"]),
-            RecipientState.from_record(base) if base is not None else None,
+            record.get("base"),
             tuple(record.get("log") or ()),
         )
 
@@ -70,13 +72,15 @@ def state_of(record: Mapping[str, Any]) -> RecipientState:
 
 
 def event_entry(event: Mapping[str, Any], policy: Policy) -> Entry:
-    """What the rules read of a canonical event, the machine verdict taken now."""
-    entry: Entry = {name: event.get(name) for name in _EVENT_FIELDS}
-    entry["recipient"] = event["recipient"]
-    if event["event_type"] in (EventType.OPENED, EventType.CLICKED):
-        entry["provider_flagged_machine"] = is_machine(event, policy)
-        if event["event_type"] == EventType.CLICKED:
-            entry["url"] = event.get("url")
+    """What the rules read of a canonical event, the machine verdict taken now; fields without
+    a value are left out (the rules read them with .get)."""
+    entry: Entry = {name: event[name] for name in _EVENT_FIELDS if event.get(name) is not None}
+    event_type = event["event_type"]
+    if event_type == EventType.OPENED or event_type == EventType.CLICKED:
+        if is_machine(event, policy):
+            entry["provider_flagged_machine"] = True
+        if event_type == EventType.CLICKED and event.get("url"):
+            entry["url"] = event["url"]
     return entry
 
 
@@ -91,12 +95,20 @@ def command_entry(command: OperatorCommand) -> Entry:
 
 def add_event(timeline: Timeline | None, event: Mapping[str, Any], policy: Policy) -> Timeline:
     """The timeline with `event`; the same object for a duplicate."""
-    return _add(timeline, event_entry(event, policy), event["recipient"], policy, refuse=False)
+    recipient = event["recipient"]
+    entry = event_entry(event, policy)
+    if timeline is not None and _appends(timeline, entry):
+        if event["event_id"] in timeline.state.recent_event_ids:
+            return timeline
+        state = apply(timeline.state, event, policy)  # the fast path: in order, live
+        return _trimmed(Timeline(state, timeline.base_record, (*timeline.log, entry)), policy)
+    return _add(timeline, entry, recipient, policy, refuse=False)
 
 
 def add_command(timeline: Timeline | None, command: OperatorCommand, policy: Policy) -> Timeline:
-    """The timeline with `command`; the same object when it changes nothing. CommandError
-    when the rules refuse it at its place in time (it is then not kept)."""
+    """The timeline with `command`; CommandError when the rules refuse it at its place in
+    time (it is then not kept). A command that changes nothing now is kept all the same: an
+    earlier event may arrive later and give it something to do (a lift after a bounce)."""
     return _add(timeline, command_entry(command), command.recipient, policy, refuse=True)
 
 
@@ -109,33 +121,37 @@ def order(entry: Mapping[str, Any]) -> tuple[int, int, str]:
     return (entry["occurred_at"], entry.get("received_at") or 0, entry["event_id"])
 
 
+def _appends(timeline: Timeline, entry: Entry) -> bool:
+    """Whether `entry` goes at the end of the log: no later entry, nothing folded after it."""
+    log = timeline.log
+    if log:
+        return order(entry) >= order(log[-1])
+    return not _before_base(timeline.base_record, entry)
+
+
 def _add(
     timeline: Timeline | None, entry: Entry, recipient: str, policy: Policy, *, refuse: bool
 ) -> Timeline:
     if timeline is None:
         state = _step(None, entry, policy, recipient, refuse=refuse)
         return _trimmed(Timeline(state, None, (entry,)), policy)
-    event_id = entry["event_id"]
-    if event_id in timeline.state.recent_event_ids or any(
-        kept["event_id"] == event_id for kept in timeline.log
-    ):
+    if entry["event_id"] in timeline.state.recent_event_ids:
         return timeline
-    key = order(entry)
     log = timeline.log
-    if _before_base(timeline.base, entry):
-        return _late(timeline, entry, policy, recipient, refuse)
-    if not log or key >= order(log[-1]):
+    if _appends(timeline, entry):
         state = _step(timeline.state, entry, policy, recipient, refuse=refuse)
-        # A command that changes nothing now is kept all the same: an earlier event may
-        # arrive later and give it something to do (a lift after a bounce).
-        return _trimmed(Timeline(state, timeline.base, (*log, entry)), policy)
+        return _trimmed(Timeline(state, timeline.base_record, (*log, entry)), policy)
+    if _before_base(timeline.base_record, entry):
+        return _late(timeline, entry, policy, recipient, refuse)
+    key = order(entry)
     position = bisect.bisect_right([order(each) for each in log], key)
+    base = timeline.base
     if refuse:  # refused where it falls: checked against the state just before it
-        before = _fold_onto(timeline.base, log[:position], policy, recipient)
+        before = _fold_onto(base, log[:position], policy, recipient)
         _step(before, entry, policy, recipient, refuse=True)
     inserted = (*log[:position], entry, *log[position:])
-    state = _fold_onto(timeline.base, inserted, policy, recipient)
-    return _trimmed(Timeline(state, timeline.base, inserted), policy)
+    state = _fold_onto(base, inserted, policy, recipient)
+    return _trimmed(Timeline(state, timeline.base_record, inserted), policy)
 
 
 def _fold_onto(
@@ -149,23 +165,23 @@ def _fold_onto(
 def _late(
     timeline: Timeline, entry: Entry, policy: Policy, recipient: str, refuse: bool
 ) -> Timeline:
-    """An entry earlier than the whole window: applied as it comes, and counted."""
+    """An entry earlier than what was folded into the base: applied as it comes, counted."""
     state = mark_late(_step(timeline.state, entry, policy, recipient, refuse=refuse))
     base = mark_late(_step(timeline.base, entry, policy, recipient, refuse=False))
-    return Timeline(state, base, timeline.log)
+    return Timeline(state, base.to_table_record(), timeline.log)
 
 
-def _before_base(base: RecipientState | None, entry: Entry) -> bool:
+def _before_base(base_record: Mapping[str, Any] | None, entry: Entry) -> bool:
     """Whether `entry` is earlier than what was folded into the base: too late to insert."""
-    return (
-        base is not None and base.updated_at is not None and entry["occurred_at"] < base.updated_at
-    )
+    if base_record is None:
+        return False
+    updated_at = base_record.get("updated_at")
+    return updated_at is not None and entry["occurred_at"] < updated_at
 
 
 def _trimmed(timeline: Timeline, policy: Policy) -> Timeline:
     log = timeline.log
-    newest = log[-1]["occurred_at"] if log else 0
-    horizon = newest - policy.reorder_window_ms
+    horizon = log[-1]["occurred_at"] - policy.reorder_window_ms if log else 0
     start = 0
     while start < len(log) and (
         len(log) - start > policy.reorder_window_events or log[start]["occurred_at"] < horizon
@@ -174,7 +190,7 @@ def _trimmed(timeline: Timeline, policy: Policy) -> Timeline:
     if start == 0:
         return timeline
     base = _fold_onto(timeline.base, log[:start], policy, timeline.state.recipient)
-    return Timeline(timeline.state, base, log[start:])
+    return Timeline(timeline.state, base.to_table_record(), log[start:])
 
 
 def _step(
@@ -182,10 +198,13 @@ def _step(
 ) -> RecipientState:
     command = entry.get("command")
     if command is None:
-        return apply(state, entry, policy)
+        return apply(state, {**entry, "recipient": recipient}, policy)
     try:
-        return apply_command(state, OperatorCommand.from_record(command), policy)
+        changed = apply_command(state, OperatorCommand.from_record(command), policy)
     except CommandError:
         if refuse:
             raise
         return state or RecipientState(recipient=recipient)  # refused at this place in time
+    if changed is state and state is not None:  # remembered all the same: a repeat is one
+        return remember(state, entry["event_id"], policy)
+    return changed
