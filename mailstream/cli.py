@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
 from mailstream import __version__
 from mailstream.errors import ErrorKind, MailstreamError
+from mailstream.settings import KAFKA_LOGGER
 
 COMMANDS: tuple[str, ...] = (
     "mailstream.dev.cli",
@@ -82,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # librdkafka logs every refused connection; a command reports its failure in one line.
+    # The services (worker, ingest) configure logging and show them all the same.
+    logging.getLogger(KAFKA_LOGGER).addHandler(logging.NullHandler())
     args = build_parser().parse_args(argv)
     try:
         return int(args.handler(args) or 0)

@@ -7,6 +7,7 @@ or mutual TLS needs its credentials set once. Secrets never appear in `repr()` o
 
 from __future__ import annotations
 
+import logging
 import os
 import ssl
 from collections.abc import Mapping
@@ -17,6 +18,7 @@ from typing import Any, Literal, get_args
 from mailstream.errors import ErrorKind, MailstreamError
 
 ENV_PREFIX = "MAILSTREAM_"
+KAFKA_LOGGER = "mailstream.kafka"
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
@@ -88,11 +90,15 @@ class KafkaSettings:
     def uses_ssl(self) -> bool:
         return self.security_protocol in ("SSL", "SASL_SSL")
 
-    def librdkafka_config(self) -> dict[str, str | int | float | bool]:
-        """The connection part of a confluent-kafka Producer/Consumer/AdminClient config."""
-        config: dict[str, str | int | float | bool] = {
+    def librdkafka_config(self) -> dict[str, Any]:
+        """The connection part of a confluent-kafka Producer/Consumer/AdminClient config.
+        librdkafka's own log lines go to the `mailstream.kafka` logger (not straight to
+        stderr): the services show them through their logging set-up, the one-shot commands
+        report failures in one line of their own (mailstream/cli.py)."""
+        config: dict[str, Any] = {
             "bootstrap.servers": self.bootstrap_servers,
             "security.protocol": self.security_protocol,
+            "logger": logging.getLogger(KAFKA_LOGGER),
         }
         if self.uses_sasl:
             config["sasl.mechanism"] = str(self.sasl_mechanism)

@@ -198,11 +198,6 @@ def test_an_unreachable_broker_is_one_line_exit_1_in_bounded_time(
         assert outcome.seconds < BOUNDED_SECONDS, (outcome.command, outcome.seconds)
 
 
-@pytest.mark.xfail(
-    reason="librdkafka logs every refused connection to stderr itself; silencing it (a "
-    "'log_level' or 'logger' in KafkaSettings.librdkafka_config, mailstream/settings.py, used "
-    "by mailstream/topics.py and streams/reader.py) is outside the CLI",
-)
 def test_an_unreachable_broker_prints_nothing_but_that_line(unreachable: list[Outcome]) -> None:
     for outcome in unreachable:
         assert outcome.stderr.count("\n") == 1, outcome.stderr[:500]

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ def test_defaults_point_at_a_local_plaintext_broker() -> None:
     assert settings.kafka.librdkafka_config() == {
         "bootstrap.servers": "127.0.0.1:9092",
         "security.protocol": "PLAINTEXT",
+        "logger": logging.getLogger("mailstream.kafka"),
     }
     assert settings.topic_prefix == ""
     assert settings.partitions == 4
