@@ -8,7 +8,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from mailstream.commands import CommandAction, CommandError, OperatorCommand
@@ -103,7 +103,10 @@ def stream(drawn: list[tuple[int, int, bool]]) -> list[Item]:
     return made
 
 
-def arrive(items_in_order: list[Item], policy: Any = POLICY) -> Timeline | None:
+def arrive(
+    items_in_order: list[Item], policy: Any = POLICY, refused: list[Item] | None = None
+) -> Timeline | None:
+    """The items added in this order; the commands the rules refused go to `refused`."""
     timeline: Timeline | None = None
     for item in items_in_order:
         try:
@@ -112,7 +115,8 @@ def arrive(items_in_order: list[Item], policy: Any = POLICY) -> Timeline | None:
             else:
                 timeline = add_event(timeline, item, policy)
         except CommandError:
-            pass  # refused where it falls: dead-lettered by the stream, not kept
+            if refused is not None:  # refused where it falls: dead-lettered, not kept
+                refused.append(item)
     return timeline
 
 
@@ -131,14 +135,18 @@ WIDE = replace(POLICY, reorder_window_events=64, reorder_window_hours=24 * 60)
 
 @settings(max_examples=300, deadline=None)
 @given(drawn=items, seed=st.integers(0, 2**32 - 1))
+@example(drawn=[(0, 0, False)] * 6 + [(8, 0, False), (11, 2, False), (11, 1, True)], seed=1)
 def test_any_arrival_order_inside_the_window_gives_the_event_time_fold(
     drawn: list[tuple[int, int, bool]], seed: int
 ) -> None:
     made = stream(drawn)
     shuffled = list(made)
     random.Random(seed).shuffle(shuffled)
-    expected = event_time_fold(made)
-    arrived = arrive(shuffled, WIDE)
+    refused: list[Item] = []
+    arrived = arrive(shuffled, WIDE, refused)
+    # A command refused when it arrives is answered with a dead letter and never kept, even if
+    # a forced command that arrives later would have allowed it at its place in time.
+    expected = event_time_fold([item for item in made if item not in refused])
     assert arrived is not None
     assert arrived.state.to_record() == expected.to_record()
     assert arrived.state.late_events == 0
@@ -151,9 +159,11 @@ def test_the_default_window_converges_while_the_log_stays_bounded(
 ) -> None:
     made = stream(drawn)
     in_order = sorted(made, key=lambda item: (at_of(item), name_of(item)))
-    arrived = arrive(in_order)
+    refused: list[Item] = []
+    arrived = arrive(in_order, POLICY, refused)
     assert arrived is not None
-    assert arrived.state.to_record() == event_time_fold(made).to_record()
+    kept = [item for item in made if item not in refused]
+    assert arrived.state.to_record() == event_time_fold(kept).to_record()
     assert len(arrived.log) <= POLICY.reorder_window_events
     span = [entry["occurred_at"] for entry in arrived.log]
     assert not span or max(span) - min(span) <= POLICY.reorder_window_ms
@@ -232,3 +242,17 @@ def test_a_table_record_round_trips_and_bare_states_of_older_tables_are_read() -
     assert Timeline.from_record(timeline.to_table_record()) == timeline
     legacy = Timeline.from_record(timeline.state.to_table_record())
     assert legacy.state == timeline.state and legacy.log == ()
+
+
+def test_the_case_hypothesis_found_a_refused_command_stays_refused() -> None:
+    """A complaint; a suppression without force, refused; an earlier forced one arriving after
+    it: the refused one stays out, as its dead letter said."""
+    complaint = event(0, 8, T0)
+    forced = command(1, CommandAction.SUPPRESS, T0 + 1, force=True)
+    unforced = command(2, CommandAction.SUPPRESS, T0 + 2, force=False)
+    refused: list[Item] = []
+    timeline = arrive([complaint, unforced, forced], POLICY, refused)
+    assert refused == [unforced]
+    assert timeline is not None
+    assert timeline.state.suppression_reason is SuppressionReason.MANUAL
+    assert timeline.state.suppressed_at == T0 + 1
