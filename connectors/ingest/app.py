@@ -148,7 +148,9 @@ class IngestService:
         )
         self.producer = AsyncProducer(config, timeout)
         self.readiness = Readiness(self.producer, [route.topic for route in self.routes.values()])
-        self.metrics = IngestMetrics()
+        self.metrics = IngestMetrics(
+            self.routes, kafka_reachable=lambda: self.producer.unreachable is None
+        )
         self.recent = RecentWebhooks(ingest.dedupe_window_seconds, ingest.dedupe_max_entries)
         # Bodies being written now: a copy arriving meanwhile waits for the outcome.
         self._writing: dict[WebhookDigest, asyncio.Event] = {}
@@ -256,11 +258,11 @@ class IngestService:
         if key is not None and len(key) > MAX_KEY_BYTES:
             key = None  # keeps the record within max_record_bytes
         started = time.perf_counter()
-        self.metrics.in_flight += 1
+        self.metrics.in_flight.inc()
         try:
             await self.producer.produce(route.topic, key, body, headers)
         finally:
-            self.metrics.in_flight -= 1
+            self.metrics.in_flight.dec()
         self.metrics.count_stored(route.provider.name, len(body), time.perf_counter() - started)
 
     def _kafka_refusal(self, route: Route, error: ProduceError, request_id: str) -> web.Response:
@@ -317,9 +319,8 @@ class IngestService:
         return _json(200, {"status": "ready"})
 
     async def render_metrics(self, _request: web.Request) -> web.Response:
-        self.metrics.kafka_reachable = self.producer.unreachable is None
         return web.Response(
-            body=self.metrics.render().encode(), headers={"Content-Type": METRICS_CONTENT_TYPE}
+            body=self.metrics.render(), headers={"Content-Type": METRICS_CONTENT_TYPE}
         )
 
 

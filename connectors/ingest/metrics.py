@@ -1,116 +1,128 @@
-"""The ingest service's counters in the Prometheus text exposition format (version 0.0.4),
-and the middleware that counts every response the application gives.
+"""The ingest service's metrics, exposed with prometheus_client, and the middleware that
+counts every response the application gives.
 
-Written by hand: a few metric families do not justify a dependency, and updating a dict
-entry is the cheapest thing the request path can do.
+Each service has a CollectorRegistry of its own (tests run several services in one process;
+the global default registry would mix them up or refuse the second one), holding the
+ingest's families plus the process_* and python_info metrics. The request path increments
+labelled children cached per label values: a dict lookup and an increment, about a third of
+the cost of `.labels(...)` on every request.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from bisect import bisect_left
-from collections import Counter
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 
 import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 
 from mailstream.errors import ErrorKind
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+CONTENT_TYPE = CONTENT_TYPE_LATEST
 WEBHOOK_PATH_PREFIX = "/webhooks/"
 UNKNOWN_PROVIDER = "unknown"  # the label of webhook requests for a provider we do not have
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
-class Histogram:
-    """Counts per upper bound; rendered cumulatively as Prometheus expects."""
-
-    def __init__(self, bounds: tuple[float, ...]) -> None:
-        self.bounds = bounds
-        self.counts = [0] * (len(bounds) + 1)  # the last one is +Inf
-        self.total = 0.0
-
-    def observe(self, value: float) -> None:
-        self.counts[bisect_left(self.bounds, value)] += 1
-        self.total += value
-
-    def render(self, name: str) -> list[str]:
-        lines = []
-        cumulative = 0
-        for bound, count in zip((*map(repr, self.bounds), "+Inf"), self.counts, strict=True):
-            cumulative += count
-            lines.append(f'{name}_bucket{{le="{bound}"}} {cumulative}')
-        lines.append(f"{name}_sum {self.total!r}")
-        lines.append(f"{name}_count {cumulative}")
-        return lines
-
-
 class IngestMetrics:
-    def __init__(self) -> None:
-        self.requests: Counter[tuple[str, int]] = Counter()
-        self.other_requests: Counter[int] = Counter()
-        self.stored_bytes: Counter[str] = Counter()
-        self.duplicates: Counter[str] = Counter()
-        self.produce_latency = Histogram(LATENCY_BUCKETS)
-        self.in_flight = 0
-        self.kafka_reachable = True
+    """The ingest's metric families in a registry of its own. `providers` get their
+    per-provider series at 0 from the start; `kafka_reachable` is asked at each scrape."""
+
+    def __init__(self, providers: Collection[str], kafka_reachable: Callable[[], bool]) -> None:
+        self.registry = registry = CollectorRegistry()
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        self._requests = Counter(
+            "mailstream_ingest_requests_total",
+            "Webhook requests by provider and HTTP status.",
+            ("provider", "status"),
+            registry=registry,
+        )
+        self._other_requests = Counter(
+            "mailstream_ingest_other_requests_total",
+            "Requests outside /webhooks/ by status.",
+            ("status",),
+            registry=registry,
+        )
+        duplicates = Counter(
+            "mailstream_ingest_duplicates_total",
+            "Webhooks answered from the dedupe window without a second write.",
+            ("provider",),
+            registry=registry,
+        )
+        reachable = Gauge(
+            "mailstream_ingest_kafka_reachable",
+            "0 while the producer knows no broker is reachable"
+            " (webhooks are then answered 503 at once).",
+            registry=registry,
+        )
+        reachable.set_function(lambda: 1.0 if kafka_reachable() else 0.0)
+        stored_bytes = Counter(
+            "mailstream_ingest_stored_bytes_total",
+            "Webhook body bytes Kafka confirmed.",
+            ("provider",),
+            registry=registry,
+        )
+        self.in_flight = Gauge(  # inc() before produce(), dec() after
+            "mailstream_ingest_produce_in_flight",
+            "Webhooks awaiting Kafka's acknowledgement.",
+            registry=registry,
+        )
+        self._produce_latency = Histogram(
+            "mailstream_ingest_produce_latency_seconds",
+            "From produce() to the broker's acknowledgement.",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self._request_children: dict[tuple[str, int], Counter] = {}
+        self._other_children: dict[int, Counter] = {}
+        self._duplicates = duplicates
+        self._duplicate_children = {name: duplicates.labels(name) for name in providers}
+        self._stored_bytes = stored_bytes
+        self._stored_children = {name: stored_bytes.labels(name) for name in providers}
 
     def count_request(self, provider: str, status: int) -> None:
-        self.requests[provider, status] += 1
+        child = self._request_children.get((provider, status))
+        if child is None:  # once per provider and status: both come from a small set
+            child = self._request_children[provider, status] = self._requests.labels(
+                provider, str(status)
+            )
+        child.inc()
 
     def count_other_request(self, status: int) -> None:
-        self.other_requests[status] += 1
+        child = self._other_children.get(status)
+        if child is None:
+            child = self._other_children[status] = self._other_requests.labels(str(status))
+        child.inc()
 
     def count_stored(self, provider: str, size: int, seconds: float) -> None:
-        self.stored_bytes[provider] += size
-        self.produce_latency.observe(seconds)
+        child = self._stored_children.get(provider)
+        if child is None:
+            child = self._stored_children[provider] = self._stored_bytes.labels(provider)
+        child.inc(size)
+        self._produce_latency.observe(seconds)
 
     def count_duplicate(self, provider: str) -> None:
-        self.duplicates[provider] += 1
+        child = self._duplicate_children.get(provider)
+        if child is None:
+            child = self._duplicate_children[provider] = self._duplicates.labels(provider)
+        child.inc()
 
-    def render(self) -> str:
-        lines = [
-            "# HELP mailstream_ingest_requests_total Webhook requests by provider and HTTP status.",
-            "# TYPE mailstream_ingest_requests_total counter",
-            *(
-                f'mailstream_ingest_requests_total{{provider="{provider}",status="{status}"}} {n}'
-                for (provider, status), n in sorted(self.requests.items())
-            ),
-            "# HELP mailstream_ingest_other_requests_total Requests outside /webhooks/ by status.",
-            "# TYPE mailstream_ingest_other_requests_total counter",
-            *(
-                f'mailstream_ingest_other_requests_total{{status="{status}"}} {n}'
-                for status, n in sorted(self.other_requests.items())
-            ),
-            "# HELP mailstream_ingest_duplicates_total Webhooks answered from the dedupe window"
-            " without a second write.",
-            "# TYPE mailstream_ingest_duplicates_total counter",
-            *(
-                f'mailstream_ingest_duplicates_total{{provider="{provider}"}} {n}'
-                for provider, n in sorted(self.duplicates.items())
-            ),
-            "# HELP mailstream_ingest_kafka_reachable 0 while the producer knows no broker is"
-            " reachable (webhooks are then answered 503 at once).",
-            "# TYPE mailstream_ingest_kafka_reachable gauge",
-            f"mailstream_ingest_kafka_reachable {int(self.kafka_reachable)}",
-            "# HELP mailstream_ingest_stored_bytes_total Webhook body bytes Kafka confirmed.",
-            "# TYPE mailstream_ingest_stored_bytes_total counter",
-            *(
-                f'mailstream_ingest_stored_bytes_total{{provider="{provider}"}} {n}'
-                for provider, n in sorted(self.stored_bytes.items())
-            ),
-            "# HELP mailstream_ingest_produce_in_flight Webhooks awaiting Kafka's acknowledgement.",
-            "# TYPE mailstream_ingest_produce_in_flight gauge",
-            f"mailstream_ingest_produce_in_flight {self.in_flight}",
-            "# HELP mailstream_ingest_produce_latency_seconds From produce() to the broker's"
-            " acknowledgement.",
-            "# TYPE mailstream_ingest_produce_latency_seconds histogram",
-            *self.produce_latency.render("mailstream_ingest_produce_latency_seconds"),
-        ]
-        return "\n".join(lines) + "\n"
+    def render(self) -> bytes:
+        """The text exposition of CONTENT_TYPE."""
+        return generate_latest(self.registry)
 
 
 log = logging.getLogger("mailstream.ingest")

@@ -1,5 +1,5 @@
-"""The ingest producer's delivery-report plumbing, its outage state, the dedupe window and
-the metrics text, without a broker."""
+"""The ingest producer's delivery-report plumbing, its outage state and the dedupe window,
+without a broker. (The metrics: tests/connectors/test_ingest_metrics.py.)"""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ import pytest
 from confluent_kafka import KafkaError
 
 from mailstream.connectors.ingest.dedupe import RecentWebhooks, webhook_digest
-from mailstream.connectors.ingest.metrics import IngestMetrics
 from mailstream.connectors.ingest.producer import (
     AsyncProducer,
     ProduceError,
@@ -157,36 +156,6 @@ async def test_metadata_of_an_unreachable_cluster_is_a_produce_error() -> None:
             await producer.metadata_topics()
     finally:
         await producer.close()
-
-
-def test_metrics_render_counters_and_a_cumulative_histogram() -> None:
-    metrics = IngestMetrics()
-    metrics.count_request("mailbot", 200)
-    metrics.count_request("mailbot", 200)
-    metrics.count_request("unknown", 404)
-    metrics.count_stored("mailbot", 120, 0.004)
-    metrics.count_stored("mailbot", 80, 0.2)
-    text = metrics.render()
-    assert 'mailstream_ingest_requests_total{provider="mailbot",status="200"} 2\n' in text
-    assert 'mailstream_ingest_requests_total{provider="unknown",status="404"} 1\n' in text
-    assert 'mailstream_ingest_stored_bytes_total{provider="mailbot"} 200\n' in text
-    assert 'mailstream_ingest_produce_latency_seconds_bucket{le="0.001"} 0\n' in text
-    assert 'mailstream_ingest_produce_latency_seconds_bucket{le="0.005"} 1\n' in text
-    assert 'mailstream_ingest_produce_latency_seconds_bucket{le="0.25"} 2\n' in text
-    assert 'mailstream_ingest_produce_latency_seconds_bucket{le="+Inf"} 2\n' in text
-    assert "mailstream_ingest_produce_latency_seconds_count 2\n" in text
-    assert "# TYPE mailstream_ingest_produce_latency_seconds histogram\n" in text
-
-
-def test_metrics_render_duplicates_other_paths_and_kafka_reachability() -> None:
-    metrics = IngestMetrics()
-    metrics.count_duplicate("maileroo")
-    metrics.count_other_request(200)
-    metrics.kafka_reachable = False
-    text = metrics.render()
-    assert 'mailstream_ingest_duplicates_total{provider="maileroo"} 1\n' in text
-    assert 'mailstream_ingest_other_requests_total{status="200"} 1\n' in text
-    assert "mailstream_ingest_kafka_reachable 0\n" in text
 
 
 # --- The dedupe window ----------------------------------------------------------------------

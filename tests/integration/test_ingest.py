@@ -30,6 +30,7 @@ from confluent_kafka import (
     Message,
     TopicPartition,
 )
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from mailstream.connectors.ingest.app import create_app
 from mailstream.connectors.registry import PROVIDERS
@@ -41,6 +42,7 @@ from mailstream.settings import (
     Settings,
 )
 from mailstream.topics import TopicNames, TopicSpec, create_topics, topic_specs
+from tests.connectors.test_ingest_metrics import INGEST_FAMILIES, families, sample
 
 pytestmark = pytest.mark.kafka
 
@@ -427,13 +429,15 @@ async def test_health_readiness_and_metrics(client: Client, ingest_settings: Set
     assert (await client.post("/webhooks/nobody", data=body)).status == 404
 
     response = await client.get("/metrics")
-    assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    assert response.headers["Content-Type"] == CONTENT_TYPE_LATEST
     text = await response.text()
-    assert 'mailstream_ingest_requests_total{provider="maileroo",status="200"} 1\n' in text
-    assert 'mailstream_ingest_requests_total{provider="maileroo",status="401"} 1\n' in text
-    assert 'mailstream_ingest_requests_total{provider="unknown",status="404"} 1\n' in text
-    assert f'mailstream_ingest_stored_bytes_total{{provider="maileroo"}} {len(body)}\n' in text
-    assert "mailstream_ingest_produce_latency_seconds_count 1\n" in text
+    requests = "mailstream_ingest_requests_total"
+    assert sample(text, requests, provider="maileroo", status="200") == 1
+    assert sample(text, requests, provider="maileroo", status="401") == 1
+    assert sample(text, requests, provider="unknown", status="404") == 1
+    assert sample(text, "mailstream_ingest_stored_bytes_total", provider="maileroo") == len(body)
+    assert sample(text, "mailstream_ingest_produce_latency_seconds_count") == 1
+    assert sample(text, "mailstream_ingest_kafka_reachable") == 1
 
 
 async def test_readiness_fails_while_the_raw_topics_are_missing(settings: Settings) -> None:
@@ -526,7 +530,7 @@ async def test_while_the_broker_is_down_webhooks_get_503_at_once_and_recover_by_
         def kafka_reachable(expected: int) -> Callable[[], Awaitable[bool]]:
             async def check() -> bool:  # /metrics reads the state; it probes nothing
                 text = await (await client.get("/metrics")).text()
-                return f"mailstream_ingest_kafka_reachable {expected}\n" in text
+                return sample(text, "mailstream_ingest_kafka_reachable") == expected
 
             return check
 
@@ -594,6 +598,7 @@ async def test_sigterm_answers_the_request_in_flight_then_exits_0(
     log = tmp_path / "ingest.log"
     body, _ = PAYLOADS["maileroo"]
     headers = signed_headers(configured, "maileroo", body)
+    launched = time.time()  # /proc's boot time has whole seconds
     with ingest_process(configured, port, log) as process:
         async with aiohttp.ClientSession() as session:
 
@@ -601,11 +606,23 @@ async def test_sigterm_answers_the_request_in_flight_then_exits_0(
                 assert process.poll() is None, log.read_text()
                 return not await refuses_connections(port)
 
-            async def awaiting_kafka() -> bool:
+            async def scrape() -> str:
                 async with session.get(f"{base}/metrics") as response:
-                    return "mailstream_ingest_produce_in_flight 1\n" in await response.text()
+                    assert response.status == 200
+                    assert response.headers["Content-Type"] == CONTENT_TYPE_LATEST
+                    return await response.text()
+
+            async def awaiting_kafka() -> bool:
+                return sample(await scrape(), "mailstream_ingest_produce_in_flight") == 1
 
             await poll_until(healthy, 30, "mailstream ingest to listen")
+            text = await scrape()
+            found = families(text)
+            assert {name: found.get(name) for name in INGEST_FAMILIES} == INGEST_FAMILIES
+            assert {"process_cpu_seconds", "process_open_fds", "python_info"} <= set(found)
+            started = sample(text, "process_start_time_seconds")
+            assert started is not None and started >= launched - 2, "the ingest process's own"
+            assert sample(text, "mailstream_ingest_kafka_reachable") == 1
             with frozen(own_broker):
                 posting = asyncio.ensure_future(
                     session.post(f"{base}/webhooks/maileroo", data=body, headers=headers)
