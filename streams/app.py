@@ -20,6 +20,7 @@ from mailstream.codec import codec_for
 from mailstream.connectors.registry import PROVIDERS
 from mailstream.policy import Policy
 from mailstream.settings import Settings
+from mailstream.streams.metrics import WorkerMetrics, add_metrics_page
 from mailstream.streams.processors import build_processors
 from mailstream.streams.queries import add_queries
 from mailstream.streams.records import Output, SourceRecord
@@ -62,6 +63,7 @@ def create_app(settings: Settings, policy: Policy, *, web_enabled: bool = True) 
     )
     app.transport = transport = Transport(app.conf.broker_consumer, app)
     deliveries = transport.deliveries
+    metrics = WorkerMetrics(names)
     processors = build_processors(settings, policy)
     normalizer, keeper = processors.normalizer, processors.keeper
     # key_type=bytes on the table itself: its store encodes keys with the table's own key type
@@ -78,11 +80,12 @@ def create_app(settings: Settings, policy: Policy, *, web_enabled: bool = True) 
         recipients_table, key_type=bytes, schema=table_schema, partitions=settings.partitions
     )
 
-    async def publish(records: list[Output]) -> None:
+    async def publish(source: str, records: list[Output]) -> None:
         """Hand the outputs to the producer at once. Faust flushes it before every offset
         commit, so an input is never committed before its outputs are stored (at least once).
         `Topic.send` inside an agent would route each output through Faust's per-event
         attachment bookkeeping instead, at several times the cost (bench/e2e_bench.py)."""
+        metrics.count(source, records)
         for output in records:
             try:
                 delivery = await app.producer.send(
@@ -95,12 +98,14 @@ def create_app(settings: Settings, policy: Policy, *, web_enabled: bool = True) 
     @app.agent(raw_topic(app, *(names.raw(p) for p in PROVIDERS)), name="normalize")
     async def normalize(stream: StreamT[bytes]) -> None:
         async for event in stream.events():
-            await publish(normalizer.process(source_record(event.message), messages))
+            record = source_record(event.message)
+            await publish(record.topic, normalizer.process(record, messages))
 
     @app.agent(raw_topic(app, names.events, names.commands), name="state")
     async def state(stream: StreamT[bytes]) -> None:
         async for event in stream.events():
-            await publish(keeper.process(source_record(event.message), recipients))
+            record = source_record(event.message)
+            await publish(record.topic, keeper.process(record, recipients))
 
     sources = {*(names.raw(p) for p in PROVIDERS), names.events, names.commands}
 
@@ -111,7 +116,13 @@ def create_app(settings: Settings, policy: Policy, *, web_enabled: bool = True) 
         if not isinstance(consumer, Consumer):
             raise TypeError(f"the worker needs mailstream's consumer, not {type(consumer)}")
         await consumer.seek_before_resume(sources)
+        metrics.rebalances.inc()
 
+    metrics.watch(
+        lambda: app.consumer.lag(sources) if isinstance(app.consumer, Consumer) else {},
+        {"messages": lambda: len(messages), "recipients": lambda: len(recipients)},
+    )
+    add_metrics_page(app, metrics)
     add_queries(app, recipients, settings.web_token)
     if settings.sweep_interval_seconds > 0:
         add_inactivity_sweep(

@@ -94,6 +94,7 @@ class Normalizer:
                 self._names.events,
                 cast(str, ready_event["recipient"]).encode(),  # route resolved it
                 self._event_codec.encode(ready_event),
+                label=ready_event["event_type"],
             )
             for ready_event in ready
         ]

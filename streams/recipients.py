@@ -30,6 +30,7 @@ from mailstream.timeline import Timeline, add_command, add_event
 from mailstream.topics import TopicNames
 
 RecipientTable = MutableMapping[bytes, dict[str, Any]]
+LIFTED = "LIFTED"  # the metrics label of a suppression's tombstone
 
 
 class StateKeeper:
@@ -82,8 +83,16 @@ class StateKeeper:
         if after is not before:
             recipients[key] = after.to_table_record()
         state = after.state
+        late = before is not None and state.late_events > before.state.late_events
         return [
-            Output(self._names.recipient_state, key, self._state_codec.encode(state.to_record())),
+            Output(
+                self._names.recipient_state,
+                key,
+                self._state_codec.encode(state.to_record()),
+                label="late" if late else "",
+                received_at=event.get("received_at"),
+                occurred_at=event.get("occurred_at"),
+            ),
             *self._suppression_change(
                 key, before.state if before else None, state, event["event_id"]
             ),
@@ -99,11 +108,10 @@ class StateKeeper:
         ):
             record = suppression_record(after)
             if record is not None:  # always, for a suppressed state
-                return [
-                    Output(self._names.suppressions, key, self._suppression_codec.encode(record))
-                ]
+                value = self._suppression_codec.encode(record)
+                return [Output(self._names.suppressions, key, value, label=record["reason"])]
         if was_suppressed and not after.suppressed:
-            return [Output(self._names.suppressions, key, None)]
+            return [Output(self._names.suppressions, key, None, label=LIFTED)]
         return []
 
     def _command(self, record: SourceRecord, recipients: RecipientTable) -> list[Output]:
@@ -136,7 +144,8 @@ class StateKeeper:
             return outputs
         suppression = suppression_record(after, actor=command.actor)
         value = self._suppression_codec.encode(suppression) if suppression is not None else None
-        outputs.append(Output(self._names.suppressions, key, value, audit))
+        reason = suppression["reason"] if suppression is not None else LIFTED
+        outputs.append(Output(self._names.suppressions, key, value, audit, label=reason))
         return outputs
 
     def _check_placement(self, record: SourceRecord, key: bytes) -> None:

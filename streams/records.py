@@ -58,6 +58,11 @@ class Output:
     key: bytes | None
     value: bytes | None  # None is a tombstone (compacted topics)
     headers: tuple[tuple[str, bytes], ...] = ()
+    # For the worker's metrics (streams/metrics.py), not written to Kafka: the event type, the
+    # dead letter's kind, the suppression's reason; a state's event and receive times.
+    label: str = ""
+    received_at: int | None = None
+    occurred_at: int | None = None
 
 
 def dead_letter(
@@ -96,7 +101,7 @@ def dead_letter(
         "provider": provider,
         "redrive_count": source.int_header(REDRIVE_COUNT_HEADER) or 0,
     }
-    return Output(dead_letter_topic, source.key, codec.encode(record))
+    return Output(dead_letter_topic, source.key, codec.encode(record), label=error_kind)
 
 
 def _kept_headers(headers: Sequence[tuple[str, bytes | None]]) -> tuple[dict[str, bytes], int]:

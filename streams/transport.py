@@ -104,6 +104,19 @@ class Consumer(aiokafka.Consumer):
             raise deliveries.failure
         return bool(await super()._commit(offsets))
 
+    def lag(self, sources: Collection[str]) -> dict[tuple[str, int], int]:
+        """End offset minus committed offset of the assigned partitions of `sources` (not the
+        changelogs, which are read, never committed) whose end is known."""
+        behind = {}
+        for tp in self.assignment():
+            if tp.topic not in sources:
+                continue
+            end = self.highwater(tp)
+            if end is not None:
+                committed = self._committed_offset.get(tp) or 0
+                behind[(tp.topic, tp.partition)] = max(0, end - committed)
+        return behind
+
     def _never_committed_sources(self) -> list[TP]:
         return [
             tp
