@@ -19,6 +19,7 @@ from mailstream.errors import ErrorKind, MailstreamError
 
 ENV_PREFIX = "MAILSTREAM_"
 KAFKA_LOGGER = "mailstream.kafka"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
@@ -164,6 +165,7 @@ class Settings:
     | MAILSTREAM_SWEEP_INTERVAL_SECONDS | 3600 | inactivity sweep period; 0 disables it |
     | MAILSTREAM_PRODUCER_LINGER_MS | 10 | how long the worker's producer waits to fill a batch |
     | MAILSTREAM_INGEST_* | see `IngestSettings` | webhook ingest: secrets, limits, dedupe |
+    | MAILSTREAM_LOG_LEVEL | unset | DEBUG, INFO, WARNING or ERROR (worker WARNING, ingest INFO) |
     """
 
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
@@ -180,7 +182,18 @@ class Settings:
     web_token: str | None = field(default=None, repr=False)
     sweep_interval_seconds: int = 3600
     producer_linger_ms: int = 10
+    log_level: str | None = None
     ingest: IngestSettings = field(default_factory=lambda: IngestSettings())
+
+    def __post_init__(self) -> None:
+        if self.log_level is not None and self.log_level.upper() not in LOG_LEVELS:
+            raise SettingsError(
+                f"{ENV_PREFIX}LOG_LEVEL={self.log_level!r}: expected one of {', '.join(LOG_LEVELS)}"
+            )
+
+    def service_log_level(self, default: str) -> str:
+        """The log level a service runs at: MAILSTREAM_LOG_LEVEL, else the service's own."""
+        return (self.log_level or default).upper()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

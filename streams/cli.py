@@ -16,7 +16,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--web-host", help="bind the worker's web server (default 127.0.0.1)")
     parser.add_argument("--web-port", type=int, help="web server port (default 6066)")
     parser.add_argument("--without-web", action="store_true", help="do not start the web server")
-    parser.add_argument("--loglevel", default="warning", help="faust log level (default warning)")
+    parser.add_argument(
+        "--loglevel", help="log level (default: MAILSTREAM_LOG_LEVEL, else warning)"
+    )
     parser.set_defaults(handler=run)
 
 
@@ -34,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     settings = dataclasses.replace(settings, **{k: v for k, v in overrides.items() if v})
     create_topics(settings, topic_specs(settings, PROVIDERS))
     app = create_app(settings, load_policy(settings.policy_file), web_enabled=not args.without_web)
-    worker = faust.Worker(app, loglevel=args.loglevel)
+    worker = faust.Worker(app, loglevel=args.loglevel or settings.service_log_level("warning"))
     # At WARNING and above Faust's terminal spinner sets the root logger to DEBUG so that every
     # log record spins it: every debug call of aiokafka and Faust then builds a LogRecord.
     worker.spinner = None

@@ -32,9 +32,9 @@ def run(args: argparse.Namespace) -> int:
     from mailstream.connectors.ingest.app import create_app
     from mailstream.settings import Settings, SettingsError
 
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     try:
         settings = Settings.from_env()
+        logging.basicConfig(level=settings.service_log_level("info"), format=LOG_FORMAT)
         app = create_app(settings)
     except SettingsError as error:  # names the variable; a traceback would add nothing
         print(f"mailstream ingest: {error.message}", file=sys.stderr)

@@ -73,6 +73,8 @@ def settings_env(settings: object, base: dict[str, str] | None = None) -> dict[s
     )
     if settings.schema_registry_url is not None:
         env["MAILSTREAM_SCHEMA_REGISTRY_URL"] = settings.schema_registry_url
+    if settings.log_level is not None:
+        env["MAILSTREAM_LOG_LEVEL"] = settings.log_level
     if settings.web_token is not None:
         env["MAILSTREAM_WEB_TOKEN"] = settings.web_token
     if settings.policy_file is not None:

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
 
 from mailstream.cli import main
 from mailstream.connectors.ingest.app import build_routes
 from mailstream.connectors.registry import PROVIDERS
+from mailstream.dev.broker import free_port
 from mailstream.settings import IngestSettings, ProviderAuth, Settings, SettingsError
 from mailstream.topics import TopicNames, topic_specs
 
@@ -156,3 +164,37 @@ def test_raw_topics_and_the_producer_take_a_record_of_the_largest_body() -> None
     for provider in PROVIDERS:
         configs = specs[names.raw(provider)].configs
         assert configs["max.message.bytes"] == str(ingest.max_record_bytes)
+
+
+@pytest.mark.parametrize(("level", "shows_info"), [(None, True), ("WARNING", False)])
+def test_the_ingest_logs_at_mailstream_log_level(
+    tmp_path: Path, level: str | None, shows_info: bool
+) -> None:
+    port = free_port()
+    env = {**os.environ, "MAILSTREAM_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"}
+    env.pop("MAILSTREAM_LOG_LEVEL", None)
+    if level is not None:
+        env["MAILSTREAM_LOG_LEVEL"] = level
+    log = tmp_path / "ingest.log"
+    with open(log, "wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mailstream", "ingest", "--port", str(port)],
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while True:  # listening means start-up (and its log line) is done
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert process.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, "the ingest did not listen"
+                time.sleep(0.1)
+    finally:
+        process.terminate()
+        process.wait(30)
+    assert ("Running on" in log.read_text()) is shows_info, log.read_text()

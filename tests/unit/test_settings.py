@@ -85,3 +85,12 @@ def test_mutual_tls_passes_certificate_and_key(tmp_path: Path) -> None:
 def test_bad_configuration_names_the_variable(env: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError, match=message):
         Settings.from_env(env)
+
+
+def test_the_log_level_is_one_setting_for_every_service() -> None:
+    assert Settings.from_env({}).service_log_level("warning") == "WARNING"
+    chosen = Settings.from_env({"MAILSTREAM_LOG_LEVEL": "debug"})
+    assert chosen.service_log_level("warning") == "DEBUG"
+    assert chosen.service_log_level("info") == "DEBUG"
+    with pytest.raises(SettingsError, match="MAILSTREAM_LOG_LEVEL='loud'"):
+        Settings.from_env({"MAILSTREAM_LOG_LEVEL": "loud"})
