@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install test demo check clean
+.PHONY: install test demo check constraints clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "mailstream needs Python >= 3.11")'
@@ -31,6 +31,15 @@ check: $(INSTALLED)
 	ln -s $(CURDIR)/mailstream/* $(TYPECHECK)/mailstream/
 	for layer in connectors streams schemas; do ln -s $(CURDIR)/$$layer $(TYPECHECK)/mailstream/$$layer; done
 	cd $(TYPECHECK) && MYPYPATH=$(CURDIR)/bench $(CURDIR)/$(BIN)/mypy --config-file $(CURDIR)/pyproject.toml mailstream $(CURDIR)/bench
+
+# The Docker image's pins: a clean install of the package alone, frozen.
+constraints:
+	rm -rf build/constraints-venv
+	$(PYTHON) -m venv build/constraints-venv
+	build/constraints-venv/bin/pip install --quiet .
+	{ echo "# Every runtime dependency of mailstream-kafka, pinned for the Docker image: regenerate with"; \
+	  echo "# \`make constraints\` (a clean install of the package, frozen)."; \
+	  build/constraints-venv/bin/pip freeze | grep -v '^mailstream'; } > constraints.txt
 
 demo: $(INSTALLED)
 	$(BIN)/mailstream demo
