@@ -24,8 +24,8 @@ def test_compose_file_declares_the_services_and_ports() -> None:
     assert "9092:9092" in services["kafka"]["ports"]
     assert "8081:8081" in services["schema-registry"]["ports"]
     assert "8080:8080" in services["ingest"]["ports"]
+    assert services["topics"]["build"] == "."  # the one image; tests/unit/test_docker_files.py
     for name in ("topics", "worker", "ingest"):
-        assert services[name]["build"] == "."
         assert services[name]["environment"]["MAILSTREAM_KAFKA_BOOTSTRAP_SERVERS"] == "kafka:19092"
 
 
