@@ -8,6 +8,8 @@ the same for all: size limit, JSON decoding, batches, and the never-raising `mes
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 from collections.abc import Callable, Mapping
@@ -321,6 +323,35 @@ def require_mode(config: ProviderAuth, mode: AuthMode, provider: str) -> None:
 
 
 HMAC_PREFIX = "sha256="
+
+
+def verify_basic_auth(headers: Mapping[str, str], config: ProviderAuth, provider: str) -> None:
+    """HTTP basic auth with one of the configured `basic_auth` user:password pairs; raises
+    SignatureError otherwise (passes an unsigned request only when `allow_unsigned`)."""
+    authorization = presented_credential(
+        headers, "Authorization", config, bool(config.basic_auth), provider
+    )
+    if authorization is None:
+        return
+    scheme, _, encoded = authorization.strip().partition(" ")
+    try:
+        if scheme.lower() != "basic":
+            raise ValueError(scheme)
+        presented = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except (ValueError, binascii.Error):
+        raise SignatureError("Authorization must be 'Basic <base64 of user:password>'") from None
+    accepted = tuple(f"{user}:{password}" for user, password in config.basic_auth)
+    if not secret_matches(presented, accepted):
+        raise SignatureError("Authorization: unknown user or wrong password")
+
+
+def basic_auth_headers(config: ProviderAuth, provider: str) -> dict[str, str]:
+    """The Authorization header `verify_basic_auth` accepts (the first configured pair)."""
+    if not config.basic_auth:
+        raise ValueError(f"signing a {provider} request in basic mode needs basic_auth")
+    user, password = config.basic_auth[0]
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
 
 
 def hmac_hex(secret: str, message: bytes) -> str:

@@ -11,8 +11,6 @@ no event id, so the id is derived from the payload.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,6 +20,7 @@ from mailstream.connectors.base import (
     Sample,
     SampleKind,
     WebhookProvider,
+    basic_auth_headers,
     clean_address,
     clean_message_id,
     deterministic_event_id,
@@ -31,6 +30,7 @@ from mailstream.connectors.base import (
     hmac_hex,
     presented_credential,
     secret_matches,
+    verify_basic_auth,
     verify_hmac_header,
 )
 from mailstream.errors import ErrorKind, ParseError, SignatureError
@@ -112,7 +112,7 @@ def verify(body: bytes, headers: Mapping[str, str], config: ProviderAuth, now: f
     """mode "hmac": hex HMAC-SHA256 of the raw body in X-Inboxroad-Signature; "api_key": one
     of `secrets` in X-Api-Key; "basic": HTTP basic auth with one of `basic_auth`."""
     if config.mode == "basic":
-        _verify_basic(headers, config)
+        verify_basic_auth(headers, config, NAME)
         return
     if config.mode == "api_key":
         header = config.api_key_header or API_KEY_HEADER
@@ -123,31 +123,9 @@ def verify(body: bytes, headers: Mapping[str, str], config: ProviderAuth, now: f
     verify_hmac_header(headers, config.signature_header or SIGNATURE_HEADER, body, config, NAME)
 
 
-def _verify_basic(headers: Mapping[str, str], config: ProviderAuth) -> None:
-    authorization = presented_credential(
-        headers, "Authorization", config, bool(config.basic_auth), NAME
-    )
-    if authorization is None:
-        return
-    scheme, _, encoded = authorization.strip().partition(" ")
-    try:
-        if scheme.lower() != "basic":
-            raise ValueError(scheme)
-        presented = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
-    except (ValueError, binascii.Error):
-        raise SignatureError("Authorization must be 'Basic <base64 of user:password>'") from None
-    accepted = tuple(f"{user}:{password}" for user, password in config.basic_auth)
-    if not secret_matches(presented, accepted):
-        raise SignatureError("Authorization: unknown user or wrong password")
-
-
 def sign(body: bytes, config: ProviderAuth, now: float) -> dict[str, str]:
     if config.mode == "basic":
-        if not config.basic_auth:
-            raise ValueError("signing an inboxroad request in basic mode needs basic_auth")
-        user, password = config.basic_auth[0]
-        token = base64.b64encode(f"{user}:{password}".encode()).decode()
-        return {"Authorization": f"Basic {token}"}
+        return basic_auth_headers(config, NAME)
     if config.mode == "api_key":
         return {config.api_key_header or API_KEY_HEADER: first_secret(config, NAME)}
     return {config.signature_header or SIGNATURE_HEADER: hmac_hex(first_secret(config, NAME), body)}

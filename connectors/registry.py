@@ -5,13 +5,22 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from mailstream.connectors import inboxroad, mailbot, maileroo
+from mailstream.connectors import inboxroad, mailbot, maileroo, postmark, resend
 from mailstream.connectors.base import Provider
 from mailstream.errors import ErrorKind, ParseError
 from mailstream.events import EmailEvent
 
 PROVIDERS: Mapping[str, Provider] = MappingProxyType(
-    {p.name: p for p in (inboxroad.PROVIDER, mailbot.PROVIDER, maileroo.PROVIDER)}
+    {
+        p.name: p
+        for p in (
+            inboxroad.PROVIDER,
+            mailbot.PROVIDER,
+            maileroo.PROVIDER,
+            postmark.PROVIDER,
+            resend.PROVIDER,
+        )
+    }
 )
 
 
