@@ -292,6 +292,28 @@ def lookup_header(headers: Mapping[str, str], name: str) -> str | None:
 
 
 MAX_CREDENTIAL_CHARS = 1024  # far above any signature, API key or basic-auth header
+# Unix seconds have 10 digits until 2286; a longer header is refused before int() reads it
+# (thousands of digits: ValueError; hundreds: OverflowError when compared with a float).
+MAX_TIMESTAMP_DIGITS = 12
+
+
+def fresh_timestamp(
+    headers: Mapping[str, str], header: str, config: ProviderAuth, now: float
+) -> str:
+    """The unix-seconds timestamp a signed request carries in `header`, as sent; SignatureError
+    unless it lies within `max_age_seconds` of `now` either way (a replay, or a clock off)."""
+    timestamp = lookup_header(headers, header)
+    if timestamp is None:
+        raise SignatureError(f"missing {header} header")
+    if len(timestamp) > MAX_TIMESTAMP_DIGITS or not (timestamp.isascii() and timestamp.isdigit()):
+        raise SignatureError(f"{header} must be unix seconds")
+    skew = now - int(timestamp)
+    if abs(skew) > config.max_age_seconds:
+        raise SignatureError(
+            f"{header} is {skew:.0f} s from now, outside the "
+            f"{config.max_age_seconds} s window: a replay, or a clock is off"
+        )
+    return timestamp
 
 
 def presented_credential(

@@ -30,12 +30,12 @@ from mailstream.connectors.base import (
     deterministic_event_id,
     epoch_ms,
     first_secret,
+    fresh_timestamp,
     get_id,
     get_str,
     hmac_hex,
     hmac_matches,
     json_type,
-    lookup_header,
     presented_credential,
     require_mode,
 )
@@ -46,9 +46,6 @@ from mailstream.settings import ProviderAuth
 NAME = "mailbot"
 SIGNATURE_HEADER = "X-Mailbot-Signature"
 TIMESTAMP_HEADER = "X-Mailbot-Timestamp"
-# Unix seconds have 10 digits until 2286; a longer header is refused before int() reads it
-# (thousands of digits: ValueError; hundreds: OverflowError when compared with a float).
-MAX_TIMESTAMP_DIGITS = 12
 
 # seeds/000 "What gets tracked"; message.replied: the "Replied" signal of its scoring rubric.
 EVENT_TYPES: dict[str, EventType] = {
@@ -136,17 +133,7 @@ def verify(body: bytes, headers: Mapping[str, str], config: ProviderAuth, now: f
     signature = presented_credential(headers, header, config, bool(config.secrets), NAME)
     if signature is None:
         return
-    timestamp = lookup_header(headers, TIMESTAMP_HEADER)
-    if timestamp is None:
-        raise SignatureError(f"missing {TIMESTAMP_HEADER} header")
-    if len(timestamp) > MAX_TIMESTAMP_DIGITS or not (timestamp.isascii() and timestamp.isdigit()):
-        raise SignatureError(f"{TIMESTAMP_HEADER} must be unix seconds")
-    skew = now - int(timestamp)
-    if abs(skew) > config.max_age_seconds:
-        raise SignatureError(
-            f"{TIMESTAMP_HEADER} is {skew:.0f} s from now, outside the "
-            f"{config.max_age_seconds} s window: a replay, or a clock is off"
-        )
+    timestamp = fresh_timestamp(headers, TIMESTAMP_HEADER, config, now)
     if not signature.startswith(HMAC_PREFIX):
         raise SignatureError(f"{header} must look like {HMAC_PREFIX}<hex>")
     signed = timestamp.encode() + b"." + body
