@@ -88,11 +88,12 @@ class Workers:
 # --- The consumer group -----------------------------------------------------------------------
 
 
-def group_assignment(settings: Settings) -> dict[str, set[tuple[str, int]]]:
-    """member id -> the (topic, partition)s it owns, as the group coordinator describes it."""
+def group_assignment(settings: Settings, timeout: float) -> dict[str, set[tuple[str, int]]]:
+    """member id -> the (topic, partition)s it owns, as the group coordinator describes it.
+    Raises TimeoutError when the coordinator does not answer within `timeout` seconds."""
     admin = AdminClient(settings.kafka.librdkafka_config())
     future = admin.describe_consumer_groups([settings.app_id])[settings.app_id]
-    description = future.result(timeout=10)
+    description = future.result(timeout=timeout)
     return {
         member.member_id: {(tp.topic, tp.partition) for tp in member.assignment.topic_partitions}
         for member in description.members
@@ -106,7 +107,10 @@ def wait_for_members(
     events = TopicNames(settings.topic_prefix).events
     deadline = time.monotonic() + timeout
     while True:
-        assignment = group_assignment(settings)
+        try:
+            assignment = group_assignment(settings, timeout=5)
+        except TimeoutError:  # on a new broker: the coordinator is creating its offsets topic
+            assignment = {}
         owners = [m for m, tps in assignment.items() if any(topic == events for topic, _ in tps)]
         if len(assignment) == count and len(owners) == count:
             return assignment
