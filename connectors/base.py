@@ -4,6 +4,16 @@ A provider module (mailbot.py, inboxroad.py, maileroo.py) opens with its mapping
 holds pure functions: `normalize(item, received_at)` for one decoded JSON object, `verify`,
 `sign` and `message_id_of`. `WebhookProvider` assembles them into a `Provider`, adding what is
 the same for all: size limit, JSON decoding, batches, and the never-raising `message_key`.
+
+Amazon SNS (SES) asks the receiver to confirm a subscription with a signed request:
+`subscription_request` names the URL to visit, and whether the configuration lets the ingest
+visit it. Its certificate may have to be fetched, so the ingest verifies it off the event loop
+(`verify_blocks`).
+
+Most providers sign the body in headers. A provider that carries its signature inside the body
+(Mailgun) also gives `sign_body`, so `signed` returns the body as it would arrive; its signature
+covers a one-time token rather than the body, so it gives `replay_token_of` too, and the ingest
+refuses a token presented again with another body.
 """
 
 from __future__ import annotations
@@ -12,8 +22,10 @@ import base64
 import binascii
 import hashlib
 import hmac
+import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import orjson
@@ -48,14 +60,52 @@ class Provider(Protocol):
         """Headers that make `body` pass `verify` with `config` (tests, demo, benchmarks)."""
         ...
 
+    def signed(self, body: bytes, config: ProviderAuth, now: float) -> tuple[bytes, dict[str, str]]:
+        """The request that passes `verify`: `body` as the provider would send it (signed
+        inside, for providers that sign there; otherwise unchanged) and its headers."""
+        ...
+
+    def replay_token(self, body: bytes) -> bytes | None:
+        """The one-time token of a verified body whose signature does not cover the body
+        (Mailgun's), which the ingest refuses to see again with another body; None for
+        providers whose signature covers the body. Never raises."""
+        ...
+
     def message_key(self, body: bytes) -> bytes | None:
         """Best-effort message id of the body's first event, for the Kafka key. Never raises."""
+        ...
+
+    @property
+    def verify_blocks(self) -> bool:
+        """Whether `verify` may block (fetch a certificate): the ingest then runs it in a
+        thread."""
+        ...
+
+    def subscription_request(self, body: bytes, config: ProviderAuth) -> SubscriptionRequest | None:
+        """For a verified request asking to confirm a subscription, the URL and how to confirm
+        it; None for every other request."""
+        ...
+
+    def local_auth(self, directory: Path) -> ProviderAuth:
+        """Fresh credentials (new ones at every call) under which `signed` and `verify`
+        agree, for local runs (the demo, tests, benchmarks); files they need (a certificate)
+        are written in `directory`."""
         ...
 
     def sample(self, sample: Sample) -> dict[str, Any] | None:
         """A payload as the provider sends it for `sample`, or None when the provider does not
         report that kind of event (generated campaigns, the demo, benchmarks)."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionRequest:
+    """A verified request asking the receiver to confirm a subscription by visiting `url`.
+    `confirm` visits it (blocking, raising OSError or ValueError); None when the provider's
+    settings say only to log it."""
+
+    url: str
+    confirm: Callable[[], None] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +116,13 @@ class WebhookProvider:
     sign_request: Callable[[bytes, ProviderAuth, float], dict[str, str]]
     message_id_of: Callable[[Item], str | None]
     sample_of: Callable[[Sample], dict[str, Any] | None]
+    sign_body: Callable[[bytes, ProviderAuth, float], bytes] | None = None
+    replay_token_of: Callable[[Item], str | None] | None = None
+    local_auth_of: Callable[[Path], ProviderAuth] | None = None
+    subscription_request_of: Callable[[bytes, ProviderAuth], SubscriptionRequest | None] | None = (
+        None
+    )
+    verify_blocks: bool = False
 
     def parse(self, body: bytes, received_at: int | None = None) -> list[EmailEvent]:
         items = decode_items(body)
@@ -86,6 +143,31 @@ class WebhookProvider:
 
     def sign(self, body: bytes, config: ProviderAuth, now: float) -> dict[str, str]:
         return self.sign_request(body, config, now)
+
+    def signed(self, body: bytes, config: ProviderAuth, now: float) -> tuple[bytes, dict[str, str]]:
+        if self.sign_body is not None:
+            body = self.sign_body(body, config, now)
+        return body, self.sign_request(body, config, now)
+
+    def replay_token(self, body: bytes) -> bytes | None:
+        if self.replay_token_of is None:
+            return None
+        try:
+            document = orjson.loads(body)
+            token = self.replay_token_of(document) if isinstance(document, dict) else None
+            return token.encode() if token else None
+        except Exception:  # like message_key: the ingest asks after verify, and must not fail
+            return None
+
+    def subscription_request(self, body: bytes, config: ProviderAuth) -> SubscriptionRequest | None:
+        if self.subscription_request_of is None:
+            return None
+        return self.subscription_request_of(body, config)
+
+    def local_auth(self, directory: Path) -> ProviderAuth:
+        if self.local_auth_of is not None:
+            return self.local_auth_of(directory)
+        return ProviderAuth(secrets=(secrets.token_urlsafe(24),))
 
     def message_key(self, body: bytes) -> bytes | None:
         try:
@@ -305,12 +387,19 @@ def fresh_timestamp(
     timestamp = lookup_header(headers, header)
     if timestamp is None:
         raise SignatureError(f"missing {header} header")
+    return fresh_seconds(timestamp, header, config, now)
+
+
+def fresh_seconds(timestamp: str, name: str, config: ProviderAuth, now: float) -> str:
+    """`timestamp` (unix seconds as text, named `name` in errors) as given; SignatureError
+    unless it lies within `max_age_seconds` of `now` either way. For timestamps that are not
+    in a header (Mailgun signs inside the body); `fresh_timestamp` reads them from one."""
     if len(timestamp) > MAX_TIMESTAMP_DIGITS or not (timestamp.isascii() and timestamp.isdigit()):
-        raise SignatureError(f"{header} must be unix seconds")
+        raise SignatureError(f"{name} must be unix seconds")
     skew = now - int(timestamp)
     if abs(skew) > config.max_age_seconds:
         raise SignatureError(
-            f"{header} is {skew:.0f} s from now, outside the "
+            f"{name} is {skew:.0f} s from now, outside the "
             f"{config.max_age_seconds} s window: a replay, or a clock is off"
         )
     return timestamp
@@ -322,6 +411,21 @@ def presented_credential(
     """The credential the request carries in `header`, or None when the request may pass
     unchecked (allow_unsigned). Raises SignatureError when neither holds, or when the header
     is longer than MAX_CREDENTIAL_CHARS (before anything decodes it)."""
+    value = lookup_header(headers, header) if configured else None
+    return checked_credential(value, header, f"{header} header", config, configured, provider)
+
+
+def checked_credential(
+    value: str | None,
+    name: str,
+    place: str,
+    config: ProviderAuth,
+    configured: bool,
+    provider: str,
+) -> str | None:
+    """`presented_credential` for a credential already read from wherever the provider puts
+    it (`place` names it in "missing ..."): None when the request may pass unchecked, else
+    the value; SignatureError when neither holds or it is longer than MAX_CREDENTIAL_CHARS."""
     if not configured:
         if config.allow_unsigned:
             return None
@@ -329,13 +433,12 @@ def presented_credential(
             f"no secret configured for {provider}: configure one "
             "(or allow_unsigned, for local testing only)"
         )
-    value = lookup_header(headers, header)
     if value is None:
         if config.allow_unsigned:
             return None
-        raise SignatureError(f"missing {header} header")
+        raise SignatureError(f"missing {place}")
     if len(value) > MAX_CREDENTIAL_CHARS:
-        raise SignatureError(f"{header} is longer than {MAX_CREDENTIAL_CHARS} characters")
+        raise SignatureError(f"{name} is longer than {MAX_CREDENTIAL_CHARS} characters")
     return value
 
 

@@ -18,7 +18,9 @@ on TLS alone.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from mailstream.classify import classify_bounce, extract_status
@@ -241,6 +243,10 @@ def sign(body: bytes, config: ProviderAuth, now: float) -> dict[str, str]:
     return basic_auth_headers(config, NAME)
 
 
+def local_auth(directory: Path) -> ProviderAuth:
+    return ProviderAuth(mode="basic", basic_auth=(("local", secrets.token_urlsafe(24)),))
+
+
 # --- Sample payloads ------------------------------------------------------------------------
 
 SAMPLE_BOUNCES: dict[SampleKind, tuple[str, str, str]] = {
@@ -318,4 +324,6 @@ def sample(event: Sample) -> dict[str, Any] | None:
     return None
 
 
-PROVIDER = WebhookProvider(NAME, normalize, verify, sign, message_id_of, sample)
+PROVIDER = WebhookProvider(
+    NAME, normalize, verify, sign, message_id_of, sample, local_auth_of=local_auth
+)

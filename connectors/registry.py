@@ -5,7 +5,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from mailstream.connectors import inboxroad, mailbot, maileroo, postmark, resend
+from mailstream.connectors import (
+    inboxroad,
+    mailbot,
+    maileroo,
+    mailgun,
+    postmark,
+    resend,
+    sendgrid,
+    ses,
+    sparkpost,
+)
 from mailstream.connectors.base import Provider
 from mailstream.errors import ErrorKind, ParseError
 from mailstream.events import EmailEvent
@@ -17,8 +27,12 @@ PROVIDERS: Mapping[str, Provider] = MappingProxyType(
             inboxroad.PROVIDER,
             mailbot.PROVIDER,
             maileroo.PROVIDER,
+            mailgun.PROVIDER,
             postmark.PROVIDER,
             resend.PROVIDER,
+            sendgrid.PROVIDER,
+            ses.PROVIDER,
+            sparkpost.PROVIDER,
         )
     }
 )

@@ -270,13 +270,23 @@ class ProviderAuth:
     """How one provider's webhooks are authenticated; read from
     `MAILSTREAM_INGEST_<PROVIDER>_<FIELD>` (see `IngestSettings`).
 
-    secrets: accepted HMAC secrets (or API keys in api_key mode); several at once while a
-        secret is rotated. allow_unsigned: accept requests presenting no credential (local
-        testing, or while signing is rolled out); a credential that is presented is still
-        checked when secrets are configured. signature_header / api_key_header: override
+    secrets: accepted HMAC secrets (or API keys in api_key mode, or public keys where a
+        provider signs with a key pair); several at once while a secret is rotated.
+        allow_unsigned: accept requests presenting no credential (local testing, or while
+        signing is rolled out); a credential that is presented is still checked when secrets
+        are configured. signature_header / api_key_header: override
         the provider's header name. max_age_seconds: freshness window of timestamped
         signatures. mode: for providers that offer several schemes ("hmac", "api_key" or
         "basic"). basic_auth: accepted (username, password) pairs for mode "basic".
+        signing_keys: private keys, for providers that sign with a key pair (ECDSA, say)
+        and whose `secrets` are then the public verification keys; only `sign` reads them
+        (tests, the demo, benchmarks), never `verify`, so the ingest needs none.
+        sns_*: Amazon SNS deliveries (Amazon SES), signed by AWS with a certificate.
+        sns_topic_arns: the only topics accepted (a topic of any AWS account is signed by AWS
+        too). sns_certificate_files: PEM certificates trusted without fetching (read once).
+        sns_fetch_certificates: fetch the message's SigningCertURL (https, sns.<region>.
+        amazonaws.com only). sns_confirm_subscriptions: visit the SubscribeURL of a verified
+        SubscriptionConfirmation (otherwise it is only logged).
     """
 
     secrets: tuple[str, ...] = field(default=(), repr=False)
@@ -286,6 +296,11 @@ class ProviderAuth:
     mode: AuthMode = "hmac"
     api_key_header: str | None = None
     basic_auth: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    signing_keys: tuple[str, ...] = field(default=(), repr=False)
+    sns_topic_arns: tuple[str, ...] = ()
+    sns_certificate_files: tuple[str, ...] = ()
+    sns_fetch_certificates: bool = False
+    sns_confirm_subscriptions: bool = False
 
     def __post_init__(self) -> None:
         secrets: object = self.secrets  # typed as a tuple; a caller may still pass one string
@@ -323,6 +338,11 @@ class IngestSettings:
     | MAILSTREAM_INGEST_<PROVIDER>_MODE | hmac | hmac, api_key or basic (Inboxroad offers all) |
     | MAILSTREAM_INGEST_<PROVIDER>_API_KEY_HEADER | the provider's | header carrying the API key |
     | MAILSTREAM_INGEST_<PROVIDER>_BASIC_AUTH | unset | user:password entries for mode basic |
+    | MAILSTREAM_INGEST_<PROVIDER>_SIGNING_KEYS | unset | private keys, only for signing (tests) |
+    | MAILSTREAM_INGEST_SES_SNS_TOPIC_ARNS | unset | accepted SNS topic ARNs (required) |
+    | MAILSTREAM_INGEST_SES_SNS_CERTIFICATE_FILES | unset | trusted SNS signing certificates |
+    | MAILSTREAM_INGEST_SES_SNS_FETCH_CERTIFICATES | false | fetch SigningCertURL from AWS |
+    | MAILSTREAM_INGEST_SES_SNS_CONFIRM_SUBSCRIPTIONS | false | visit verified SubscribeURLs |
     | MAILSTREAM_INGEST_MAX_BODY_BYTES | 1048576 | larger bodies are answered 413 |
     | MAILSTREAM_INGEST_PRODUCE_TIMEOUT_SECONDS | 10 | Kafka write deadline, then 503 |
     | MAILSTREAM_INGEST_READ_TIMEOUT_SECONDS | 10 | for the request headers, then the body |
@@ -366,6 +386,15 @@ class IngestSettings:
         compress (at most 1/255 of it)."""
         return self.max_body_bytes + self.max_body_bytes // 128 + RECORD_OVERHEAD_BYTES
 
+    def to_env(self) -> dict[str, str]:
+        """The MAILSTREAM_INGEST_* variables `from_env` reads back as these settings (values
+        left at their defaults are left out): what a parent hands an ingest process."""
+        prefix = ENV_PREFIX + "INGEST_"
+        env = _fields_env(self, IngestSettings(), prefix)
+        for provider, auth in self.providers.items():
+            env.update(_fields_env(auth, _NO_AUTH, f"{prefix}{provider.upper()}_"))
+        return env
+
     def auth(self, provider: str) -> ProviderAuth:
         """The provider's configured authentication; the refusing default when unset."""
         return self.providers.get(provider, _NO_AUTH)
@@ -386,6 +415,28 @@ class IngestSettings:
             name.lower(): _provider_auth(env, f"{prefix}{name}_") for name in sorted(names)
         }
         return cls(providers=providers, **_read_fields(cls, env, prefix))
+
+
+def _fields_env(values: object, defaults: object, prefix: str) -> dict[str, str]:
+    env = {}
+    for spec in fields(values):  # type: ignore[arg-type]
+        value = getattr(values, spec.name)
+        if isinstance(value, Mapping) or value == getattr(defaults, spec.name):
+            continue
+        env[prefix + spec.name.upper()] = _env_text(prefix + spec.name.upper(), value)
+    return env
+
+
+def _env_text(name: str, value: object) -> str:
+    """The inverse of `_convert`."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple):
+        items = [":".join(item) if isinstance(item, tuple) else str(item) for item in value]
+        if any("," in item or not item.strip() for item in items):
+            raise SettingsError(f"{name}: an item that is empty or holds a comma cannot be listed")
+        return ",".join(items)
+    return str(value)
 
 
 def _provider_auth(env: Mapping[str, str], prefix: str) -> ProviderAuth:

@@ -11,6 +11,13 @@ Content-Encoding 400, a body that does not arrive within the read deadline 408 (
 connection is closed), headers that do not within it a closed connection. A body stored
 within the dedupe window is answered 200 again without a second write. Broker error text
 goes to the log, never to the caller.
+
+A provider whose signature covers a one-time token instead of the body (Mailgun) names the
+token (`Provider.replay_token`); once a body with that token is stored, the token is refused
+(401) on any other body for twice the provider's freshness window (a timestamp may lie that
+far ahead of the clock), so a captured signature cannot carry a forged event. The same body
+again is a retry, answered by the dedupe as any other (with the dedupe off, or after its
+window, a reused token is refused even then: the ingest keeps tokens, not bodies).
 """
 
 from __future__ import annotations
@@ -45,6 +52,9 @@ from mailstream.topics import TopicNames
 RETRY_AFTER_SECONDS = "5"
 READINESS_CACHE_SECONDS = 1.0
 KAFKA_DID_NOT_CONFIRM = "Kafka did not confirm the write; retry later"
+REPLAYED_SIGNATURE = (
+    "the signature's one-time token was already used by a stored request: a replayed signature"
+)
 
 log = logging.getLogger("mailstream.ingest")
 
@@ -152,6 +162,15 @@ class IngestService:
             self.routes, kafka_reachable=lambda: self.producer.unreachable is None
         )
         self.recent = RecentWebhooks(ingest.dedupe_window_seconds, ingest.dedupe_max_entries)
+        # Per provider, the one-time tokens of stored requests, keyed (provider, token).
+        self.used_tokens = {
+            route.provider.name: RecentWebhooks(
+                2 * route.config.max_age_seconds, ingest.dedupe_max_entries
+            )
+            for route in self.routes.values()
+        }
+        # Tokens of bodies being written now, with the writing request's id.
+        self._writing_tokens: dict[WebhookDigest, str] = {}
         # Bodies being written now: a copy arriving meanwhile waits for the outcome.
         self._writing: dict[WebhookDigest, asyncio.Event] = {}
 
@@ -176,13 +195,55 @@ class IngestService:
                 await _answer_and_close(request, response)
             return response
         now = time.time()
+        verify = route.provider.verify
         try:
-            route.provider.verify(body, request.headers, route.config, now)
+            if route.provider.verify_blocks:
+                await asyncio.to_thread(verify, body, request.headers, route.config, now)
+            else:
+                verify(body, request.headers, route.config, now)
         except SignatureError as error:
             return self._refuse(401, error.kind, error.message, request_id)
         if not self.recent.enabled:
-            return await self._store(route, body, request, request_id, now, None)
-        return await self._store_once(route, body, request, request_id, now)
+            response = await self._store(route, body, request, request_id, now, None)
+        else:
+            response = await self._store_once(route, body, request, request_id, now)
+        if response.status == 200:
+            await self._answer_subscription(route, body, request_id)
+        return response
+
+    async def _answer_subscription(self, route: Route, body: bytes, request_id: str) -> None:
+        """A stored request asking to confirm a subscription: confirmed where the provider's
+        settings allow it, logged with its URL either way."""
+        subscription = route.provider.subscription_request(body, route.config)
+        if subscription is None:
+            return
+        name = route.provider.name
+        if subscription.confirm is None:
+            log.warning(
+                "request %s: %s asks to confirm a subscription, not confirmed (the settings "
+                "do not allow it): visit %s to confirm it",
+                request_id,
+                name,
+                subscription.url,
+            )
+            return
+        try:
+            await asyncio.to_thread(subscription.confirm)
+        except (OSError, ValueError) as error:
+            log.error(
+                "request %s: confirming the %s subscription at %s failed: %s",
+                request_id,
+                name,
+                subscription.url,
+                error,
+            )
+        else:
+            log.info(
+                "request %s: confirmed the %s subscription at %s",
+                request_id,
+                name,
+                subscription.url,
+            )
 
     async def _read_body(self, request: web.Request) -> bytes:
         """The body, read within the read deadline; raises RequestRefused. The declared
@@ -245,12 +306,31 @@ class IngestService:
             ("mailstream.request_id", request_id.encode()),
             ("content-type", request.headers.get("Content-Type", "").encode()),
         ]
+        name = route.provider.name
+        token = route.provider.replay_token(body)
+        token_key = (name, token) if token is not None else None
+        if token_key is not None:
+            first = self.used_tokens[name].first_request_id(token_key)
+            first = first or self._writing_tokens.get(token_key)
+            if first is not None:
+                log.warning(
+                    "request %s: refused the one-time token that request %s used", request_id, first
+                )
+                return self._refuse(
+                    401, ErrorKind.INVALID_SIGNATURE, REPLAYED_SIGNATURE, request_id
+                )
+            self._writing_tokens[token_key] = request_id
         try:
             await self._produce(route, body, headers)
         except ProduceError as error:
             return self._kafka_refusal(route, error, request_id)
+        finally:
+            if token_key is not None:
+                del self._writing_tokens[token_key]
         if digest is not None:
             self.recent.remember(digest, request_id)
+        if token_key is not None:
+            self.used_tokens[name].remember(token_key, request_id)
         return self._answer(200, {"status": "stored", "request_id": request_id}, request_id)
 
     async def _produce(self, route: Route, body: bytes, headers: KafkaHeaders) -> None:

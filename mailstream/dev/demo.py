@@ -1,7 +1,8 @@
 """`mailstream demo`: the whole product in a minute, on a local broker.
 
 Starts a broker, creates the topics, starts the worker and the ingest service, posts signed
-webhooks of all three providers that show every rule at work, waits until the published
+webhooks that show every rule at work (and one delivery and open of every other provider,
+each signed its own way), waits until the published
 state equals what the offline twin computes from the same webhooks, prints the recipient
 states and suppressions, and stops everything it started.
 """
@@ -21,9 +22,10 @@ import orjson
 
 from mailstream.codec import codec_for
 from mailstream.connectors import inboxroad, mailbot, maileroo
-from mailstream.connectors.base import HUMAN_AGENT, PROXY_AGENT
+from mailstream.connectors.base import HUMAN_AGENT, PROXY_AGENT, Sample, SampleKind
+from mailstream.connectors.registry import PROVIDERS
 from mailstream.recipient import RecipientState
-from mailstream.settings import KafkaSettings, Settings
+from mailstream.settings import IngestSettings, KafkaSettings, Settings
 from mailstream.streams.operations.processes import service, settings_env
 from mailstream.streams.reader import Records, latest_by_key, read_until
 from mailstream.text import render_table
@@ -31,11 +33,12 @@ from mailstream.topics import TopicNames
 
 T0 = 1_763_900_000_000
 MINUTE = 60_000
-SECRETS = {
-    "mailbot": "demo-mailbot-secret",
-    "maileroo": "demo-maileroo-secret",
-    "inboxroad": "demo-inboxroad-secret",
-}
+
+
+def reader_address(provider: str) -> str:
+    return f"{provider}-reader@example.com"
+
+
 RULES_SHOWN = {
     "alice@example.com": "mailbot: 1st open +5, 3rd open +10, click +15, reply +30",
     "bob@example.com": "Inboxroad bad-mailbox bounce: HARD, suppressed at once",
@@ -44,6 +47,10 @@ RULES_SHOWN = {
     "erin@example.com": "click on an unsubscribe link: suppressed, scores nothing",
     "frank@example.com": "open 2 s after delivery is a machine's; the later one counts",
     "grace@example.com": "only a deferral: a state, no bounce counted",
+    **{
+        reader_address(name): f"{name} webhooks, signed its way: delivered, a human open +5"
+        for name in PROVIDERS
+    },
 }
 STATE_COLUMNS = (
     "recipient",
@@ -144,7 +151,23 @@ def story() -> list[dict[str, Any]]:
             ),
         ),
     ]
-    return [{"provider": provider, "payload": payload} for provider, payload in payloads]
+    shown = {provider for provider, _ in payloads}
+    return [{"provider": provider, "payload": payload} for provider, payload in payloads] + [
+        {"provider": name, "payload": payload}
+        for name in sorted(set(PROVIDERS) - shown)
+        for payload in _delivered_and_opened(name, at(4), at(34))
+    ]
+
+
+def _delivered_and_opened(provider: str, delivered_at: int, opened_at: int) -> list[Any]:
+    """A delivery and a human open of one message, in the provider's own shape."""
+    address, message_id = reader_address(provider), f"{provider}-1@demo"
+    moments: tuple[tuple[SampleKind, int], ...] = (("delivered", delivered_at), ("open", opened_at))
+    samples = [
+        PROVIDERS[provider].sample(Sample(kind, address, message_id, at, f"{provider}-{kind}", ""))
+        for kind, at in moments
+    ]
+    return [payload for payload in samples if payload is not None]
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -158,7 +181,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    from mailstream.connectors.registry import PROVIDERS
     from mailstream.dev.broker import LocalBroker, free_port
     from mailstream.policy import default_policy
     from mailstream.streams.simulate import simulate
@@ -173,12 +195,16 @@ def run(args: argparse.Namespace) -> int:
         broker = LocalBroker(root / "broker")
         stack.callback(broker.stop)
         settings = Settings(
-            kafka=KafkaSettings(bootstrap_servers=broker.start()), data_dir=root / "data"
+            kafka=KafkaSettings(bootstrap_servers=broker.start()),
+            data_dir=root / "data",
+            ingest=IngestSettings(
+                providers={name: p.local_auth(root) for name, p in PROVIDERS.items()}
+            ),
         )
         print(f"   broker at {settings.kafka.bootstrap_servers}")
         print("2. creating topics")
         create_topics(settings, topic_specs(settings, PROVIDERS))
-        env = _service_env(settings)
+        env = settings_env(settings)
         port = args.port or free_port()
         print("3. starting the worker and the ingest service", flush=True)
         stack.enter_context(service(["worker", "--without-web"], env, root / "worker.log"))
@@ -187,7 +213,7 @@ def run(args: argparse.Namespace) -> int:
         _wait_http(f"{base}/readyz", 60)
         envelopes = story()
         print(f"4. posting {len(envelopes)} signed webhooks, a forged one and a malformed one")
-        _post_story(base, envelopes)
+        _post_story(base, envelopes, settings.ingest)
         expected = simulate(envelopes, default_policy())
         print("5. waiting for the published state to equal the offline twin (mailstream simulate)")
         try:
@@ -224,13 +250,6 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _service_env(settings: Settings) -> dict[str, str]:
-    env = settings_env(settings)
-    for provider, secret in SECRETS.items():
-        env[f"MAILSTREAM_INGEST_{provider.upper()}_SECRETS"] = secret
-    return env
-
-
 def _wait_http(url: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while True:
@@ -256,30 +275,23 @@ def _post(url: str, body: bytes, headers: dict[str, str]) -> int:
         return int(error.code)
 
 
-def _post_story(base: str, envelopes: list[dict[str, Any]]) -> None:
-    from mailstream.connectors.registry import get_provider
-    from mailstream.settings import ProviderAuth
-
+def _post_story(base: str, envelopes: list[dict[str, Any]], ingest: IngestSettings) -> None:
     for envelope in envelopes:
-        provider = get_provider(envelope["provider"])
-        body = orjson.dumps(envelope["payload"])
-        headers = provider.sign(
-            body, ProviderAuth(secrets=(SECRETS[envelope["provider"]],)), time.time()
+        name = envelope["provider"]
+        body, headers = PROVIDERS[name].signed(
+            orjson.dumps(envelope["payload"]), ingest.auth(name), time.time()
         )
-        status = _post(f"{base}/webhooks/{envelope['provider']}", body, headers)
+        status = _post(f"{base}/webhooks/{name}", body, headers)
         if status != 200:
-            raise SystemExit(f"ingest answered {status} to a valid {envelope['provider']} webhook")
+            raise SystemExit(f"ingest answered {status} to a valid {name} webhook")
     forged = _post(
         f"{base}/webhooks/maileroo",
         b'{"event_type":"delivered"}',
         {"X-Maileroo-Signature": "00" * 32},
     )
     print(f"   forged maileroo webhook: HTTP {forged} (refused, nothing stored)")
-    maileroo_provider = get_provider("maileroo")
     malformed = b'{"event_type": "delivered", "event_data": '
-    headers = maileroo_provider.sign(
-        malformed, ProviderAuth(secrets=(SECRETS["maileroo"],)), time.time()
-    )
+    headers = PROVIDERS["maileroo"].sign(malformed, ingest.auth("maileroo"), time.time())
     status = _post(f"{base}/webhooks/maileroo", malformed, headers)
     print(
         f"   signed but malformed maileroo webhook: HTTP {status} "

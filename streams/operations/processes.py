@@ -71,6 +71,7 @@ def settings_env(settings: object, base: dict[str, str] | None = None) -> dict[s
             "MAILSTREAM_PRODUCER_LINGER_MS": str(settings.producer_linger_ms),
         }
     )
+    env.update(settings.ingest.to_env())
     if settings.schema_registry_url is not None:
         env["MAILSTREAM_SCHEMA_REGISTRY_URL"] = settings.schema_registry_url
     if settings.log_level is not None:

@@ -22,7 +22,7 @@ from mailstream.codec import AvroCodec, codec_for
 from mailstream.connectors.base import MAX_BODY_BYTES, Provider
 from mailstream.errors import ParseError, SignatureError
 from mailstream.events import EMAIL_EVENT_FIELDS, EventType
-from mailstream.settings import ProviderAuth
+from mailstream.settings import IngestSettings, ProviderAuth
 
 PAYLOADS = Path(__file__).parent.parent / "payloads"
 NOW = 1_772_446_500.0
@@ -116,6 +116,20 @@ class ProviderContract:
         body = self.body()
         headers = self.provider.sign(body, self.config(), NOW)
         self.provider.verify(body, headers, self.config(), NOW)
+
+    def test_local_credentials_sign_and_verify_through_the_environment(
+        self, tmp_path: Path
+    ) -> None:
+        """What the demo, the benchmarks and the integration tests configure: the local
+        credentials survive the MAILSTREAM_INGEST_* round trip, and a request signed with them
+        is accepted, and refused under the next call's fresh credentials."""
+        auth = self.provider.local_auth(tmp_path)
+        ingest = IngestSettings(providers={self.provider.name: auth})
+        assert IngestSettings.from_env(ingest.to_env()) == ingest
+        body, headers = self.provider.signed(self.body(), auth, NOW)
+        self.provider.verify(body, headers, auth, NOW)
+        with pytest.raises(SignatureError):
+            self.provider.verify(body, headers, self.provider.local_auth(tmp_path), NOW)
 
     def test_header_names_are_case_insensitive(self) -> None:
         body = self.body()

@@ -38,7 +38,7 @@ def test_every_provider_has_a_contract_test_class_and_golden_payloads() -> None:
 
 def test_get_provider_of_an_unknown_name_is_a_typed_error() -> None:
     with pytest.raises(ParseError) as error:
-        registry.get_provider("sendgrid")
+        registry.get_provider("sendgird")
     assert error.value.kind == "unknown_provider"
     assert ", ".join(sorted(registry.PROVIDERS)) in error.value.message
 

@@ -165,7 +165,7 @@ async def test_every_answer_is_counted_by_the_middleware(
     served: tuple[Client, FakeWrites],
 ) -> None:
     client, _ = served
-    assert (await client.post("/webhooks/sendgrid", data=b"{}")).status == 404
+    assert (await client.post("/webhooks/nosuchprovider", data=b"{}")).status == 404
     assert (await client.get("/webhooks/mailbot")).status == 405
     assert (await client.get("/healthz")).status == 200
     assert (await client.get("/no-such-page")).status == 404

@@ -67,7 +67,7 @@ def test_batch_from_stdin(
         ("maileroo", b"{not json", "invalid_json: body is not JSON"),
         ("maileroo", b"\xff\xfe", "not_utf8: body is not UTF-8"),
         ("maileroo", b'{"event_type": "opened"}', "missing_field: "),
-        ("sendgrid", b"{}", "unknown_provider: no provider 'sendgrid'"),
+        ("nosuchprovider", b"{}", "unknown_provider: no provider 'nosuchprovider'"),
     ],
 )
 def test_bad_input_exits_2_with_the_reason(

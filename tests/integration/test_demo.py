@@ -7,6 +7,9 @@ import sys
 
 import pytest
 
+from mailstream.connectors.registry import PROVIDERS
+from mailstream.dev.demo import reader_address
+
 pytestmark = pytest.mark.kafka
 
 
@@ -23,7 +26,7 @@ def test_demo_shows_every_rule_and_stops_what_it_started() -> None:
     lines = {
         line.split()[0]: line.split()
         for line in states_table.splitlines()
-        if "@example.com" in line[:20]
+        if line.split() and line.split()[0].endswith("@example.com")
     }
     assert lines["alice@example.com"][1:4] == ["ACTIVE", "None", "60"]
     assert lines["bob@example.com"][1:3] == ["SUPPRESSED", "HARD_BOUNCE"]
@@ -32,6 +35,8 @@ def test_demo_shows_every_rule_and_stops_what_it_started() -> None:
     assert lines["erin@example.com"][1:3] == ["SUPPRESSED", "UNSUBSCRIBE"]
     assert lines["frank@example.com"][1:7] == ["ACTIVE", "None", "5", "1", "1", "1"]
     assert lines["grace@example.com"][1:4] == ["ACTIVE", "None", "0"]
+    for provider in sorted(set(PROVIDERS) - {"mailbot", "maileroo", "inboxroad"}):
+        assert lines[reader_address(provider)][1:7] == ["ACTIVE", "None", "5", "1", "1", "0"]
     assert "forged maileroo webhook: HTTP 401" in result.stdout
     assert "Dead letters (email.events.dlq): 1" in result.stdout
     assert "invalid_json" in result.stdout

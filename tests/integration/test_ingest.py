@@ -32,6 +32,7 @@ from confluent_kafka import (
 )
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from mailstream.connectors.base import Sample
 from mailstream.connectors.ingest.app import create_app
 from mailstream.connectors.registry import PROVIDERS
 from mailstream.dev.broker import LocalBroker, free_port
@@ -208,6 +209,53 @@ async def test_a_signed_webhook_lands_byte_for_byte_with_key_and_headers(
     assert before <= int(headers["mailstream.received_at"]) <= int(time.time() * 1000)
 
 
+# Providers whose signatures carry a time, checked against a freshness window.
+TIMESTAMPED = frozenset({"mailbot", "mailgun", "resend", "sendgrid", "ses"})
+
+
+@pytest.mark.parametrize("provider", sorted(PROVIDERS))
+async def test_every_provider_refuses_forged_stale_and_unsigned_and_stores_the_signed(
+    settings: Settings, provider: str, tmp_path: Path
+) -> None:
+    """Each provider's own scheme, through the real ingest with its local credentials: a
+    delivery in the provider's shape signed under other credentials, signed too long ago
+    (where the scheme has a time), or unsigned is refused 401 with nothing stored; signed
+    properly, it is stored byte for byte."""
+    webhook = PROVIDERS[provider]
+    auth = webhook.local_auth(tmp_path)
+    configured = replace(
+        settings, ingest=IngestSettings(providers={provider: auth}, dedupe_window_seconds=0)
+    )
+    topic = TopicNames(configured.topic_prefix).raw(provider)
+    create_topics(configured, [s for s in topic_specs(configured, PROVIDERS) if s.name == topic])
+    delivered = Sample(
+        "delivered", "lead@example.com", "m-1@example.com", 1_795_000_000_000, "e-1", ""
+    )
+    sample = orjson.dumps(webhook.sample(delivered))
+    now = time.time()
+    refused = {
+        "forged": webhook.signed(sample, webhook.local_auth(tmp_path), now),
+        "unsigned": (sample, {}),
+    }
+    stale = webhook.signed(sample, auth, now - 2 * auth.max_age_seconds - 60)
+    async with serving(configured) as client:
+        if provider in TIMESTAMPED:
+            refused["stale"] = stale
+        else:  # nothing dates the request: only the dedupe window stops a replay
+            response = await client.post(f"/webhooks/{provider}", data=stale[0], headers=stale[1])
+            assert response.status == 200, await response.text()
+        stored_before = total_records(configured, [topic])
+        for case, (body, headers) in refused.items():
+            response = await client.post(f"/webhooks/{provider}", data=body, headers=headers)
+            assert response.status == 401, f"{case}: {await response.text()}"
+            assert (await response.json())["error"] == "invalid_signature"
+        assert total_records(configured, [topic]) == stored_before
+        body, headers = webhook.signed(sample, auth, time.time())
+        response = await client.post(f"/webhooks/{provider}", data=body, headers=headers)
+        assert response.status == 200, await response.text()
+    assert read_topic(configured, topic)[-1].value() == body
+
+
 async def test_a_previous_secret_is_accepted_while_it_is_rotated(
     client: Client, ingest_settings: Settings
 ) -> None:
@@ -273,7 +321,7 @@ def oversized_chunked(settings: Settings) -> Request:
 
 
 def unknown_provider(_settings: Settings) -> Request:
-    return "/webhooks/sendgrid", b"{}", {}
+    return "/webhooks/nosuchprovider", b"{}", {}
 
 
 @pytest.mark.parametrize(

@@ -158,7 +158,7 @@ def test_bad_envelopes_are_reported_by_line_and_the_rest_is_processed(
         envelope_lines()[4],
         "{not json",
         "",
-        '{"provider": "sendgrid", "payload": {}}',
+        '{"provider": "nosuchprovider", "payload": {}}',
         '{"payload": {}}',
         orjson.dumps(maileroo("opened", "mr-lost", 1710545640, user_agent=HUMAN_UA)).decode(),
         '{"provider": "inboxroad", "payload": "[1, 2]", "received_at": "yesterday"}',
