@@ -35,6 +35,7 @@ from mailstream.settings import KAFKA_LOGGER
 COMMANDS: tuple[str, ...] = (
     "mailstream.dev.cli",
     "mailstream.streams.operations.topics",
+    "mailstream.streams.operations.schemas",
     "mailstream.streams.simulate",
     "mailstream.streams.cli",
     "mailstream.dev.demo",

@@ -14,6 +14,8 @@ so is the fingerprint: the Parsing Canonical Form drops logical types anyway.
 from __future__ import annotations
 
 import json
+import logging
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
 from io import BytesIO
@@ -24,6 +26,9 @@ from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 from mailstream.errors import DecodeError, ErrorKind, MailstreamError
 from mailstream.schemas import history_versions, load_schema
+from mailstream.settings import SchemaRegistrySettings, Settings
+
+log = logging.getLogger("mailstream.codec")
 
 if TYPE_CHECKING:
     from confluent_kafka.schema_registry import SchemaRegistryClient
@@ -134,13 +139,23 @@ class ConfluentCodec(AvroCodec):
         auto_register: bool = True,
     ) -> None:
         from confluent_kafka.schema_registry import Schema
+        from confluent_kafka.schema_registry.error import SchemaRegistryError
 
         registered = Schema(json.dumps(schema), "AVRO")
         schema_id: int | None
         if auto_register:
-            schema_id = client.register_schema(subject, registered)
+            schema_id = register(client, subject, schema)
         else:
-            schema_id = client.lookup_schema(subject, registered).schema_id
+            try:
+                schema_id = client.lookup_schema(subject, registered).schema_id
+            except SchemaRegistryError as error:
+                if error.http_status_code != 404:
+                    raise
+                raise MailstreamError(
+                    f"{record_full_name(schema)} is not registered under subject {subject} and "
+                    "auto-registration is off: run `mailstream schemas register`",
+                    ErrorKind.UNKNOWN_SCHEMA,
+                ) from None
         if schema_id is None:
             raise MailstreamError(
                 f"the registry has no id for subject {subject}", ErrorKind.UNKNOWN_SCHEMA
@@ -177,6 +192,86 @@ class ConfluentCodec(AvroCodec):
         if found.schema_str is None:
             raise DecodeError(ErrorKind.UNKNOWN_SCHEMA, f"schema id {schema_id} has no text")
         return _parse_for_hot_path(json.loads(found.schema_str))
+
+
+COMPATIBILITY = "BACKWARD"  # consumers on a new schema read what older producers wrote
+
+
+def register(client: SchemaRegistryClient, subject: str, schema: Mapping[str, Any]) -> int:
+    """Register `schema` under `subject` (an existing identical version keeps its id) and keep
+    the subject BACKWARD-compatible, so the registry refuses an incompatible next version
+    (registries default to anything from NONE to BACKWARD)."""
+    from confluent_kafka.schema_registry import ConfigCompatibilityLevel, Schema, ServerConfig
+
+    schema_id = client.register_schema(subject, Schema(json.dumps(schema), "AVRO"))
+    level = ConfigCompatibilityLevel(COMPATIBILITY)
+    client.set_config(subject, ServerConfig(compatibility=level))
+    return schema_id
+
+
+def subject_of(settings: Settings, schema_name: str) -> str:
+    """The topic prefix and the record's full name, e.g. staging.mailstream.v1.EmailEvent."""
+    return f"{settings.topic_prefix}{record_full_name(load_schema(schema_name))}"
+
+
+def registry_client(registry: SchemaRegistrySettings) -> SchemaRegistryClient:
+    """One client per registry configuration in a process: its caches are shared."""
+    client = _CLIENTS.get(registry)
+    if client is None:
+        from confluent_kafka.schema_registry import SchemaRegistryClient
+
+        client = _CLIENTS[registry] = SchemaRegistryClient(registry.client_config())
+    return client
+
+
+_CLIENTS: dict[SchemaRegistrySettings, SchemaRegistryClient] = {}
+
+
+def service_codec(settings: Settings, schema_name: str) -> AvroCodec:
+    """The codec the services and operator commands use: single-object encoding, or with
+    `MAILSTREAM_SCHEMA_REGISTRY_URL` the Confluent framing under `subject_of`. An unreachable
+    registry (or one answering 5xx) is retried, with a warning each time, for
+    `startup_timeout_seconds`; then a RegistryUnavailable error says where it looked."""
+    registry = settings.schema_registry
+    if registry.url is None:
+        return codec_for(schema_name)
+    from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+    deadline = time.monotonic() + registry.startup_timeout_seconds
+    pause = 0.5
+    while True:
+        try:
+            return codec_for(
+                schema_name,
+                registry_client=registry_client(registry),
+                subject=subject_of(settings, schema_name),
+                auto_register=registry.auto_register,
+            )
+        except SchemaRegistryError as error:
+            if error.http_status_code is None or error.http_status_code < 500:
+                raise MailstreamError(
+                    f"the schema registry at {registry.url} refused {schema_name}: {error}",
+                    ErrorKind.REGISTRY_REFUSED,
+                ) from None
+            failure: Exception = error
+        except MailstreamError:
+            raise
+        except Exception as error:  # the client's transport errors: connection refused, TLS
+            failure = error
+        if time.monotonic() + pause > deadline:
+            raise RegistryUnavailable(
+                f"the schema registry at {registry.url} did not answer within "
+                f"{registry.startup_timeout_seconds:g} s: {failure}"
+            ) from None
+        log.warning(
+            "the schema registry at %s: %s; retrying in %.1f s", registry.url, failure, pause
+        )
+        time.sleep(pause)
+        pause = min(pause * 2, 10.0)
+
+
+class RegistryUnavailable(MailstreamError):
+    default_kind = ErrorKind.REGISTRY_UNAVAILABLE
 
 
 def codec_for(

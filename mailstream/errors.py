@@ -43,6 +43,9 @@ class ErrorKind(enum.StrEnum):
     INVALID_TIME = "invalid_time"
     INVALID_QUERY = "invalid_query"  # a query parameter of the worker's web server
     BROKER_FAILED = "broker_failed"
+    REGISTRY_FAILED = "registry_failed"  # the local schema registry (mailstream registry)
+    REGISTRY_UNAVAILABLE = "registry_unavailable"  # the configured schema registry
+    REGISTRY_REFUSED = "registry_refused"  # a schema it refused (incompatible, unauthorized)
     REPLAY_FAILED = "replay_failed"
     ADMIN_FAILED = "admin_failed"  # a topic or consumer-group operation
 

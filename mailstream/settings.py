@@ -147,6 +147,68 @@ class KafkaSettings:
 
 
 @dataclass(frozen=True)
+class SchemaRegistrySettings:
+    """The schema registry (Confluent wire format), read from `MAILSTREAM_SCHEMA_REGISTRY_*`.
+    Without a URL the services use Avro single-object encoding and no registry.
+
+    | variable | default | meaning |
+    |---|---|---|
+    | MAILSTREAM_SCHEMA_REGISTRY_URL | unset | the registry's Confluent-compatible API |
+    | ..._BASIC_AUTH | unset | `user:password` (Confluent Cloud: key:secret) |
+    | ..._BEARER_TOKEN | unset | sent as `Authorization: Bearer <token>` |
+    | ..._CA_FILE | system trust | CA bundle for an https registry |
+    | ..._AUTO_REGISTER | true | false: only look up (`mailstream schemas register` registers) |
+    | ..._STARTUP_TIMEOUT_SECONDS | 120 | how long an unreachable registry is retried at start |
+
+    Subjects are the topic prefix and the record's full name (`staging.mailstream.v1.Suppression`),
+    so environments sharing a registry never share subjects; each gets BACKWARD compatibility.
+    """
+
+    url: str | None = None
+    basic_auth: str | None = field(default=None, repr=False)
+    bearer_token: str | None = field(default=None, repr=False)
+    ca_file: Path | None = None
+    auto_register: bool = True
+    startup_timeout_seconds: float = 120.0
+
+    def __post_init__(self) -> None:
+        if self.basic_auth is not None and ":" not in self.basic_auth:
+            raise SettingsError(f"{ENV_PREFIX}SCHEMA_REGISTRY_BASIC_AUTH: expected user:password")
+        if self.basic_auth is not None and self.bearer_token is not None:
+            raise SettingsError(
+                f"{ENV_PREFIX}SCHEMA_REGISTRY_BASIC_AUTH and _BEARER_TOKEN: configure one"
+            )
+        if self.startup_timeout_seconds < 0:
+            raise SettingsError(
+                f"{ENV_PREFIX}SCHEMA_REGISTRY_STARTUP_TIMEOUT_SECONDS: expected >= 0"
+            )
+
+    def to_env(self) -> dict[str, str]:
+        """The variables `Settings.from_env` reads back as these settings."""
+        return _fields_env(self, SchemaRegistrySettings(), ENV_PREFIX + "SCHEMA_REGISTRY_")
+
+    def client_config(self) -> dict[str, Any]:
+        """confluent-kafka's SchemaRegistryClient configuration."""
+        config: dict[str, Any] = {"url": self.url}
+        if self.basic_auth is not None:
+            config["basic.auth.user.info"] = self.basic_auth
+        if self.bearer_token is not None:
+            token = self.bearer_token
+            # STATIC_TOKEN would need a Confluent Cloud logical cluster; any registry takes this.
+            config |= {
+                "bearer.auth.credentials.source": "CUSTOM",
+                "bearer.auth.custom.provider.function": lambda _config: {
+                    "bearer.auth.token": token,
+                    "bearer.auth.logical.cluster": "",
+                },
+                "bearer.auth.custom.provider.config": {},
+            }
+        if self.ca_file is not None:
+            config["ssl.ca.location"] = str(self.ca_file)
+        return config
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the services read at start-up.
 
@@ -159,7 +221,7 @@ class Settings:
     | MAILSTREAM_STORE | memory:// | Faust table store; rocksdb:// keeps tables on disk |
     | MAILSTREAM_DATA_DIR | ./var | worker data (RocksDB tables) |
     | MAILSTREAM_POLICY_FILE | unset | YAML overriding the default scoring/suppression policy |
-    | MAILSTREAM_SCHEMA_REGISTRY_URL | unset | use the Confluent wire format with this registry |
+    | MAILSTREAM_SCHEMA_REGISTRY_* | see `SchemaRegistrySettings` | Confluent wire format |
     | MAILSTREAM_WEB_HOST / MAILSTREAM_WEB_PORT | 127.0.0.1 / 6066 | worker web server |
     | MAILSTREAM_WEB_TOKEN | unset | when set, queries need `Authorization: Bearer <token>` |
     | MAILSTREAM_SWEEP_INTERVAL_SECONDS | 3600 | inactivity sweep period; 0 disables it |
@@ -176,7 +238,7 @@ class Settings:
     store: str = "memory://"
     data_dir: Path = Path("var")
     policy_file: Path | None = None
-    schema_registry_url: str | None = None
+    schema_registry: SchemaRegistrySettings = field(default_factory=SchemaRegistrySettings)
     web_host: str = "127.0.0.1"
     web_port: int = 6066
     web_token: str | None = field(default=None, repr=False)
@@ -202,8 +264,12 @@ class Settings:
         if "bootstrap_servers" not in kafka_values and env.get("KAFKA_BOOTSTRAP_SERVERS"):
             kafka_values["bootstrap_servers"] = env["KAFKA_BOOTSTRAP_SERVERS"]
         values = _read_fields(cls, env, ENV_PREFIX)
+        registry = _read_fields(SchemaRegistrySettings, env, ENV_PREFIX + "SCHEMA_REGISTRY_")
         return cls(
-            kafka=KafkaSettings(**kafka_values), ingest=IngestSettings.from_env(env), **values
+            kafka=KafkaSettings(**kafka_values),
+            schema_registry=SchemaRegistrySettings(**registry),
+            ingest=IngestSettings.from_env(env),
+            **values,
         )
 
 

@@ -16,7 +16,7 @@ from typing import Any, cast
 import faust
 from faust.types import StreamT, TableT, TopicT
 
-from mailstream.codec import codec_for
+from mailstream.codec import service_codec
 from mailstream.connectors.registry import PROVIDERS
 from mailstream.policy import Policy
 from mailstream.settings import Settings
@@ -129,7 +129,7 @@ def create_app(settings: Settings, policy: Policy, *, web_enabled: bool = True) 
             app,
             recipients,
             raw_topic(app, names.commands),
-            codec_for("operator_command", settings.schema_registry_url),
+            service_codec(settings, "operator_command"),
             policy,
             settings.sweep_interval_seconds,
         )

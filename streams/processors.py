@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mailstream.codec import codec_for
+from mailstream.codec import service_codec
 from mailstream.connectors.registry import PROVIDERS
 from mailstream.policy import Policy
 from mailstream.settings import Settings
@@ -22,9 +22,8 @@ class Processors:
 
 def build_processors(settings: Settings, policy: Policy) -> Processors:
     names = TopicNames(settings.topic_prefix)
-    registry = settings.schema_registry_url
-    event_codec = codec_for("email_event", registry)
-    dead_letter_codec = codec_for("dead_letter", registry)
+    event_codec = service_codec(settings, "email_event")
+    dead_letter_codec = service_codec(settings, "dead_letter")
     normalizer = Normalizer(
         names,
         {names.raw(provider): provider for provider in PROVIDERS},
@@ -36,9 +35,9 @@ def build_processors(settings: Settings, policy: Policy) -> Processors:
         names,
         policy,
         event_codec,
-        codec_for("recipient_state", registry),
-        codec_for("suppression", registry),
-        codec_for("operator_command", registry),
+        service_codec(settings, "recipient_state"),
+        service_codec(settings, "suppression"),
+        service_codec(settings, "operator_command"),
         dead_letter_codec,
         settings.partitions,
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -48,7 +49,7 @@ class SuppressionList:
     ) -> None:
         """`source`: the project's Settings (topic prefix, security, registry included) or a
         bootstrap address for a PLAINTEXT cluster; `topic` overrides `email.suppressions`."""
-        from mailstream.codec import codec_for
+        from mailstream.codec import service_codec
         from mailstream.streams.reader import throwaway_consumer
 
         settings = (
@@ -57,7 +58,10 @@ class SuppressionList:
             else Settings(kafka=KafkaSettings(bootstrap_servers=source))
         )
         self.topic = topic or TopicNames(settings.topic_prefix).suppressions
-        self._codec = codec_for("suppression", registry_url or settings.schema_registry_url)
+        if registry_url is not None:
+            registry = replace(settings.schema_registry, url=registry_url)
+            settings = replace(settings, schema_registry=registry)
+        self._codec = service_codec(settings, "suppression")
         self._poll_seconds = poll_seconds
         self._consumer: Consumer = throwaway_consumer(
             settings, "suppression-list", **{"enable.partition.eof": True}

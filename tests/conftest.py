@@ -1,5 +1,5 @@
-"""Shared fixtures: one real Kafka cluster for the whole test session, and per test its own
-settings and topics."""
+"""Shared fixtures: one real Kafka cluster for the whole test session (and one real schema
+registry, started when a test first asks for it), and per test its own settings and topics."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 
 from mailstream.connectors.registry import PROVIDERS
 from mailstream.dev.provision import Cluster, provision_cluster
+from mailstream.dev.schema_registry import LocalRegistry
 from mailstream.settings import KafkaSettings, Settings
 from mailstream.streams.operations.processes import settings_env
 from mailstream.topics import TopicNames, create_topics, topic_specs
@@ -25,6 +26,21 @@ def kafka_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]
 @pytest.fixture(scope="session")
 def kafka_bootstrap(kafka_cluster: Cluster) -> str:
     return kafka_cluster.bootstrap_servers
+
+
+@pytest.fixture(scope="session")
+def schema_registry_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`SCHEMA_REGISTRY_URL` (a registry's Confluent-compatible API), or the local Apicurio
+    registry (`mailstream registry`), built from Maven Central on first use."""
+    external = os.environ.get("SCHEMA_REGISTRY_URL")
+    if external:
+        yield external
+        return
+    registry = LocalRegistry(tmp_path_factory.mktemp("registry"))
+    try:
+        yield registry.start()
+    finally:
+        registry.stop()
 
 
 @pytest.fixture

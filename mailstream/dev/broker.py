@@ -98,7 +98,7 @@ class LocalBroker:
             pid = int((self.directory / "broker.pid").read_text())
         except (FileNotFoundError, ValueError):
             return None
-        return pid if _alive(pid) else None
+        return pid if process_alive(pid) else None
 
     def start(self, timeout: float = 90.0) -> str:
         if self.pid() is not None:
@@ -182,7 +182,7 @@ class LocalBroker:
                 return False
             self._process = None
             return True
-        return _wait_exit(pid, timeout)
+        return wait_for_exit(pid, timeout)
 
     def purge(self) -> None:
         self.stop()
@@ -267,7 +267,7 @@ def _cluster_id() -> str:
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -281,7 +281,7 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def _wait_exit(pid: int, timeout: float) -> bool:
+def wait_for_exit(pid: int, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -290,7 +290,7 @@ def _wait_exit(pid: int, timeout: float) -> bool:
                 return True
         except ChildProcessError:
             pass
-        if not _alive(pid):
+        if not process_alive(pid):
             return True
         time.sleep(0.1)
     return False

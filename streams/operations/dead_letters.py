@@ -238,9 +238,9 @@ def list_row(letter: DeadLetter, ledger: Mapping[str, Any]) -> list[str]:
 
 def read_dead_letters(settings: Settings, topic: str, errors: TextIO) -> Iterator[DeadLetter]:
     """The dead letters of `topic` up to its current end, one at a time."""
-    from mailstream.codec import codec_for
+    from mailstream.codec import service_codec
 
-    codec = codec_for("dead_letter", settings.schema_registry_url)
+    codec = service_codec(settings, "dead_letter")
     for record in iterate_to_end(settings, topic):
         try:
             decoded = codec.decode(record.value or b"")

@@ -72,8 +72,7 @@ def settings_env(settings: object, base: dict[str, str] | None = None) -> dict[s
         }
     )
     env.update(settings.ingest.to_env())
-    if settings.schema_registry_url is not None:
-        env["MAILSTREAM_SCHEMA_REGISTRY_URL"] = settings.schema_registry_url
+    env.update(settings.schema_registry.to_env())
     if settings.log_level is not None:
         env["MAILSTREAM_LOG_LEVEL"] = settings.log_level
     if settings.web_token is not None:

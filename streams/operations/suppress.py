@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from confluent_kafka import Consumer
 
+    from mailstream.codec import AvroCodec
     from mailstream.commands import OperatorCommand
     from mailstream.topics import TopicNames
 
@@ -81,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
 def send_and_confirm(command: OperatorCommand, wait: float) -> int:
     from confluent_kafka import Producer, TopicPartition
 
-    from mailstream.codec import codec_for
+    from mailstream.codec import service_codec
     from mailstream.settings import Settings
     from mailstream.streams.reader import throwaway_consumer, watermark_offsets
     from mailstream.topics import TopicNames
@@ -106,9 +107,7 @@ def send_and_confirm(command: OperatorCommand, wait: float) -> int:
         # murmur2 like Faust's producer: the command lands on the partition of the
         # recipient's events
         producer = Producer({**config, "enable.idempotence": True, "partitioner": "murmur2_random"})
-        record = codec_for("operator_command", settings.schema_registry_url).encode(
-            command.to_record()
-        )
+        record = service_codec(settings, "operator_command").encode(command.to_record())
         producer.produce(
             names.commands,
             key=command.recipient.encode(),
@@ -119,15 +118,19 @@ def send_and_confirm(command: OperatorCommand, wait: float) -> int:
             print("mailstream suppress: Kafka did not acknowledge the command", file=sys.stderr)
             return 1
         print(f"command {command.command_id} sent: {command.action.value} {command.recipient}")
-        return _await_outcome(consumer, names, command.command_id, wait) if wait > 0 else 0
+        dead_letters = service_codec(settings, "dead_letter")
+        return (
+            _await_outcome(consumer, names, dead_letters, command.command_id, wait)
+            if wait > 0
+            else 0
+        )
     finally:
         consumer.close()
 
 
-def _await_outcome(consumer: Consumer, names: TopicNames, command_id: str, wait: float) -> int:
-    from mailstream.codec import codec_for
-
-    dead_letters = codec_for("dead_letter")
+def _await_outcome(
+    consumer: Consumer, names: TopicNames, dead_letters: AvroCodec, command_id: str, wait: float
+) -> int:
     marker = command_id.encode()
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:

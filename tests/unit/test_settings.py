@@ -1,11 +1,15 @@
 from __future__ import annotations
 
+import http.server
 import logging
+import threading
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from confluent_kafka.schema_registry import SchemaRegistryClient
 
-from mailstream.settings import KafkaSettings, Settings, SettingsError
+from mailstream.settings import KafkaSettings, SchemaRegistrySettings, Settings, SettingsError
 
 
 def test_defaults_point_at_a_local_plaintext_broker() -> None:
@@ -94,3 +98,85 @@ def test_the_log_level_is_one_setting_for_every_service() -> None:
     assert chosen.service_log_level("info") == "DEBUG"
     with pytest.raises(SettingsError, match="MAILSTREAM_LOG_LEVEL='loud'"):
         Settings.from_env({"MAILSTREAM_LOG_LEVEL": "loud"})
+
+
+REGISTRY_ENV = {
+    "MAILSTREAM_SCHEMA_REGISTRY_URL": "https://registry.example:8081",
+    "MAILSTREAM_SCHEMA_REGISTRY_BASIC_AUTH": "key:s3cret",
+    "MAILSTREAM_SCHEMA_REGISTRY_CA_FILE": "/etc/ssl/registry-ca.pem",
+    "MAILSTREAM_SCHEMA_REGISTRY_AUTO_REGISTER": "false",
+    "MAILSTREAM_SCHEMA_REGISTRY_STARTUP_TIMEOUT_SECONDS": "30",
+}
+
+
+def test_schema_registry_settings_round_trip_and_hide_their_credentials() -> None:
+    registry = Settings.from_env(REGISTRY_ENV).schema_registry
+    assert registry == SchemaRegistrySettings(
+        url="https://registry.example:8081",
+        basic_auth="key:s3cret",
+        ca_file=Path("/etc/ssl/registry-ca.pem"),
+        auto_register=False,
+        startup_timeout_seconds=30.0,
+    )
+    assert Settings.from_env(registry.to_env()).schema_registry == registry
+    assert "s3cret" not in repr(registry)
+    assert registry.client_config() == {
+        "url": "https://registry.example:8081",
+        "basic.auth.user.info": "key:s3cret",
+        "ssl.ca.location": "/etc/ssl/registry-ca.pem",
+    }
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"MAILSTREAM_SCHEMA_REGISTRY_BASIC_AUTH": "no-colon"}, "BASIC_AUTH"),
+        (
+            {
+                "MAILSTREAM_SCHEMA_REGISTRY_BASIC_AUTH": "a:b",
+                "MAILSTREAM_SCHEMA_REGISTRY_BEARER_TOKEN": "t",
+            },
+            "configure one",
+        ),
+        ({"MAILSTREAM_SCHEMA_REGISTRY_AUTO_REGISTER": "perhaps"}, "AUTO_REGISTER"),
+    ],
+)
+def test_bad_schema_registry_settings_are_refused(env: dict[str, str], named: str) -> None:
+    with pytest.raises(SettingsError, match=named):
+        Settings.from_env(env)
+
+
+@pytest.mark.parametrize(
+    ("settings", "authorization"),
+    [
+        (SchemaRegistrySettings(basic_auth="key:s3cret"), "Basic a2V5OnMzY3JldA=="),
+        (SchemaRegistrySettings(bearer_token="t0ken"), "Bearer t0ken"),
+    ],
+)
+def test_the_registry_client_sends_the_configured_credentials(
+    settings: SchemaRegistrySettings, authorization: str
+) -> None:
+    """A loopback HTTP server stands in for the registry: only the header is under test."""
+    seen: list[str | None] = []
+
+    class Subjects(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.headers.get("Authorization"))
+            body = b"[]"
+            self.send_response(200)
+            self.send_header("Content-Type", "application/vnd.schemaregistry.v1+json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Subjects) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        config = replace(settings, url=url).client_config()
+        with SchemaRegistryClient(config) as client:
+            assert client.get_subjects() == []
+        server.shutdown()
+    assert seen == [authorization]
