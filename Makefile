@@ -42,7 +42,7 @@ constraints:
 	  build/constraints-venv/bin/pip freeze | grep -v '^mailstream'; } > constraints.txt
 
 demo: $(INSTALLED)
-	$(BIN)/mailstream demo
+	$(BIN)/mailstream demo $(if $(REGISTRY),--registry)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

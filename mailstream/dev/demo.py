@@ -15,17 +15,18 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from mailstream.codec import codec_for
+from mailstream.codec import registry_client, service_codec
 from mailstream.connectors import inboxroad, mailbot, maileroo
 from mailstream.connectors.base import HUMAN_AGENT, PROXY_AGENT, Sample, SampleKind
 from mailstream.connectors.registry import PROVIDERS
 from mailstream.recipient import RecipientState
-from mailstream.settings import IngestSettings, KafkaSettings, Settings
+from mailstream.settings import IngestSettings, KafkaSettings, SchemaRegistrySettings, Settings
 from mailstream.streams.operations.processes import service, settings_env
 from mailstream.streams.reader import Records, latest_by_key, read_until
 from mailstream.text import render_table
@@ -177,11 +178,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description=__doc__,
     )
     parser.add_argument("--port", type=int, default=0, help="ingest port (default: a free one)")
+    parser.add_argument(
+        "--registry",
+        action="store_true",
+        help="also start a local schema registry (mailstream registry) and use the Confluent "
+        "wire format with it",
+    )
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from mailstream.dev.broker import LocalBroker, free_port
+    from mailstream.dev.schema_registry import LocalRegistry
     from mailstream.policy import default_policy
     from mailstream.streams.simulate import simulate
     from mailstream.topics import create_topics, topic_specs
@@ -202,6 +210,13 @@ def run(args: argparse.Namespace) -> int:
             ),
         )
         print(f"   broker at {settings.kafka.bootstrap_servers}")
+        if args.registry:
+            print("   starting a local schema registry (built from Maven Central once) ...")
+            registry = LocalRegistry(root / "registry")
+            stack.callback(registry.stop)
+            url = registry.start()
+            settings = replace(settings, schema_registry=SchemaRegistrySettings(url=url))
+            print(f"   schema registry at {url}")
         print("2. creating topics")
         create_topics(settings, topic_specs(settings, PROVIDERS))
         env = settings_env(settings)
@@ -245,6 +260,8 @@ def run(args: argparse.Namespace) -> int:
                 f"(from {letter['source_topic']}[{letter['source_partition']}]"
                 f"@{letter['source_offset']})"
             )
+        if args.registry:
+            _print_subjects(settings)
         print()
         print("6. stopping everything the demo started")
     return 0
@@ -302,7 +319,8 @@ def _post_story(base: str, envelopes: list[dict[str, Any]], ingest: IngestSettin
 def _wait_for_state(
     settings: Settings, expected: dict[str, dict[str, Any]]
 ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
-    state_codec, suppression_codec = codec_for("recipient_state"), codec_for("suppression")
+    state_codec = service_codec(settings, "recipient_state")
+    suppression_codec = service_codec(settings, "suppression")
 
     def published(records: Records) -> dict[str, dict[str, Any]]:
         return {
@@ -326,8 +344,23 @@ def _wait_for_state(
     return states, suppressions
 
 
+def _print_subjects(settings: Settings) -> None:
+    client = registry_client(settings.schema_registry)
+    rows = [
+        [
+            subject,
+            str(client.get_latest_version(subject).version),
+            client.get_compatibility(subject),
+        ]
+        for subject in sorted(client.get_subjects())
+    ]
+    print()
+    print(f"Schema registry subjects ({settings.schema_registry.url}):")
+    print(render_table(("subject", "latest version", "compatibility"), rows))
+
+
 def _dead_letters(settings: Settings) -> list[dict[str, Any]]:
-    codec = codec_for("dead_letter")
+    codec = service_codec(settings, "dead_letter")
     records = read_until(
         settings, TopicNames(settings.topic_prefix).dead_letters, lambda r: len(r) >= 1, 30
     )
