@@ -20,6 +20,7 @@ from mailstream.errors import ErrorKind, MailstreamError
 ENV_PREFIX = "MAILSTREAM_"
 KAFKA_LOGGER = "mailstream.kafka"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_FORMATS = ("text", "json")
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
@@ -228,6 +229,7 @@ class Settings:
     | MAILSTREAM_PRODUCER_LINGER_MS | 10 | how long the worker's producer waits to fill a batch |
     | MAILSTREAM_INGEST_* | see `IngestSettings` | webhook ingest: secrets, limits, dedupe |
     | MAILSTREAM_LOG_LEVEL | unset | DEBUG, INFO, WARNING or ERROR (worker WARNING, ingest INFO) |
+    | MAILSTREAM_LOG_FORMAT | text | json: one JSON object per line (worker and ingest) |
     """
 
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
@@ -245,9 +247,15 @@ class Settings:
     sweep_interval_seconds: int = 3600
     producer_linger_ms: int = 10
     log_level: str | None = None
+    log_format: str = "text"
     ingest: IngestSettings = field(default_factory=lambda: IngestSettings())
 
     def __post_init__(self) -> None:
+        if self.log_format not in LOG_FORMATS:
+            raise SettingsError(
+                f"{ENV_PREFIX}LOG_FORMAT={self.log_format!r}: expected one of "
+                f"{', '.join(LOG_FORMATS)}"
+            )
         if self.log_level is not None and self.log_level.upper() not in LOG_LEVELS:
             raise SettingsError(
                 f"{ENV_PREFIX}LOG_LEVEL={self.log_level!r}: expected one of {', '.join(LOG_LEVELS)}"

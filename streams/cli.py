@@ -26,6 +26,7 @@ def run(args: argparse.Namespace) -> int:
     import faust
 
     from mailstream.connectors.registry import PROVIDERS
+    from mailstream.logs import logging_config
     from mailstream.policy import load_policy
     from mailstream.settings import Settings
     from mailstream.streams.app import create_app
@@ -36,7 +37,9 @@ def run(args: argparse.Namespace) -> int:
     settings = dataclasses.replace(settings, **{k: v for k, v in overrides.items() if v})
     create_topics(settings, topic_specs(settings, PROVIDERS))
     app = create_app(settings, load_policy(settings.policy_file), web_enabled=not args.without_web)
-    worker = faust.Worker(app, loglevel=args.loglevel or settings.service_log_level("warning"))
+    level = args.loglevel or settings.service_log_level("warning")
+    json_logs = logging_config(level.upper(), "json") if settings.log_format == "json" else None
+    worker = faust.Worker(app, loglevel=level, logging_config=json_logs)
     # At WARNING and above Faust's terminal spinner sets the root logger to DEBUG so that every
     # log record spins it: every debug call of aiokafka and Faust then builds a LogRecord.
     worker.spinner = None

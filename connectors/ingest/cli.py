@@ -7,10 +7,11 @@ acknowledgement (up to the produce timeout), flushes the producer and exits 0.
 from __future__ import annotations
 
 import argparse
-import logging
+import logging.config
 import sys
 
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+from mailstream.logs import logging_config
+
 SHUTDOWN_GRACE_SECONDS = 1.0  # beyond the produce timeout, for the last answers to be written
 
 
@@ -34,7 +35,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         settings = Settings.from_env()
-        logging.basicConfig(level=settings.service_log_level("info"), format=LOG_FORMAT)
+        level = settings.service_log_level("info")
+        logging.config.dictConfig(logging_config(level, settings.log_format))
         app = create_app(settings)
     except SettingsError as error:  # names the variable; a traceback would add nothing
         print(f"mailstream ingest: {error.message}", file=sys.stderr)

@@ -75,6 +75,7 @@ def settings_env(settings: object, base: dict[str, str] | None = None) -> dict[s
     env.update(settings.schema_registry.to_env())
     if settings.log_level is not None:
         env["MAILSTREAM_LOG_LEVEL"] = settings.log_level
+    env["MAILSTREAM_LOG_FORMAT"] = settings.log_format
     if settings.web_token is not None:
         env["MAILSTREAM_WEB_TOKEN"] = settings.web_token
     if settings.policy_file is not None:

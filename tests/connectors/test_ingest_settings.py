@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import orjson
 import pytest
 
 from mailstream.cli import main
@@ -166,13 +167,17 @@ def test_raw_topics_and_the_producer_take_a_record_of_the_largest_body() -> None
         assert configs["max.message.bytes"] == str(ingest.max_record_bytes)
 
 
-@pytest.mark.parametrize(("level", "shows_info"), [(None, True), ("WARNING", False)])
-def test_the_ingest_logs_at_mailstream_log_level(
-    tmp_path: Path, level: str | None, shows_info: bool
+@pytest.mark.parametrize(
+    ("level", "log_format", "shows_info"),
+    [(None, "text", True), ("WARNING", "text", False), (None, "json", True)],
+)
+def test_the_ingest_logs_at_mailstream_log_level_in_its_format(
+    tmp_path: Path, level: str | None, log_format: str, shows_info: bool
 ) -> None:
     port = free_port()
     env = {**os.environ, "MAILSTREAM_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"}
     env.pop("MAILSTREAM_LOG_LEVEL", None)
+    env["MAILSTREAM_LOG_FORMAT"] = log_format
     if level is not None:
         env["MAILSTREAM_LOG_LEVEL"] = level
     log = tmp_path / "ingest.log"
@@ -198,3 +203,12 @@ def test_the_ingest_logs_at_mailstream_log_level(
         process.terminate()
         process.wait(30)
     assert ("Running on" in log.read_text()) is shows_info, log.read_text()
+    if log_format == "json":
+        entries = [orjson.loads(line) for line in log.read_text().splitlines() if line]
+        assert entries and all(
+            {"time", "level", "logger", "message"} <= set(entry) for entry in entries
+        )
+        assert any(
+            entry["logger"] == "mailstream.ingest" and "Running on" in entry["message"]
+            for entry in entries
+        )

@@ -2,13 +2,16 @@ from __future__ import annotations
 
 import http.server
 import logging
+import sys
 import threading
 from dataclasses import replace
 from pathlib import Path
 
+import orjson
 import pytest
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
+from mailstream.logs import JsonFormatter
 from mailstream.settings import KafkaSettings, SchemaRegistrySettings, Settings, SettingsError
 
 
@@ -180,3 +183,29 @@ def test_the_registry_client_sends_the_configured_credentials(
             assert client.get_subjects() == []
         server.shutdown()
     assert seen == [authorization]
+
+
+def test_log_format_is_text_or_json() -> None:
+    assert Settings.from_env({}).log_format == "text"
+    assert Settings.from_env({"MAILSTREAM_LOG_FORMAT": "json"}).log_format == "json"
+    with pytest.raises(SettingsError, match="MAILSTREAM_LOG_FORMAT='xml'"):
+        Settings.from_env({"MAILSTREAM_LOG_FORMAT": "xml"})
+
+
+def test_json_log_lines_carry_the_record_and_its_exception() -> None:
+    formatter = JsonFormatter()
+    try:
+        raise ValueError("broken")
+    except ValueError:
+        record = logging.LogRecord(
+            "mailstream.ingest", logging.ERROR, __file__, 1, "request %s failed", ("r-1",), None
+        )
+        record.exc_info = sys.exc_info()
+    entry = orjson.loads(formatter.format(record))
+    assert {k: entry[k] for k in ("level", "logger", "message")} == {
+        "level": "ERROR",
+        "logger": "mailstream.ingest",
+        "message": "request r-1 failed",
+    }
+    assert "ValueError: broken" in entry["exception"]
+    assert entry["time"].endswith("+00:00")
