@@ -20,6 +20,7 @@ from mailstream.connectors.registry import PROVIDERS
 from mailstream.events import BounceClass, EventType, new_event
 from mailstream.policy import Policy, default_policy, load_policy
 from mailstream.recipient import SuppressionReason
+from mailstream.streams.metrics import WorkerMetrics
 from mailstream.streams.normalize import RECEIVED_AT_HEADER, Normalizer
 from mailstream.streams.recipients import StateKeeper
 from mailstream.streams.records import (
@@ -622,3 +623,28 @@ def test_a_new_signal_after_a_reset_gives_the_next_sweep_a_new_command_id() -> N
     processor.process(on_events_topic(later_open), recipients)
     (second,) = due_resets(recipients.values(), T0 + 80 * DAY, POLICY)
     assert second.command_id != first.command_id
+
+
+def test_an_event_later_than_the_reorder_window_is_labelled_late_and_counted() -> None:
+    """Events spanning more than the window: the oldest leave the log for the base state, and
+    an event from before the log's start is applied out of order, published with `late_events`
+    and counted by the worker's `mailstream_worker_late_events_total` from the output's label."""
+    metrics = WorkerMetrics(NAMES)
+    recipients: Table = {}
+    processor = keeper()
+    days = default_policy().reorder_window_hours // 24 + 3
+    for n in range(days):
+        outputs = feed(
+            processor,
+            recipients,
+            canonical(EventType.DELIVERED, "ann@example.com", f"d{n}", T0 + n * DAY),
+        )
+        metrics.count(NAMES.events, outputs)
+        assert [output.label for output in outputs] == [""]
+    assert metrics.registry.get_sample_value("mailstream_worker_late_events_total") == 0.0
+    too_old = canonical(EventType.OPENED, event_id="late", at=T0 + DAY // 2)
+    [published] = feed(processor, recipients, too_old)
+    metrics.count(NAMES.events, [published])
+    assert published.label == "late"
+    assert state_of(published)["late_events"] == 1
+    assert metrics.registry.get_sample_value("mailstream_worker_late_events_total") == 1.0
