@@ -35,6 +35,7 @@ from mailstream.streams.simulate import simulate
 from mailstream.text import log_tail
 from mailstream.topics import TopicNames
 
+RECOVERY_NOISE = ("No event received for active tp", "Recovery has not flushed buffers")
 FAST_FAILOVER = {"BROKER_SESSION_TIMEOUT": "6", "BROKER_HEARTBEAT_INTERVAL": "1"}
 STATE_CODEC = codec_for("recipient_state")
 DEAD_LETTER_CODEC = codec_for("dead_letter")
@@ -77,9 +78,17 @@ class Workers:
         return log_tail(self.log(name), lines)
 
     def log_tails(self, lines: int = 25) -> str:
-        return "\n".join(
-            f"--- worker {name}:\n{self.log_tail(name, lines)}" for name in self._processes
-        )
+        """The last lines of every worker's log, without Faust's periodic recovery warnings
+        (they would fill the tail while a recovery hangs: the lines before it tell where)."""
+        tails = []
+        for name in self._processes:
+            text = log_tail(self.log(name), 5000).splitlines()
+            periodic = [line for line in text if any(noise in line for noise in RECOVERY_NOISE)]
+            kept = [line for line in text if line not in periodic][-lines:]
+            omitted = f"({len(periodic)} periodic recovery warnings omitted, the first: "
+            note = [f"{omitted}{periodic[0]})"] if periodic else []
+            tails.append("\n".join([f"--- worker {name}:", *kept, *note]))
+        return "\n".join(tails)
 
     def close(self) -> None:
         self._stack.close()
