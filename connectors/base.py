@@ -31,8 +31,9 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import orjson
 
 from mailstream.addresses import canonical_address
+from mailstream.classify import classify_bounce, extract_status
 from mailstream.errors import ErrorKind, ParseError, SignatureError
-from mailstream.events import EmailEvent
+from mailstream.events import BounceClass, EmailEvent
 from mailstream.settings import AuthMode, ProviderAuth
 from mailstream.times import MAX_EPOCH_MS, iso_epoch_ms
 
@@ -308,6 +309,28 @@ def _tag_text(value: Any) -> str:
 def clean_address(value: str | None) -> str | None:
     """The canonical address (`canonical_address`); None for a missing or blank one."""
     return canonical_address(value) or None if value is not None else None
+
+
+def classified_failure(
+    category_class: BounceClass | None,
+    status: str | None,
+    text: str | None,
+    category: str | None,
+    *,
+    diagnostic: str | None = None,
+) -> dict[str, Any]:
+    """The failure fields of a canonical event: the one classifier's class and reason for the
+    provider's own class (`category_class`, None to leave it to the evidence), an SMTP status
+    or code (`status`) and the receiving server's words (`text`); the enhanced status code
+    found in either; the provider's category as given; `diagnostic` shown (default `text`)."""
+    bounce_class, bounce_reason = classify_bounce(category_class, status, text)
+    return {
+        "bounce_class": bounce_class,
+        "bounce_reason": bounce_reason,
+        "provider_category": category,
+        "smtp_status": extract_status(status) or extract_status(text),
+        "diagnostic": text if diagnostic is None else diagnostic,
+    }
 
 
 def clean_message_id(value: str | None) -> str | None:

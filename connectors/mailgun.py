@@ -29,7 +29,6 @@ from typing import Any
 
 import orjson
 
-from mailstream.classify import classify_bounce, extract_status
 from mailstream.connectors.base import (
     HUMAN_AGENT,
     MAX_CREDENTIAL_CHARS,
@@ -39,6 +38,7 @@ from mailstream.connectors.base import (
     SampleKind,
     WebhookProvider,
     checked_credential,
+    classified_failure,
     clean_address,
     clean_message_id,
     decode_items,
@@ -340,7 +340,7 @@ def _failure_fields(data: Item, raw_type: str | None) -> dict[str, Any]:
     they tell, its class; the classifier weighs the delivery status for the rest."""
     if raw_type == REJECTED_TYPE:
         reason = get_str(get_object(data, "reject") or {}, "reason")
-        return _classified(None, None, reason, reason)
+        return classified_failure(None, None, reason, reason)
     if raw_type != FAILED_TYPE:
         return {}
     severity = get_str(data, "severity")
@@ -351,7 +351,7 @@ def _failure_fields(data: Item, raw_type: str | None) -> dict[str, Any]:
     category = "/".join(part for part in (severity, reason) if part) or None
     if _key(reason) in SUPPRESSION_REASONS:
         suppressed = SUPPRESSION_REASONS[_key(reason)]
-        return {"event_type": EventType.REJECTED} | _classified(
+        return {"event_type": EventType.REJECTED} | classified_failure(
             suppressed, code, None, category, diagnostic=text
         )
     if _key(reason) == EXPIRED_REASON:
@@ -360,27 +360,7 @@ def _failure_fields(data: Item, raw_type: str | None) -> dict[str, Any]:
         event_type, category_class = EventType.DEFERRED, BounceClass.SOFT
     else:
         event_type, category_class = EventType.BOUNCED, None
-    return {"event_type": event_type} | _classified(category_class, code, text, category)
-
-
-def _classified(
-    category_class: BounceClass | None,
-    status: str | None,
-    text: str | None,
-    category: str | None,
-    *,
-    diagnostic: str | None = None,
-) -> dict[str, Any]:
-    """The classifier's verdict on `status` and `text`; `diagnostic` is reported instead of
-    `text` when the text reported is no evidence for the classifier."""
-    bounce_class, bounce_reason = classify_bounce(category_class, status, text)
-    return {
-        "bounce_class": bounce_class,
-        "bounce_reason": bounce_reason,
-        "provider_category": category,
-        "smtp_status": extract_status(status) or extract_status(text),
-        "diagnostic": text if diagnostic is None else diagnostic,
-    }
+    return {"event_type": event_type} | classified_failure(category_class, code, text, category)
 
 
 def _key(value: str | None) -> str:

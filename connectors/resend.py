@@ -32,7 +32,6 @@ import hmac
 from collections.abc import Mapping
 from typing import Any
 
-from mailstream.classify import classify_bounce, extract_status
 from mailstream.connectors.base import (
     HUMAN_AGENT,
     MAX_CREDENTIAL_CHARS,
@@ -40,6 +39,7 @@ from mailstream.connectors.base import (
     Sample,
     SampleKind,
     WebhookProvider,
+    classified_failure,
     clean_address,
     clean_message_id,
     deterministic_event_id,
@@ -333,10 +333,10 @@ def _failure_fields(data: Item, raw_type: str | None, event_type: EventType) -> 
         suppressed = get_object(data, "suppressed") or {}
         kind = get_str(suppressed, "type")
         category_class = SUPPRESSION_CLASSES.get(_key(kind))
-        return _classified(category_class, None, get_str(suppressed, "message"), kind)
+        return classified_failure(category_class, None, get_str(suppressed, "message"), kind)
     if event_type is EventType.REJECTED:
         reason = get_str(get_object(data, "failed") or {}, "reason")
-        return _classified(None, None, reason, reason)
+        return classified_failure(None, None, reason, reason)
     if event_type is EventType.DEFERRED:
         return {"bounce_class": DEFERRAL_CLASS}
     return {}
@@ -348,26 +348,14 @@ def _bounce_fields(bounce: Item) -> dict[str, Any]:
     category = "/".join(part for part in (kind, subtype) if part) or None
     status = _first_diagnostic_code(bounce)
     message = get_str(bounce, "message")
+    shown = message if message is not None else status  # the SMTP reply when there is no text
     if _key(kind) == "permanent" and _key(subtype) in SUPPRESSION_CLASSES:
         category_class = SUPPRESSION_CLASSES[_key(subtype)]
-        return _classified(category_class, status, message, category) | {
+        return classified_failure(category_class, status, message, category, diagnostic=shown) | {
             "event_type": EventType.REJECTED
         }
     category_class = BOUNCE_SUBTYPES.get(_key(subtype)) or BOUNCE_TYPES.get(_key(kind))
-    return _classified(category_class, status, message, category)
-
-
-def _classified(
-    category_class: BounceClass | None, status: str | None, text: str | None, category: str | None
-) -> dict[str, Any]:
-    bounce_class, bounce_reason = classify_bounce(category_class, status, text)
-    return {
-        "bounce_class": bounce_class,
-        "bounce_reason": bounce_reason,
-        "provider_category": category,
-        "smtp_status": extract_status(status) or extract_status(text),
-        "diagnostic": text if text is not None else status,
-    }
+    return classified_failure(category_class, status, message, category, diagnostic=shown)
 
 
 def _key(value: str | None) -> str:

@@ -44,13 +44,14 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from mailstream.classify import classify_bounce, extract_status
+from mailstream.classify import extract_status
 from mailstream.connectors.base import (
     HUMAN_AGENT,
     Item,
     Sample,
     SampleKind,
     WebhookProvider,
+    classified_failure,
     clean_address,
     clean_message_id,
     deterministic_event_id,
@@ -378,34 +379,21 @@ def _failure_fields(item: Item, event_type: EventType) -> dict[str, Any]:
             else BOUNCE_CLASSIFICATIONS.get(_key(classification))
         )
         category = "/".join(part for part in (kind, classification) if part) or None
-        return _classified(category_class, status, get_str(item, "reason"), category)
+        return classified_failure(category_class, status, get_str(item, "reason"), category)
     if event_type is EventType.REJECTED:
         reason = get_str(item, "reason")
         drop_class = DROP_REASONS.get(_key(reason))
         if drop_class is None:  # a reason newer than the list: weighed as text
-            return _classified(None, status, reason, reason)
+            return classified_failure(None, status, reason, reason)
         # A documented reason is SendGrid's own label, not a server's reply: its class
         # stands, and it names no cause for the classifier to read ("Spam Reporting").
-        return _classified(drop_class, status, None, reason) | {"diagnostic": reason}
+        return classified_failure(drop_class, status, None, reason) | {"diagnostic": reason}
     response = get_str(item, "response")
     if event_type is EventType.DEFERRED:
-        return _classified(DEFERRAL_CLASS, status, response, None)
+        return classified_failure(DEFERRAL_CLASS, status, response, None)
     return {
         "smtp_status": extract_status(status) or extract_status(response),
         "diagnostic": response,
-    }
-
-
-def _classified(
-    category_class: BounceClass | None, status: str | None, text: str | None, category: str | None
-) -> dict[str, Any]:
-    bounce_class, bounce_reason = classify_bounce(category_class, status, text)
-    return {
-        "bounce_class": bounce_class,
-        "bounce_reason": bounce_reason,
-        "provider_category": category,
-        "smtp_status": extract_status(status) or extract_status(text),
-        "diagnostic": text,
     }
 
 
