@@ -11,9 +11,9 @@ visit it. Its certificate may have to be fetched, so the ingest verifies it off 
 (`verify_blocks`).
 
 Most providers sign the body in headers. A provider that carries its signature inside the body
-(Mailgun) also gives `sign_body`, so `signed` returns the body as it would arrive; its signature
-covers a one-time token rather than the body, so it gives `replay_token_of` too, and the ingest
-refuses a token presented again with another body.
+(Mailgun, SES) also gives `sign_body`, so `signed` returns the body as it would arrive. Mailgun's
+signature covers a one-time token rather than the body, so it gives `replay_token_of` too, and
+the ingest refuses a token presented again with another body.
 """
 
 from __future__ import annotations
@@ -264,6 +264,19 @@ def get_str(item: Item, key: str) -> str | None:
     if value is None or isinstance(value, str):
         return value
     raise ParseError(ErrorKind.WRONG_TYPE, f"{key!r} is {json_type(value)}, expected a string")
+
+
+def get_bool(item: Item, key: str) -> bool | None:
+    value = item.get(key)
+    if value is None or isinstance(value, bool):
+        return value
+    raise ParseError(ErrorKind.WRONG_TYPE, f"{key!r} is {json_type(value)}, expected a boolean")
+
+
+def table_key(value: str | None) -> str:
+    """How a provider's name of a type or category is looked up in a mapping table: trimmed
+    and lower-cased, "" for none."""
+    return (value or "").strip().lower()
 
 
 def get_id(item: Item, key: str) -> str | None:

@@ -54,6 +54,7 @@ from mailstream.connectors.base import (
     json_type,
     require_mode,
     string_map,
+    table_key,
 )
 from mailstream.errors import ErrorKind, ParseError, SignatureError
 from mailstream.events import BounceClass, EmailEvent, EventType, new_event
@@ -148,9 +149,11 @@ def message_id_of(item: Item) -> str | None:
 
 
 def replay_token_of(item: Item) -> str | None:
+    """The one-time token, a non-empty string: `verify` refuses any other, so every body that
+    verifies has a token the ingest can refuse to see again."""
     block = item.get(SIGNATURE_KEY)
     token = block.get("token") if isinstance(block, dict) else None
-    return token if isinstance(token, str) else None
+    return token if isinstance(token, str) and token else None
 
 
 def verify(body: bytes, headers: Mapping[str, str], config: ProviderAuth, now: float) -> None:
@@ -169,10 +172,12 @@ def verify(body: bytes, headers: Mapping[str, str], config: ProviderAuth, now: f
     )
     if signature is None or block is None:
         return
-    token = _signed_text(block, "token")
+    token = replay_token_of({SIGNATURE_KEY: block})
     timestamp = _signed_text(block, "timestamp")
     if token is None or timestamp is None:
-        raise SignatureError("the signature object needs timestamp, token and signature")
+        raise SignatureError(
+            "the signature object needs timestamp, a token (a non-empty string) and signature"
+        )
     if len(token) > MAX_CREDENTIAL_CHARS:
         raise SignatureError(f"signature.token is longer than {MAX_CREDENTIAL_CHARS} characters")
     fresh_seconds(timestamp, "signature.timestamp", config, now)
@@ -349,19 +354,15 @@ def _failure_fields(data: Item, raw_type: str | None) -> dict[str, Any]:
     code = get_id(status, "bounce-code") or get_id(status, "code")
     text = get_str(status, "message") or get_str(status, "description") or None
     category = "/".join(part for part in (severity, reason) if part) or None
-    if _key(reason) in SUPPRESSION_REASONS:
-        suppressed = SUPPRESSION_REASONS[_key(reason)]
+    if table_key(reason) in SUPPRESSION_REASONS:
+        suppressed = SUPPRESSION_REASONS[table_key(reason)]
         return {"event_type": EventType.REJECTED} | classified_failure(
             suppressed, code, None, category, diagnostic=text
         )
-    if _key(reason) == EXPIRED_REASON:
+    if table_key(reason) == EXPIRED_REASON:
         event_type, category_class = EventType.BOUNCED, BounceClass.EXPIRED
-    elif _key(severity) == TEMPORARY_SEVERITY:
+    elif table_key(severity) == TEMPORARY_SEVERITY:
         event_type, category_class = EventType.DEFERRED, BounceClass.SOFT
     else:
         event_type, category_class = EventType.BOUNCED, None
     return {"event_type": event_type} | classified_failure(category_class, code, text, category)
-
-
-def _key(value: str | None) -> str:
-    return (value or "").strip().lower()

@@ -36,6 +36,7 @@ from mailstream.connectors.base import (
     clean_message_id,
     deterministic_event_id,
     epoch_ms,
+    get_bool,
     get_id,
     get_object,
     get_str,
@@ -147,7 +148,7 @@ def normalize(item: Item, received_at: int | None) -> list[EmailEvent]:
     elif record_type == "SubscriptionChange":
         # SuppressSending false is a reactivation: no canonical type says "may send again",
         # and UNKNOWN suppresses nothing.
-        if _get_bool(item, "SuppressSending") is not True:
+        if get_bool(item, "SuppressSending") is not True:
             event_type = EventType.UNKNOWN
         category = get_str(item, "SuppressionReason")
     # Details is what the receiving server said; Description is Postmark's generic text of the
@@ -193,13 +194,6 @@ def _bounce_type(item: Item) -> str | None:
             ErrorKind.WRONG_TYPE, f"'TypeCode' is {json_type(code)}, expected a number"
         )
     return BOUNCE_TYPE_CODES.get(code)
-
-
-def _get_bool(item: Item, key: str) -> bool | None:
-    value = item.get(key)
-    if value is None or isinstance(value, bool):
-        return value
-    raise ParseError(ErrorKind.WRONG_TYPE, f"{key!r} is {json_type(value)}, expected a boolean")
 
 
 def _first_str(item: Item, *keys: str) -> str | None:

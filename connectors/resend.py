@@ -54,6 +54,7 @@ from mailstream.connectors.base import (
     require_mode,
     secret_matches,
     string_map,
+    table_key,
 )
 from mailstream.errors import ErrorKind, ParseError, SignatureError
 from mailstream.events import BounceClass, EmailEvent, EventType, format_timestamp_ms, new_event
@@ -332,7 +333,7 @@ def _failure_fields(data: Item, raw_type: str | None, event_type: EventType) -> 
     if raw_type == SUPPRESSED_TYPE:
         suppressed = get_object(data, "suppressed") or {}
         kind = get_str(suppressed, "type")
-        category_class = SUPPRESSION_CLASSES.get(_key(kind))
+        category_class = SUPPRESSION_CLASSES.get(table_key(kind))
         return classified_failure(category_class, None, get_str(suppressed, "message"), kind)
     if event_type is EventType.REJECTED:
         reason = get_str(get_object(data, "failed") or {}, "reason")
@@ -349,17 +350,13 @@ def _bounce_fields(bounce: Item) -> dict[str, Any]:
     status = _first_diagnostic_code(bounce)
     message = get_str(bounce, "message")
     shown = message if message is not None else status  # the SMTP reply when there is no text
-    if _key(kind) == "permanent" and _key(subtype) in SUPPRESSION_CLASSES:
-        category_class = SUPPRESSION_CLASSES[_key(subtype)]
+    if table_key(kind) == "permanent" and table_key(subtype) in SUPPRESSION_CLASSES:
+        category_class = SUPPRESSION_CLASSES[table_key(subtype)]
         return classified_failure(category_class, status, message, category, diagnostic=shown) | {
             "event_type": EventType.REJECTED
         }
-    category_class = BOUNCE_SUBTYPES.get(_key(subtype)) or BOUNCE_TYPES.get(_key(kind))
+    category_class = BOUNCE_SUBTYPES.get(table_key(subtype)) or BOUNCE_TYPES.get(table_key(kind))
     return classified_failure(category_class, status, message, category, diagnostic=shown)
-
-
-def _key(value: str | None) -> str:
-    return (value or "").strip().lower()
 
 
 def _first_diagnostic_code(bounce: Item) -> str | None:

@@ -57,12 +57,13 @@ from mailstream.connectors.base import (
     deterministic_event_id,
     epoch_ms,
     fresh_timestamp,
+    get_bool,
     get_id,
     get_str,
-    json_type,
     presented_credential,
     require_mode,
     string_map,
+    table_key,
 )
 from mailstream.errors import ErrorKind, ParseError, SignatureError
 from mailstream.events import BounceClass, EmailEvent, EventType, new_event
@@ -186,7 +187,7 @@ def normalize(item: Item, received_at: int | None) -> list[EmailEvent]:
         ip=get_str(item, "ip") if raw_type in ENGAGEMENT_EVENTS else None,
         tags=_tags(item),
         tenant=get_id(item, "sg_user_id"),
-        provider_flagged_machine=_get_bool(item, "sg_machine_open") is True,
+        provider_flagged_machine=get_bool(item, "sg_machine_open") is True,
     )
     return [event]
 
@@ -359,13 +360,6 @@ def _occurred_at(item: Item) -> int:
     return epoch_ms(value, "timestamp")
 
 
-def _get_bool(item: Item, key: str) -> bool | None:
-    value = item.get(key)
-    if value is None or isinstance(value, bool):
-        return value
-    raise ParseError(ErrorKind.WRONG_TYPE, f"{key!r} is {json_type(value)}, expected a boolean")
-
-
 def _failure_fields(item: Item, event_type: EventType) -> dict[str, Any]:
     """Class, reason, category, status and text of bounces, drops and deferrals; the
     delivered event's `response` (the receiving server's reply) as its diagnostic."""
@@ -375,14 +369,14 @@ def _failure_fields(item: Item, event_type: EventType) -> dict[str, Any]:
         classification = get_str(item, "bounce_classification")
         category_class = (
             BounceClass.BLOCK
-            if _key(kind) == BLOCKED_TYPE
-            else BOUNCE_CLASSIFICATIONS.get(_key(classification))
+            if table_key(kind) == BLOCKED_TYPE
+            else BOUNCE_CLASSIFICATIONS.get(table_key(classification))
         )
         category = "/".join(part for part in (kind, classification) if part) or None
         return classified_failure(category_class, status, get_str(item, "reason"), category)
     if event_type is EventType.REJECTED:
         reason = get_str(item, "reason")
-        drop_class = DROP_REASONS.get(_key(reason))
+        drop_class = DROP_REASONS.get(table_key(reason))
         if drop_class is None:  # a reason newer than the list: weighed as text
             return classified_failure(None, status, reason, reason)
         # A documented reason is SendGrid's own label, not a server's reply: its class
@@ -395,10 +389,6 @@ def _failure_fields(item: Item, event_type: EventType) -> dict[str, Any]:
         "smtp_status": extract_status(status) or extract_status(response),
         "diagnostic": response,
     }
-
-
-def _key(value: str | None) -> str:
-    return (value or "").strip().lower()
 
 
 def _tags(item: Item) -> dict[str, str]:

@@ -26,9 +26,10 @@ of "Key\\nvalue\\n" for the documented keys in byte order, which differ by Type 
 The certificate is one of `sns_certificate_files`, or (`sns_fetch_certificates`) the one at
 `SigningCertURL`, only from https://sns.<region>.amazonaws.com/...pem. AWS signs every
 account's topics, so only `sns_topic_arns` are accepted, and the signed `Timestamp` must be
-within `max_age_seconds`. The signature is in the body: `sign_body` (tests, the demo) writes it
-with `signing_keys[0]`, `sign` only gives the headers SNS sends with it, and `local_auth` makes
-a key and a self-signed certificate to trust in place of SNS's.
+no older than SNS's retries last (an hour, SNS_RETRY_SECONDS) plus `max_age_seconds`. The
+signature is in the body: `sign_body` (tests, the demo) writes it with `signing_keys[0]`,
+`sign` only gives the headers SNS sends with it, and `local_auth` makes a key and a self-signed
+certificate to trust in place of SNS's.
 
 Subscriptions: a confirmation gives no canonical event. `subscription_confirmation_url` gives
 the SubscribeURL of a verified SubscriptionConfirmation of an accepted topic, and
@@ -42,7 +43,9 @@ import base64
 import binascii
 import functools
 import hashlib
+import http.client
 import re
+import threading
 import urllib.request
 import uuid
 from collections.abc import Callable, Mapping
@@ -77,6 +80,7 @@ from mailstream.connectors.base import (
     get_object,
     get_str,
     json_type,
+    require_mode,
     string_map,
 )
 from mailstream.errors import ErrorKind, ParseError, SignatureError
@@ -111,8 +115,18 @@ SIGNATURE_HASHES: dict[str, Callable[[], hashes.HashAlgorithm]] = {
     "2": hashes.SHA256,
 }
 SIGNING_VERSION = "2"
-# The hosts SNS serves its certificates and confirmation links from (the standard partition).
-SNS_HOST = re.compile(r"sns\.[a-z0-9-]+\.amazonaws\.com")
+# The hosts SNS serves its certificates and confirmation links from: sns.<region>.amazonaws.com
+# of the standard and GovCloud partitions, a region being e.g. us-east-1 or us-gov-west-1 (a
+# looser pattern would take sns.s3.amazonaws.com, which is an S3 bucket named "sns"), and the
+# names SNS gives its signing certificates.
+SNS_HOST = re.compile(r"sns\.[a-z]{2}(-gov)?-[a-z]+-[0-9]\.amazonaws\.com")
+CERTIFICATE_PATH = re.compile(r"/SimpleNotificationService-[0-9a-f]+\.pem")
+# https://docs.aws.amazon.com/sns/latest/dg/sns-message-delivery-retries.html: "The total
+# policy retry time for an HTTP/S endpoint cannot be greater than 3,600 seconds". A retry keeps
+# the message's signed Timestamp, so a message is fresh for that long (plus the clock skew of
+# `max_age_seconds`): refusing a retried bounce would lose it.
+SNS_RETRY_SECONDS = 3600
+MAX_CONCURRENT_FETCHES = 2  # certificate fetches block a thread each: bound them
 FETCH_TIMEOUT_SECONDS = 5.0
 MAX_FETCH_BYTES = 64 * 1024  # a PEM certificate is ~2 KB, a confirmation answer less
 CERTIFICATE_CACHE_SIZE = 64
@@ -142,6 +156,11 @@ EVENT_TYPES: dict[str, EventType] = {
     "Click": EventType.CLICKED,
     "Subscription": EventType.UNSUBSCRIBED,
 }
+# https://docs.aws.amazon.com/ses/latest/dg/notification-contents.html, complaint types (RFC
+# 5965 feedback types): not-spam "Indicates that the entity providing the report does not
+# consider the message to be spam. This may be used to correct a message that was incorrectly
+# tagged or categorized as spam": no complaint, UNKNOWN.
+NOT_SPAM = "not-spam"
 DETAIL_KEYS: dict[str, str] = {
     "Send": "send",
     "Delivery": "delivery",
@@ -360,6 +379,8 @@ def _outcome(raw_type: str | None, details: Item) -> _Outcome:
                 "provider_category": f"Complaint/{COMPLAINT_SUPPRESSION_SUBTYPE}",
             }
             return _Outcome(fields, True)
+        if feedback == NOT_SPAM:
+            return _Outcome({"event_type": EventType.UNKNOWN, "provider_category": feedback})
         return _Outcome({"provider_category": feedback})
     if raw_type == "Reject":
         reason = get_str(details, "reason")
@@ -499,6 +520,10 @@ def fetch_certificate(url: str) -> bytes:
     return fetch_https(url)
 
 
+def _checks_signatures(config: ProviderAuth) -> bool:
+    return bool(config.sns_certificate_files or config.sns_fetch_certificates)
+
+
 def verify(body: bytes, headers: Mapping[str, str], config: ProviderAuth, now: float) -> None:
     verify_message(body, config, now)
 
@@ -511,9 +536,10 @@ def verify_message(
 ) -> None:
     """Raises SignatureError unless `body` is an SNS message signed with a trusted certificate
     (`sns_certificate_files`, or with `sns_fetch_certificates` the one `fetch` gets from its
-    SigningCertURL), of one of `sns_topic_arns`, with its Timestamp inside `max_age_seconds`.
+    SigningCertURL), of one of `sns_topic_arns`, with its Timestamp inside SNS's retry window.
     Passes a message without Signature only when `allow_unsigned`."""
-    if not (config.sns_certificate_files or config.sns_fetch_certificates):
+    require_mode(config, "hmac", NAME)
+    if not _checks_signatures(config):
         if config.allow_unsigned:
             return
         raise SignatureError(
@@ -598,11 +624,13 @@ def _require_fresh(timestamp: Any, config: ProviderAuth, now: float) -> None:
         sent_ms = epoch_ms(timestamp, "Timestamp")
     except ParseError as exc:
         raise SignatureError(exc.message) from None
-    skew = now - sent_ms / 1000
-    if abs(skew) > config.max_age_seconds:
+    age = now - sent_ms / 1000
+    oldest = SNS_RETRY_SECONDS + config.max_age_seconds
+    if age > oldest or age < -config.max_age_seconds:
         raise SignatureError(
-            f"Timestamp is {skew:.0f} s from now, outside the {config.max_age_seconds} s "
-            "window: a replay, or a clock is off"
+            f"Timestamp is {age:.0f} s from now, outside the window of {oldest} s back (SNS's "
+            f"retries and the clock skew) and {config.max_age_seconds} s ahead: a replay, or a "
+            "clock is off"
         )
 
 
@@ -624,15 +652,22 @@ def _trusted_certificates(paths: tuple[str, ...]) -> tuple[x509.Certificate, ...
 def _fetched_certificate(url: Any, fetch: CertificateFetcher) -> x509.Certificate:
     if not (isinstance(url, str) and is_sns_url(url) and _is_pem_path(url)):
         raise SignatureError("SigningCertURL must be https://sns.<region>.amazonaws.com/<name>.pem")
+    if not _FETCHES.acquire(blocking=False):
+        raise SignatureError("too many SNS certificate fetches in progress: retry later")
     try:
         return x509.load_pem_x509_certificate(fetch(url))
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, http.client.HTTPException) as exc:
         raise SignatureError(f"SigningCertURL gave no certificate: {exc}") from None
+    finally:
+        _FETCHES.release()
+
+
+_FETCHES = threading.BoundedSemaphore(MAX_CONCURRENT_FETCHES)
 
 
 def _is_pem_path(url: str) -> bool:
     parts = urlsplit(url)
-    return parts.path.endswith(".pem") and not parts.query and not parts.fragment
+    return bool(CERTIFICATE_PATH.fullmatch(parts.path)) and not parts.query and not parts.fragment
 
 
 def _signature_matches(
@@ -731,7 +766,7 @@ def subscription_request(body: bytes, config: ProviderAuth) -> SubscriptionReque
     url = subscription_confirmation_url(body, config)
     if url is None:
         return None
-    signed = "Signature" in _single_message(body)
+    signed = _checks_signatures(config) and "Signature" in _single_message(body)
     confirm = config.sns_confirm_subscriptions and signed
     return SubscriptionRequest(
         url, functools.partial(confirm_subscription, url) if confirm else None

@@ -48,6 +48,7 @@ from mailstream.connectors.base import (
     deterministic_event_id,
     epoch_ms,
     first_secret,
+    get_bool,
     get_id,
     get_object,
     get_str,
@@ -183,7 +184,7 @@ def normalize(item: Item, received_at: int | None) -> list[EmailEvent]:
 def _normalize_event(wrapper: str, event: Item, received_at: int | None) -> EmailEvent:
     raw_type = get_str(event, "type") or ""
     event_type = EVENT_TYPES.get(raw_type, EventType.UNKNOWN)
-    if raw_type in PIXEL_AT_THE_BOTTOM and _get_bool(event, "initial_pixel") is True:
+    if raw_type in PIXEL_AT_THE_BOTTOM and get_bool(event, "initial_pixel") is True:
         event_type = EventType.UNKNOWN
     code = get_id(event, "bounce_class")
     event_type, category_class = _bounce_class(event_type, code)
@@ -236,7 +237,7 @@ def _prefetched(event: Item) -> bool:
     pixel or link was fetched ahead of the reader (a mail-privacy prefetch). `is_proxy` alone
     is not a machine: an image proxy fetches when the reader opens."""
     parsed = get_object(event, "user_agent_parsed") or {}
-    return _get_bool(parsed, "is_prefetched") is True
+    return get_bool(parsed, "is_prefetched") is True
 
 
 def _occurred_at(event: Item) -> int:
@@ -249,13 +250,6 @@ def _occurred_at(event: Item) -> int:
 def _first_str(event: Item, *keys: str) -> str | None:
     values = [get_str(event, key) for key in keys]  # every key type-checked
     return next((value for value in values if value), None)
-
-
-def _get_bool(event: Item, key: str) -> bool | None:
-    value = event.get(key)
-    if value is None or isinstance(value, bool):
-        return value
-    raise ParseError(ErrorKind.WRONG_TYPE, f"{key!r} is {json_type(value)}, expected a boolean")
 
 
 def _tags(event: Item) -> dict[str, str]:

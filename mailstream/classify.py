@@ -147,6 +147,7 @@ _TEXT_RULES: tuple[tuple[str, BounceClass, tuple[str, ...]], ...] = (
         (
             "spamhaus",
             "blacklist",
+            "black list",
             "blocklist",
             "block list",
             "denylist",

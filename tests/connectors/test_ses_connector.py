@@ -5,8 +5,10 @@ certificate sources and the topic check, subscription confirmations, and the SES
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 import functools
 import tempfile
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -238,11 +240,17 @@ class TestSes(ProviderContract):
         ses.verify(body, headers, self.config(), NOW)
 
     def test_header_names_are_case_insensitive(self) -> None:
-        body = self.signed()
-        headers = ses.sign(body, self.config(), NOW)
-        for transform in (str.lower, str.upper):
-            renamed = {transform(name): value for name, value in headers.items()}
-            ses.verify(body, renamed, self.config(), NOW)
+        """Overridden: SNS's headers carry no credential (the signature is in the body), so
+        no header, of any name, makes a difference either way."""
+        body, bogus = self.signed(), {"X-Amz-Sns-Signature": "forged", "x-amz-sns-topic-arn": "x"}
+        ses.verify(body, bogus, self.config(), NOW)
+        with pytest.raises(SignatureError, match="does not match"):
+            ses.verify(
+                self.signed(key="attacker-guess"),
+                ses.sign(body, self.config(), NOW),
+                self.config(),
+                NOW,
+            )
 
     def test_forged_signature_is_refused(self) -> None:
         forged = self.signed(key="attacker-guess")
@@ -449,18 +457,38 @@ class TestSes(ProviderContract):
         with pytest.raises(SignatureError, match="sns_topic_arns"):
             ses.verify(self.signed(), {}, self.config(sns_topic_arns=()), NOW)
 
-    @pytest.mark.parametrize("offset", [-300, 0, 300])
-    def test_timestamp_inside_the_window_passes(self, offset: int) -> None:
+    @pytest.mark.parametrize("offset", [-3600 - 300, -3000, 0, 300])
+    def test_a_retry_within_snss_hour_or_the_clock_skew_passes(self, offset: int) -> None:
+        """SNS retries an HTTP/S delivery for up to an hour with the signed Timestamp of the
+        first attempt: a bounce retried after a 50-minute ingest outage must not be lost."""
         ses.verify(self.signed(now=NOW + offset), {}, self.config(), NOW)
 
-    @pytest.mark.parametrize("offset", [-301, -86400, 301])
-    def test_stale_or_future_timestamp_is_refused(self, offset: int) -> None:
+    @pytest.mark.parametrize("offset", [-3600 - 301, -86400, 301])
+    def test_older_than_the_retries_or_from_the_future_is_refused(self, offset: int) -> None:
         with pytest.raises(SignatureError, match="window"):
             ses.verify(self.signed(now=NOW + offset), {}, self.config(), NOW)
 
-    def test_window_is_configurable(self) -> None:
-        body = self.signed(now=NOW - 3000)
-        ses.verify(body, {}, self.config(max_age_seconds=3600), NOW)
+    def test_the_clock_skew_is_configurable(self) -> None:
+        body = self.signed(now=NOW - 3600 - 1000)
+        ses.verify(body, {}, self.config(max_age_seconds=1200), NOW)
+        with pytest.raises(SignatureError, match="window"):
+            ses.verify(body, {}, self.config(), NOW)
+
+    def test_another_mode_is_refused(self) -> None:
+        with pytest.raises(SignatureError, match="mode"):
+            ses.verify(self.signed(), {}, self.config(mode="basic"), NOW)
+
+    def test_a_not_spam_feedback_report_is_no_complaint(self) -> None:
+        report = record(
+            "Complaint",
+            complaint={
+                "complainedRecipients": [{"emailAddress": "lead@prospect.com"}],
+                "complaintFeedbackType": "not-spam",
+                "timestamp": "2026-03-02T10:15:00.000Z",
+            },
+        )
+        [event] = ses.PROVIDER.parse(orjson.dumps(envelope(report)))
+        assert (event["event_type"], event["provider_category"]) == ("UNKNOWN", "not-spam")
 
     def test_reformatted_json_still_verifies(self) -> None:
         # SNS signs field values, not bytes: whitespace and key order do not matter.
@@ -554,6 +582,31 @@ class TestSes(ProviderContract):
         config = self.config(sns_fetch_certificates=True)
         ses.verify_message(self.signed(), config, NOW, fetch)
 
+    def test_certificate_fetches_in_progress_are_bounded(self) -> None:
+        """Each fetch holds a thread for up to its timeout: beyond MAX_CONCURRENT_FETCHES at
+        once a request is refused (SNS retries it) instead of queueing on the thread pool."""
+        release, started = threading.Event(), threading.Semaphore(0)
+
+        def slow_fetch(url: str) -> bytes:
+            started.release()
+            release.wait(10)
+            return certificate(private_key(SECRET))
+
+        body, config = self.signed(), self.fetching()
+        with concurrent.futures.ThreadPoolExecutor(ses.MAX_CONCURRENT_FETCHES) as pool:
+            pending = [
+                pool.submit(ses.verify_message, body, config, NOW, slow_fetch)
+                for _ in range(ses.MAX_CONCURRENT_FETCHES)
+            ]
+            for _ in pending:
+                assert started.acquire(timeout=10)
+            with pytest.raises(SignatureError, match="too many SNS certificate fetches"):
+                ses.verify_message(body, config, NOW, slow_fetch)
+            release.set()
+            for verified in pending:
+                verified.result(timeout=10)
+        ses.verify_message(body, config, NOW, slow_fetch)
+
     def test_a_fetched_certificate_of_another_key_does_not_match(self) -> None:
         def fetch(url: str) -> bytes:
             return certificate(private_key("attacker-guess"))
@@ -573,6 +626,10 @@ class TestSes(ProviderContract):
             "https://sns.us-east-1.amazonaws.com/?redirect=https://evil.example/x.pem",
             "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-1.pem?x=1",
             "https://s3.amazonaws.com/SimpleNotificationService-1.pem",
+            "https://sns.s3.amazonaws.com/SimpleNotificationService-1.pem",
+            "https://sns.s3-accelerate.amazonaws.com/SimpleNotificationService-1.pem",
+            "https://sns.execute-api.amazonaws.com/SimpleNotificationService-1.pem",
+            "https://sns.us-east-1.amazonaws.com/attacker/cert.pem",
             "https://SNS.us-east-1.amazonaws.com/SimpleNotificationService-1.pem",
             "https://sns.us-east-1.amazonaws.com\\@evil.example/x.pem",
             "https://[::1/x.pem",
@@ -654,6 +711,16 @@ class TestSes(ProviderContract):
             url, None
         )
         assert ses.PROVIDER.subscription_request(self.signed(), allowed) is None
+        # Without a certificate source, allow_unsigned lets anything through verify: a body
+        # that merely carries a Signature key is no signed request.
+        unchecked = ProviderAuth(
+            allow_unsigned=True, sns_topic_arns=(TOPIC,), sns_confirm_subscriptions=True
+        )
+        forged = orjson.dumps(confirmation(Signature="Zm9yZ2Vk"))
+        ses.verify(forged, {}, unchecked, NOW)
+        assert ses.PROVIDER.subscription_request(forged, unchecked) == SubscriptionRequest(
+            url, None
+        )
 
     def test_confirm_subscription_visits_the_url(self) -> None:
         visited: list[str] = []

@@ -161,6 +161,7 @@ REAL_DIAGNOSTICS: list[tuple[str, BounceClass, str | None]] = [
         BLOCK,
         "blocked",
     ),
+    ("MAIL REFUSED - IP (17.99.99.99) is in black list", BLOCK, "blocked"),
     ("552 5.3.4 Message size exceeds fixed limit", SOFT, "mesgtoobig"),
     ("550 5.1.6 Recipient addresses in this domain have moved", HARD, "hasmoved"),
     ("550 5.7.1 Message rejected due to virus", BLOCK, "virusdetected"),
