@@ -1,7 +1,7 @@
 """A real schema registry for tests and the demo: Apicurio Registry with in-memory storage,
 serving the Confluent-compatible API at `<url>/apis/ccompat/v7`.
 
-Built once from Maven Central (`registry/pom.xml`, about a minute and ~200 MB of jars in
+Built once from Maven Central (`schema-registry/pom.xml`, about a minute and ~200 MB of jars in
 ~/.m2, the application cached like the broker's jars), it starts in 6-12 s and takes about
 200 MiB. A registry directory holds its port, pid and log; everything it stores is lost when it
 stops (tests and the demo register what they need).
@@ -47,7 +47,7 @@ def ensure_application() -> Path:
         raise RegistryError("the local schema registry needs Java 17+ and Maven (mvn) on PATH")
     with tempfile.TemporaryDirectory(prefix="registry-build-") as build:
         project = Path(build) / "registry"
-        with resources.as_file(resources.files(__package__) / "registry") as sources:
+        with resources.as_file(resources.files(__package__) / "schema-registry") as sources:
             shutil.copytree(sources, project)
         result = subprocess.run(
             [
