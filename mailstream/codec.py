@@ -202,8 +202,24 @@ def register(client: SchemaRegistryClient, subject: str, schema: Mapping[str, An
     the subject BACKWARD-compatible, so the registry refuses an incompatible next version
     (registries default to anything from NONE to BACKWARD)."""
     from confluent_kafka.schema_registry import ConfigCompatibilityLevel, Schema, ServerConfig
+    from confluent_kafka.schema_registry.error import SchemaRegistryError
 
-    schema_id = client.register_schema(subject, Schema(json.dumps(schema), "AVRO"))
+    registered = Schema(json.dumps(schema), "AVRO")
+    try:
+        schema_id = client.register_schema(subject, registered)
+    except SchemaRegistryError as conflict:
+        # Processes starting together register the same new subject at once, and Apicurio
+        # answers all but one 409 "already exists": then the winner registered this schema.
+        # An incompatible schema is refused with 409 as well, and is not there to look up.
+        if conflict.http_status_code != 409:
+            raise
+        try:
+            found = client.lookup_schema(subject, registered).schema_id
+        except SchemaRegistryError:
+            raise conflict from None
+        if found is None:
+            raise conflict from None
+        schema_id = found
     level = ConfigCompatibilityLevel(COMPATIBILITY)
     client.set_config(subject, ServerConfig(compatibility=level))
     return schema_id

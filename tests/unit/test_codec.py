@@ -17,6 +17,7 @@ from mailstream.codec import (
     ConfluentCodec,
     SingleObjectCodec,
     codec_for,
+    register,
     schema_fingerprint,
     strip_logical_types,
 )
@@ -225,3 +226,25 @@ def test_dead_letter_round_trip() -> None:
         "redrive_count": 0,
     }
     assert codec.decode(codec.encode(record)) == record
+
+
+def test_a_registration_lost_to_a_concurrent_one_takes_the_winners_id(
+    registry: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Processes starting together register a new subject at once; Apicurio answers all but
+    one 409 "already exists". A 409 for a schema that is not there (incompatible) stays one."""
+    from confluent_kafka.schema_registry import Schema
+    from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+    client = registry
+    schema = load_schema("dead_letter")
+    winner = client.register_schema("t.DeadLetter", Schema(json.dumps(schema), "AVRO"))
+
+    def lose(subject: str, schema: object, normalize_schemas: bool = False) -> int:
+        raise SchemaRegistryError(409, 409, "An artifact with ID ... already exists.")
+
+    monkeypatch.setattr(client, "register_schema", lose)
+    assert register(client, "t.DeadLetter", schema) == winner
+    with pytest.raises(SchemaRegistryError) as refused:
+        register(client, "t.Other", schema)
+    assert refused.value.http_status_code == 409
