@@ -61,7 +61,7 @@ def create_app(settings: Settings, policy: Policy, *, web_enabled: bool = True) 
         key_serializer="raw",
         value_serializer="raw",
     )
-    app.transport = transport = Transport(app.conf.broker_consumer, app)
+    app.transport = transport = Transport(app.conf.broker_consumer, app, settings.kafka)
     deliveries = transport.deliveries
     metrics = WorkerMetrics(names)
     processors = build_processors(settings, policy)

@@ -17,11 +17,13 @@ streams' queues and will be processed. To tell them apart from read offsets of a
 assignment, the worker calls `seek_before_resume` from `app.on_rebalance_complete`, which fires
 just before the partitions are resumed.
 
-Faust commits an input's offset once its outputs are flushed, but its flush does not report an
-output the broker refused (too large, not authorized, retries exhausted): the input would be
-committed and its outputs lost. The agents register every output's delivery with `Deliveries`,
-and the consumer refuses to commit after a failed one: the worker stops with the cause, and a
-restarted worker resumes from the last commit, before the lost outputs.
+Faust commits an input's offset once its outputs are flushed, but aiokafka's flush does not
+report an output the broker refused (too large, not authorized, retries exhausted): the input
+would be committed and its outputs lost. The transport's producer (streams/producer.py, on
+librdkafka) records every refused record, an agent's output or a changelog record, in
+`Deliveries`, and its flush raises the first one; the agents also register each output's
+delivery, and the consumer refuses to commit after a failed one. Either way the worker stops
+with the cause, and a restarted worker resumes from the last commit, before the lost outputs.
 """
 
 from __future__ import annotations
@@ -33,9 +35,12 @@ from typing import Any
 
 from faust.transport.consumer import ensure_TP
 from faust.transport.drivers import aiokafka
-from faust.types import TP
+from faust.types import TP, AppT
+from yarl import URL
 
 from mailstream.errors import ErrorKind, MailstreamError
+from mailstream.settings import KafkaSettings
+from mailstream.streams.producer import Producer
 
 
 class OutputLost(MailstreamError):
@@ -127,7 +132,9 @@ class Consumer(aiokafka.Consumer):
 
 class Transport(aiokafka.Transport):
     Consumer = Consumer
+    Producer = Producer
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, url: list[URL], app: AppT, kafka: KafkaSettings) -> None:
+        super().__init__(url, app)
+        self.kafka = kafka
         self.deliveries = Deliveries()
