@@ -26,6 +26,7 @@ from mailstream.text import log_tail
 
 KAFKA_VERSION = "3.9.1"
 DEFAULT_HEAP = "-Xms256m -Xmx768m"
+READINESS_GROUP = "mailstream-broker-readiness"
 
 
 class BrokerError(MailstreamError, RuntimeError):
@@ -137,7 +138,10 @@ class LocalBroker:
         return self.bootstrap_servers
 
     def wait_ready(self, timeout: float) -> None:
-        """Poll a metadata request until the broker answers it."""
+        """Poll until the broker answers a metadata request and its group coordinator a group
+        description: on a new broker the coordinator first creates and loads the offsets
+        topic, and consumers joining meanwhile were seen to stall (a worker marked the
+        coordinator dead and processed nothing for minutes)."""
         from confluent_kafka import KafkaException
         from confluent_kafka.admin import AdminClient
 
@@ -148,8 +152,10 @@ class LocalBroker:
                 raise BrokerError(f"the broker exited during start-up:\n{self.log_tail()}")
             try:
                 if admin.list_topics(timeout=2).brokers:
+                    probe = admin.describe_consumer_groups([READINESS_GROUP])[READINESS_GROUP]
+                    probe.result(timeout=5)
                     return
-            except KafkaException:
+            except (KafkaException, TimeoutError):
                 pass  # not answering yet
             if time.monotonic() > deadline:
                 raise BrokerError(
