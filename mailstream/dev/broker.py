@@ -17,6 +17,7 @@ import socket
 import subprocess
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -166,10 +167,7 @@ class LocalBroker:
     def stop(self, timeout: float = 30.0) -> None:
         pid = self.pid()
         if pid is not None:
-            os.killpg(pid, signal.SIGTERM)
-            if not self._wait_exit(pid, timeout):
-                os.killpg(pid, signal.SIGKILL)
-                self._wait_exit(pid, 10)
+            terminate_group(pid, timeout, self._wait_exit)
         (self.directory / "broker.pid").unlink(missing_ok=True)
 
     def kill(self) -> None:
@@ -285,6 +283,18 @@ def process_alive(pid: int) -> bool:
     except (FileNotFoundError, IndexError):
         return True
     return state != "Z"
+
+
+def terminate_group(
+    pid: int, timeout: float, wait_exit: Callable[[int, float], bool] | None = None
+) -> None:
+    """SIGTERM to the process group of `pid`, SIGKILL if it has not exited within `timeout`
+    seconds; `wait_exit` (default `wait_for_exit`) waits for the exit."""
+    wait = wait_exit or wait_for_exit
+    os.killpg(pid, signal.SIGTERM)
+    if not wait(pid, timeout):
+        os.killpg(pid, signal.SIGKILL)
+        wait(pid, 10)
 
 
 def wait_for_exit(pid: int, timeout: float) -> bool:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -22,7 +21,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from mailstream.dev.broker import cache_dir, free_port, process_alive, wait_for_exit
+from mailstream.dev.broker import cache_dir, free_port, process_alive, terminate_group
 from mailstream.errors import ErrorKind, MailstreamError
 from mailstream.text import log_tail
 
@@ -158,10 +157,7 @@ class LocalRegistry:
     def stop(self, timeout: float = 30.0) -> None:
         pid = self.pid()
         if pid is not None:
-            os.killpg(pid, signal.SIGTERM)
-            if not wait_for_exit(pid, timeout):
-                os.killpg(pid, signal.SIGKILL)
-                wait_for_exit(pid, 10)
+            terminate_group(pid, timeout)
         if self._process is not None:
             self._process.wait(10)
             self._process = None
