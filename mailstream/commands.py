@@ -41,6 +41,7 @@ class CommandAction(enum.StrEnum):
     SUPPRESS = "SUPPRESS"
     LIFT = "LIFT"
     RESET_INACTIVE = "RESET_INACTIVE"
+    ERASE = "ERASE"
     UNKNOWN = "UNKNOWN"
 
 
@@ -61,6 +62,7 @@ class OperatorCommand:
     note: str | None = None
     force: bool = False
     command_id: str = ""
+    tenant: str | None = None  # SUPPRESS and LIFT: that tenant's suppression; None: global
 
     def to_record(self) -> dict[str, Any]:
         return {
@@ -72,6 +74,7 @@ class OperatorCommand:
             "actor": self.actor,
             "requested_at": self.requested_at,
             "force": self.force,
+            "tenant": self.tenant,
         }
 
     @classmethod
@@ -87,6 +90,7 @@ class OperatorCommand:
                 note=record.get("note"),
                 force=bool(record.get("force")),
                 command_id=record["command_id"],
+                tenant=record.get("tenant"),
             )
         except (KeyError, ValueError) as error:
             raise CommandError(f"not an operator command: {error!r}") from error

@@ -56,6 +56,16 @@ class TopicNames:
         return f"{self.prefix}email.suppressions"
 
     @property
+    def scoped_suppressions(self) -> str:
+        """Suppressions per scope: keyed by [recipient, tenant] (tenant null: global)."""
+        return f"{self.prefix}email.suppressions.scoped"
+
+    @property
+    def erasures(self) -> str:
+        """Erased addresses, keyed by their keyed hash (mailstream.erasure)."""
+        return f"{self.prefix}email.erasures"
+
+    @property
     def commands(self) -> str:
         return f"{self.prefix}email.commands"
 
@@ -95,6 +105,8 @@ def topic_specs(settings: Settings, providers: Iterable[str]) -> list[TopicSpec]
         spec(names.dead_letters, **{"retention.ms": FOREVER}),
         spec(names.recipient_state, **COMPACTED),
         spec(names.suppressions, **COMPACTED),
+        spec(names.scoped_suppressions, **COMPACTED),
+        spec(names.erasures, **COMPACTED),
         spec(names.commands, **{"retention.ms": FOREVER}),
         redrive_ledger_spec(settings),
     ]
