@@ -225,7 +225,7 @@ class Settings:
     | MAILSTREAM_SCHEMA_REGISTRY_* | see `SchemaRegistrySettings` | Confluent wire format |
     | MAILSTREAM_WEB_HOST / MAILSTREAM_WEB_PORT | 127.0.0.1 / 6066 | worker web server |
     | MAILSTREAM_WEB_TOKEN | unset | when set, queries need `Authorization: Bearer <token>` |
-    | MAILSTREAM_ERASURE_KEY | unset | secret of the keyed hash of erased addresses (`mailstream erase`) |
+    | MAILSTREAM_ERASURE_KEY | unset | secret keying the hash of erased addresses (erase) |
     | MAILSTREAM_SWEEP_INTERVAL_SECONDS | 3600 | inactivity sweep period; 0 disables it |
     | MAILSTREAM_PRODUCER_LINGER_MS | 10 | how long the worker's producer waits to fill a batch |
     | MAILSTREAM_INGEST_* | see `IngestSettings` | webhook ingest: secrets, limits, dedupe |
