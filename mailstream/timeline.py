@@ -12,8 +12,9 @@ their requested_at. A `Timeline` keeps that true incrementally, within a bounded
 An entry later than the last one (the common case live) is applied to `state` and appended. An
 earlier one inside the window is inserted and `state` is folded again from `base`. One earlier
 than the whole log is *late*: it is applied as it comes (to `state` and `base`) and counted in
-`late_events`. The log keeps at most `reorder_window_events` entries spanning at most
-`reorder_window_hours` of event time; older entries are folded into `base`.
+`late_events`. The log keeps at most `reorder_window_events` entries, reaching back at most
+`reorder_window_hours` of event time from its newest event (commands do not count as the
+newest); older entries are folded into `base`.
 
 Idempotency: a repeat of an id in the log or in the state's `recent_event_ids`
 (`dedupe_window`) changes nothing.
@@ -181,16 +182,28 @@ def _before_base(base_record: Mapping[str, Any] | None, entry: Entry) -> bool:
 
 def _trimmed(timeline: Timeline, policy: Policy) -> Timeline:
     log = timeline.log
-    horizon = log[-1]["occurred_at"] - policy.reorder_window_ms if log else 0
+    newest = _newest_event_time(log)
+    horizon = newest - policy.reorder_window_ms if newest is not None else None
     start = 0
     while start < len(log) and (
-        len(log) - start > policy.reorder_window_events or log[start]["occurred_at"] < horizon
+        len(log) - start > policy.reorder_window_events
+        or (horizon is not None and log[start]["occurred_at"] < horizon)
     ):
         start += 1
     if start == 0:
         return timeline
     base = _fold_onto(timeline.base, log[:start], policy, timeline.state.recipient)
     return Timeline(timeline.state, base.to_table_record(), log[start:])
+
+
+def _newest_event_time(log: tuple[Entry, ...]) -> int | None:
+    """The event time of the log's newest event. Commands do not count: `mailstream replay`
+    reads the commands first, and a command weeks after the events must not push them out."""
+    for entry in reversed(log):
+        if "command" not in entry:
+            occurred_at: int = entry["occurred_at"]
+            return occurred_at
+    return None
 
 
 def _step(
