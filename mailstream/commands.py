@@ -27,6 +27,8 @@ from mailstream.recipient import (
     remember,
     reset_if_inactive,
     suppress_manually,
+    tenant_view,
+    with_tenant_view,
 )
 from mailstream.times import MAX_EPOCH_MS
 
@@ -149,17 +151,21 @@ def apply_command(
     if state is not None and command.command_id in state.recent_event_ids:
         return state
     current = state or RecipientState(recipient=command.recipient)
+    tenant = command.tenant
+    target = tenant_view(current, tenant) if tenant is not None else current
     try:
         if command.action is CommandAction.SUPPRESS:
             changed = suppress_manually(
-                current,
+                target,
                 command.reason or SuppressionReason.MANUAL,
                 command.requested_at,
                 command.note,
                 force=command.force,
             )
         elif command.action is CommandAction.LIFT:
-            changed = lift_suppression(current, command.requested_at, force=command.force)
+            if tenant is None and not current.suppressed:
+                _refuse_lift_of_tenant_suppressions(current)
+            changed = lift_suppression(target, command.requested_at, force=command.force)
         elif command.action is CommandAction.RESET_INACTIVE:
             changed = reset_if_inactive(current, command.requested_at, policy)
         else:
@@ -168,6 +174,20 @@ def apply_command(
             )
     except SuppressionError as error:
         raise CommandError(str(error), ErrorKind.COMMAND_REFUSED) from error
+    if tenant is not None and command.action is not CommandAction.RESET_INACTIVE:
+        changed = current if changed is target else with_tenant_view(current, tenant, changed)
     if changed is current and state is not None:
         return state
     return remember(changed, command.command_id, policy)
+
+
+def _refuse_lift_of_tenant_suppressions(state: RecipientState) -> None:
+    """A lift without a tenant lifts the global suppression only; when the recipient is
+    suppressed for tenants instead, say so rather than change nothing."""
+    tenants = sorted(name for name, view in state.tenants.items() if view.suppressed)
+    if tenants:
+        raise CommandError(
+            f"{state.recipient} is not suppressed globally but for tenant(s) "
+            f"{', '.join(tenants)}: lift with --tenant",
+            ErrorKind.COMMAND_REFUSED,
+        )

@@ -1,17 +1,22 @@
 """The scoring and suppression policy: `policy.yaml` beside this module, optionally overridden.
 
 `load_policy(None)` gives the documented defaults; `load_policy(path)` overrides them with a
-user file holding any subset of the keys (`score` merged key by key, lists replaced). Unknown
-keys, wrong types and out-of-range values raise `PolicyError` naming the key. What each key
-means, and where its default comes from, is documented in `policy.yaml`.
+user file holding any subset of the keys (`score` and `suppression_scopes` merged key by key,
+lists replaced). Unknown keys, wrong types and out-of-range values raise `PolicyError` naming
+the key. What each key means, and where its default comes from, is documented in `policy.yaml`.
+
+A `tenants:` section gives a tenant (a sending team) its own values of the rule keys, merged
+the same way over the file's top level; `Policy.for_tenant(name)` is that tenant's policy
+(the top level for a tenant without a section).
 """
 
 from __future__ import annotations
 
+import enum
 import functools
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -23,6 +28,13 @@ DEFAULT_POLICY_FILE = Path(__file__).with_name("policy.yaml")
 _MS_PER_DAY = 86_400_000
 # User agents repeat heavily; a cold check of the default lists costs several µs.
 _USER_AGENT_VERDICTS_CACHED = 4096
+
+
+class Scope(enum.StrEnum):
+    """Where a suppression holds: for every tenant, or for the tenant whose mail caused it."""
+
+    GLOBAL = "GLOBAL"
+    TENANT = "TENANT"
 
 
 class PolicyError(MailstreamError, ValueError):
@@ -58,9 +70,16 @@ class Policy:
     max_pending_per_message: int
     reorder_window_events: int
     reorder_window_hours: float
+    suppression_scopes: tuple[tuple[str, Scope], ...]
+    default_tenant: str = "default"
+    tenants: tuple[tuple[str, Policy], ...] = ()
     machine_window_ms: int = field(init=False, repr=False, compare=False)
     inactivity_reset_ms: int = field(init=False, repr=False, compare=False)
     reorder_window_ms: int = field(init=False, repr=False, compare=False)
+    log_events: int = field(init=False, repr=False, compare=False)
+    log_window_ms: int = field(init=False, repr=False, compare=False)
+    _tenant_scoped: frozenset[str] = field(init=False, repr=False, compare=False)
+    _tenant_policies: dict[str, Policy] = field(init=False, repr=False, compare=False)
     _machine_user_agent: Callable[[str], bool] = field(init=False, repr=False, compare=False)
     _unsubscribe_url: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
@@ -69,6 +88,16 @@ class Policy:
         set_derived("machine_window_ms", round(self.machine_window_seconds * 1000))
         set_derived("inactivity_reset_ms", round(self.inactivity_reset_days * _MS_PER_DAY))
         set_derived("reorder_window_ms", round(self.reorder_window_hours * 3_600_000))
+        tenant_policies = dict(self.tenants)
+        set_derived("_tenant_policies", tenant_policies)
+        everyone = [self, *tenant_policies.values()]
+        # One log per recipient serves every tenant's mail to it: the widest window applies.
+        set_derived("log_events", max(each.reorder_window_events for each in everyone))
+        set_derived("log_window_ms", max(each.reorder_window_ms for each in everyone))
+        set_derived(
+            "_tenant_scoped",
+            frozenset(r for r, scope in self.suppression_scopes if scope is Scope.TENANT),
+        )
         set_derived(
             "_machine_user_agent",
             _user_agent_matcher(self.machine_user_agents, self.machine_user_agent_patterns),
@@ -81,13 +110,38 @@ class Policy:
     def is_unsubscribe_url(self, url: str) -> bool:
         return self._unsubscribe_url.search(url.lower()) is not None
 
+    def for_tenant(self, tenant: str) -> Policy:
+        """The policy of `tenant`: its `tenants:` section over the top level, else the top level."""
+        return self._tenant_policies.get(tenant, self)
+
+    def scope_of(self, reason: str) -> Scope:
+        """Where a suppression for `reason` (a SuppressionReason value) holds under this policy."""
+        return Scope.TENANT if reason in self._tenant_scoped else Scope.GLOBAL
+
 
 def load_policy(path: Path | None = None) -> Policy:
     """The default policy, overridden by the YAML file at `path` when one is given."""
     settings = _read_mapping(DEFAULT_POLICY_FILE)
+    source = str(path or DEFAULT_POLICY_FILE)
     if path is not None:
-        settings = _merge(settings, _read_mapping(path), str(path))
-    return _build(settings, str(path or DEFAULT_POLICY_FILE))
+        settings = _merge(settings, _read_mapping(path), source)
+    sections = settings.pop("tenants", None) or {}
+    if not isinstance(sections, Mapping) or not all(
+        isinstance(name, str) and name and isinstance(section, Mapping)
+        for name, section in sections.items()
+    ):
+        raise PolicyError(f"{source}: tenants: expected a mapping of tenant name to policy keys")
+    tenants = []
+    for name, section in sorted(sections.items()):
+        shared = [key for key in section if key in _STREAM_KEYS]
+        if shared:
+            raise PolicyError(
+                f"{source}: tenants.{name}: {', '.join(shared)} cannot differ per tenant "
+                f"(one stream serves every tenant)"
+            )
+        merged = _merge(settings, dict(section), f"{source}: tenants.{name}")
+        tenants.append((name, _build(merged, f"{source}: tenants.{name}")))
+    return replace(_build(settings, source), tenants=tuple(tenants))
 
 
 @functools.cache
@@ -131,10 +185,12 @@ def _read_mapping(path: Path) -> dict[str, Any]:
 def _merge(defaults: dict[str, Any], overrides: dict[str, Any], source: str) -> dict[str, Any]:
     merged = dict(defaults)
     for key, value in overrides.items():
-        if key not in _CHECKS:
+        if key not in _CHECKS and key not in _SECTIONS:
             raise PolicyError(f"{source}: unknown key {key!r} (known: {', '.join(_CHECKS)})")
         if key == "score" and isinstance(value, dict):
             value = _merge_weights(defaults["score"], value, source)
+        if key == "suppression_scopes" and isinstance(value, dict):
+            value = {**defaults["suppression_scopes"], **value}
         merged[key] = value
     return merged
 
@@ -204,6 +260,33 @@ def _regexes(key: str, value: Any) -> tuple[str, ...]:
     return patterns
 
 
+def _scopes(key: str, value: Any) -> tuple[tuple[str, Scope], ...]:
+    if not isinstance(value, Mapping):
+        raise PolicyError(f"{key}: expected a mapping of {', '.join(SCOPED_REASONS)} to a scope")
+    unknown = [reason for reason in value if reason not in SCOPED_REASONS]
+    if unknown:
+        raise PolicyError(
+            f"{key}: unknown reason(s) {', '.join(map(str, unknown))} "
+            f"(known: {', '.join(SCOPED_REASONS)})"
+        )
+    missing = [reason for reason in SCOPED_REASONS if reason not in value]
+    if missing:
+        raise PolicyError(f"{key}: missing {', '.join(missing)}")
+    scopes = []
+    for reason in SCOPED_REASONS:
+        text = value[reason]
+        if not isinstance(text, str) or text.upper() not in Scope.__members__:
+            raise PolicyError(f"{key}.{reason}: expected global or tenant, got {text!r}")
+        scopes.append((reason, Scope(text.upper())))
+    return tuple(scopes)
+
+
+def _tenant_name(key: str, value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise PolicyError(f"{key}: expected a non-empty tenant name, got {value!r}")
+    return value
+
+
 def _weights(key: str, value: Any) -> ScoreWeights:
     if not isinstance(value, Mapping):
         raise PolicyError(f"{key}: expected a mapping of {', '.join(_WEIGHT_NAMES)}")
@@ -228,4 +311,11 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "max_pending_per_message": _integer(0),
     "reorder_window_events": _integer(1),
     "reorder_window_hours": _number(0),
+    "suppression_scopes": _scopes,
+    "default_tenant": _tenant_name,
 }
+# The reasons an event causes (an operator's MANUAL suppression takes the scope given with it).
+SCOPED_REASONS = ("HARD_BOUNCE", "SOFT_BOUNCE_LIMIT", "COMPLAINT", "UNSUBSCRIBE")
+_SECTIONS = ("tenants",)
+# Keys of the stream itself, the same for every tenant.
+_STREAM_KEYS = ("tenants", "default_tenant", "dedupe_window", "max_pending_per_message")

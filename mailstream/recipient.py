@@ -24,6 +24,13 @@ The rules (parameters in `policy.yaml`):
 - Suppression is sticky: later events update counters and score, never the status. The first
   cause stays, except that a complaint replaces any other cause, so that lifting it needs
   `force`. Only `lift_suppression` (an operator) makes a recipient ACTIVE again.
+- Tenants (sending teams): the rules run twice per event. The recipient's own fields are the
+  fold of every tenant's events under the top-level policy, and a suppression there holds for
+  everyone: only reasons whose scope is GLOBAL (`suppression_scopes`, as the event's tenant's
+  policy says) suppress at this level. `tenants[T]` is the same fold over tenant T's events
+  alone, under T's policy (`Policy.for_tenant`): its TENANT-scoped reasons suppress it for T,
+  and so do GLOBAL-scoped ones when no global suppression stands (T's stricter limit).
+  An event without a tenant belongs to `default_tenant`.
 - Idempotent: the last `dedupe_window` event ids are remembered; a repeat changes nothing.
 - Out of order: last_* and updated_at take the maximum; an event older than last_signal_at
   never resets the score.
@@ -34,12 +41,12 @@ from __future__ import annotations
 import enum
 import operator
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from mailstream.errors import ErrorKind, MailstreamError
 from mailstream.events import BounceClass, EventType
-from mailstream.policy import Policy, ScoreWeights
+from mailstream.policy import Policy, Scope, ScoreWeights
 
 
 class RecipientStatus(enum.StrEnum):
@@ -76,8 +83,11 @@ class RecipientState:
     """Everything known about one recipient; timestamps are epoch milliseconds (event time).
 
     `soft_bounces` is the current count toward the soft-bounce limit (a delivery resets it);
-    the other counters are lifetime totals. `recent_event_ids` is internal: the idempotency
-    memory, kept in the state table but not part of the published record.
+    the other counters are lifetime totals. `tenants` holds each tenant's view (the same
+    fields, over that tenant's events, under its policy; their own `tenants` and
+    `recent_event_ids` stay empty). The suppression fields here are the GLOBAL suppression.
+    `recent_event_ids` is internal: the idempotency memory, kept in the state table but not
+    part of the published record.
     """
 
     recipient: str
@@ -107,39 +117,99 @@ class RecipientState:
     last_signal_at: int | None = None  # the last human open, click or reply
     updated_at: int | None = None  # the newest event (or operator change) applied
     late_events: int = 0  # events that came after the reorder window: applied out of order
+    tenants: Mapping[str, RecipientState] = field(default_factory=dict)
     recent_event_ids: tuple[str, ...] = ()
 
     @property
     def suppressed(self) -> bool:
         return self.status is RecipientStatus.SUPPRESSED
 
+    def suppressed_for(self, tenant: str | None) -> bool:
+        """Whether `tenant` must not mail the recipient (globally, or for that tenant); with
+        None, whether any tenant must not (the meaning of the published `status`)."""
+        if self.suppressed:
+            return True
+        if tenant is None:
+            return any(view.suppressed for view in self.tenants.values())
+        view = self.tenants.get(tenant)
+        return view is not None and view.suppressed
+
     def to_record(self) -> dict[str, Any]:
-        """The published record (schemas/recipient_state.avsc): enums as symbols, no internals."""
-        record = dict(zip(_PUBLISHED_FIELDS, _get_published(self), strict=True))
-        record["status"] = self.status.value
-        if self.suppression_reason is not None:
-            record["suppression_reason"] = self.suppression_reason.value
+        """The published record (schemas/recipient_state.avsc): enums as symbols, no internals.
+
+        Its top-level status and suppression fields keep their meaning for readers that know
+        no tenants: SUPPRESSED while any scope suppresses, with the global cause if there is
+        one, else the earliest tenant's (`scope` and `tenant` say which)."""
+        record = self._own_record()
+        shown = shown_suppression(self)
+        if shown is not None:
+            view, scope, tenant = shown
+            for name in _SUPPRESSION_FIELDS:
+                record[name] = getattr(view, name)
+            record["scope"] = scope.value
+            record["tenant"] = tenant
+        else:
+            record["scope"] = None
+            record["tenant"] = None
+        record["status"] = record["status"].value
+        if record["suppression_reason"] is not None:
+            record["suppression_reason"] = record["suppression_reason"].value
+        record["tenants"] = [
+            _tenant_record(name, self.tenants[name]) for name in sorted(self.tenants)
+        ]
         return record
 
     def to_table_record(self) -> dict[str, Any]:
-        """`to_record()` plus the internal fields: what the state table stores (JSON-able)."""
-        return self.to_record() | {"recent_event_ids": list(self.recent_event_ids)}
+        """What the state table stores (JSON-able): the fields as they are (the suppression
+        fields are the global one's), each tenant's view, the idempotency memory."""
+        record = self._own_record()
+        record["status"] = self.status.value
+        if self.suppression_reason is not None:
+            record["suppression_reason"] = self.suppression_reason.value
+        record["tenants"] = {name: view.to_table_record() for name, view in self.tenants.items()}
+        record["recent_event_ids"] = list(self.recent_event_ids)
+        return record
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> RecipientState:
         """Reads `to_record()` or `to_table_record()` output (timestamps as epoch-ms ints, as
         `mailstream.codec` decodes them); fields the record lacks take their defaults."""
         values = {name: record[name] for name in _FIELD_NAMES if name in record}
+        if record.get("scope") == Scope.TENANT:  # the published top level shows a tenant's
+            for name in _SUPPRESSION_FIELDS:
+                values.pop(name, None)
         values["status"] = RecipientStatus(values.get("status", RecipientStatus.ACTIVE))
         if values.get("suppression_reason") is not None:
             values["suppression_reason"] = SuppressionReason(values["suppression_reason"])
         values["recent_event_ids"] = tuple(values.get("recent_event_ids", ()))
+        views = values.get("tenants") or {}
+        if not isinstance(views, Mapping):  # the published list of TenantState records
+            views = {view["tenant"]: view for view in views}
+        recipient = values["recipient"]
+        values["tenants"] = {
+            name: cls.from_record({**view, "recipient": recipient}) for name, view in views.items()
+        }
         return cls(**values)
+
+    def _own_record(self) -> dict[str, Any]:
+        return dict(zip(_PUBLISHED_FIELDS, _get_published(self), strict=True))
 
 
 _FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in fields(RecipientState))
-_INTERNAL_FIELDS = ("recent_event_ids",)
+_INTERNAL_FIELDS = ("recent_event_ids", "tenants")
 _PUBLISHED_FIELDS: tuple[str, ...] = tuple(n for n in _FIELD_NAMES if n not in _INTERNAL_FIELDS)
+_SUPPRESSION_FIELDS = (
+    "status",
+    "suppression_reason",
+    "suppressed_at",
+    "suppression_event_id",
+    "suppression_note",
+)
+# A TenantState record (schemas/recipient_state.avsc): a tenant's view without the address.
+_TENANT_FIELDS: tuple[str, ...] = tuple(
+    n for n in _PUBLISHED_FIELDS if n not in ("recipient", "late_events")
+)
+_get_tenant_fields = operator.attrgetter(*_TENANT_FIELDS)
 _FIELD_INDEX: dict[str, int] = {name: index for index, name in enumerate(_FIELD_NAMES)}
 _get_all = operator.attrgetter(*_FIELD_NAMES)
 _get_published = operator.attrgetter(*_PUBLISHED_FIELDS)
@@ -164,25 +234,102 @@ def apply(state: RecipientState | None, event: Mapping[str, Any], policy: Policy
     event_id = event["event_id"]
     if event_id in state.recent_event_ids:
         return state
+    tenant = event.get("tenant") or policy.default_tenant
+    own = policy.for_tenant(tenant)
+    overall = _updated(state, event, policy, lambda reason: own.scope_of(reason) is Scope.GLOBAL)
+    seen = _as_seen_by(event, own, policy)
+    view = _updated(
+        state.tenants.get(tenant) or RecipientState(recipient=recipient),
+        seen,
+        own,
+        lambda reason: own.scope_of(reason) is Scope.TENANT or not overall.suppressed,
+    )
+    return _evolve(
+        overall,
+        {
+            "recent_event_ids": _remember(state.recent_event_ids, event_id, policy.dedupe_window),
+            "tenants": {**state.tenants, tenant: view},
+        },
+    )
+
+
+def _updated(
+    state: RecipientState, event: _Event, policy: Policy, holds: Callable[[str], bool]
+) -> RecipientState:
+    """`state` after the rules' `event` under `policy`; a suppression only for the reasons
+    that `holds` at this level."""
     occurred_at = event["occurred_at"]
     if _inactive_too_long(state, occurred_at, policy):
         state = _evolve(state, {"score": 0, "opens_since_reset": 0})
     changes = _RULES.get(event["event_type"], _counts_nothing)(state, event, policy)
-    changes["recent_event_ids"] = _remember(state.recent_event_ids, event_id, policy.dedupe_window)
+    reason = changes.get("suppression_reason")
+    if reason is not None and not holds(reason):
+        for name in _SUPPRESSION_FIELDS:
+            del changes[name]
     if state.updated_at is None or occurred_at > state.updated_at:
         changes["updated_at"] = occurred_at
     return _evolve(state, changes)
 
 
+def _as_seen_by(event: _Event, own: Policy, policy: Policy) -> _Event:
+    """The event as the tenant's policy judges it: a log entry carries the tenant's machine
+    verdict (`tenant_machine`) where it differs from the top level's."""
+    if own is policy or "tenant_machine" not in event:
+        return event
+    return {**event, "provider_flagged_machine": event["tenant_machine"]}
+
+
 def reset_if_inactive(state: RecipientState, now: int, policy: Policy) -> RecipientState:
     """The inactivity reset by wall clock (the worker's periodic sweep): score and the open
     count toward the bonuses go to 0 when `now` is more than `inactivity_reset_days` after the
-    last human signal; the same object when no reset is due."""
+    last human signal, here and in each tenant's view under its policy; the same object when
+    no reset is due."""
+    views = {
+        name: _reset(view, now, policy.for_tenant(name)) for name, view in state.tenants.items()
+    }
+    reset = _reset(state, now, policy)
+    if reset is state and all(views[name] is state.tenants[name] for name in views):
+        return state
+    return _evolve(reset, {"tenants": views, "updated_at": _latest(state.updated_at, now)})
+
+
+def _reset(state: RecipientState, now: int, policy: Policy) -> RecipientState:
     if not _inactive_too_long(state, now, policy):
         return state
     return _evolve(
         state, {"score": 0, "opens_since_reset": 0, "updated_at": _latest(state.updated_at, now)}
     )
+
+
+def tenant_view(state: RecipientState, tenant: str) -> RecipientState:
+    """Tenant `tenant`'s view of the recipient (a fresh one when it has none yet)."""
+    return state.tenants.get(tenant) or RecipientState(recipient=state.recipient)
+
+
+def with_tenant_view(state: RecipientState, tenant: str, view: RecipientState) -> RecipientState:
+    """`state` holding `view` as tenant `tenant`'s; the same object when the view is too."""
+    if state.tenants.get(tenant) is view:
+        return state
+    changes: _Changes = {"tenants": {**state.tenants, tenant: view}}
+    if view.updated_at is not None:
+        changes["updated_at"] = _latest(state.updated_at, view.updated_at)
+    return _evolve(state, changes)
+
+
+def shown_suppression(state: RecipientState) -> tuple[RecipientState, Scope, str | None] | None:
+    """The suppression a reader that knows no tenants is shown: the global one, else the
+    earliest tenant's; None when no scope suppresses the recipient."""
+    if state.suppressed:
+        return state, Scope.GLOBAL, None
+    suppressed = [
+        (view.suppressed_at or 0, name, view)
+        for name, view in state.tenants.items()
+        if view.suppressed
+    ]
+    if not suppressed:
+        return None
+    _, name, view = min(suppressed, key=lambda item: (item[0], item[1]))
+    return view, Scope.TENANT, name
 
 
 def remember(state: RecipientState, event_id: str, policy: Policy) -> RecipientState:
@@ -260,18 +407,53 @@ def lift_suppression(state: RecipientState, at: int, *, force: bool = False) -> 
 
 
 def suppression_record(state: RecipientState, actor: str | None = None) -> dict[str, Any] | None:
-    """The Suppression record (schemas/suppression.avsc) of a suppressed state, else None."""
-    if not state.suppressed or state.suppression_reason is None or state.suppressed_at is None:
+    """The Suppression record (schemas/suppression.avsc) of `email.suppressions`, for readers
+    that know no tenants: the suppression `shown_suppression` picks; None when none holds."""
+    shown = shown_suppression(state)
+    if shown is None:
         return None
+    view, scope, tenant = shown
+    return _suppression_of(state.recipient, view, scope, tenant, actor)
+
+
+def scoped_suppressions(
+    state: RecipientState, actor: str | None = None
+) -> dict[str | None, dict[str, Any]]:
+    """Every suppression that holds, by tenant (None: the global one), as Suppression records
+    of `email.suppressions.scoped`."""
+    records: dict[str | None, dict[str, Any]] = {}
+    if state.suppressed:
+        records[None] = _suppression_of(state.recipient, state, Scope.GLOBAL, None, actor)
+    for name, view in state.tenants.items():
+        if view.suppressed:
+            records[name] = _suppression_of(state.recipient, view, Scope.TENANT, name, actor)
+    return records
+
+
+def _suppression_of(
+    recipient: str, view: RecipientState, scope: Scope, tenant: str | None, actor: str | None
+) -> dict[str, Any]:
+    reason = view.suppression_reason or SuppressionReason.UNKNOWN
     return {
-        "recipient": state.recipient,
-        "reason": state.suppression_reason.value,
-        "since": state.suppressed_at,
-        "event_id": state.suppression_event_id,
-        "source": "event" if state.suppression_event_id is not None else "operator",
+        "recipient": recipient,
+        "reason": reason.value,
+        "since": view.suppressed_at or 0,
+        "event_id": view.suppression_event_id,
+        "source": "event" if view.suppression_event_id is not None else "operator",
         "actor": actor,
-        "note": state.suppression_note,
+        "note": view.suppression_note,
+        "scope": scope.value,
+        "tenant": tenant,
     }
+
+
+def _tenant_record(name: str, view: RecipientState) -> dict[str, Any]:
+    record = dict(zip(_TENANT_FIELDS, _get_tenant_fields(view), strict=True))
+    record["tenant"] = name
+    record["status"] = view.status.value
+    if view.suppression_reason is not None:
+        record["suppression_reason"] = view.suppression_reason.value
+    return record
 
 
 def _require_force(state: RecipientState, force: bool) -> None:

@@ -33,7 +33,7 @@ from mailstream.policy import Policy
 from mailstream.recipient import RecipientState, apply, is_machine, mark_late, remember
 
 Entry = dict[str, Any]
-_EVENT_FIELDS = ("event_id", "event_type", "occurred_at", "received_at", "bounce_class")
+_EVENT_FIELDS = ("event_id", "event_type", "occurred_at", "received_at", "bounce_class", "tenant")
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,8 +78,12 @@ def event_entry(event: Mapping[str, Any], policy: Policy) -> Entry:
     entry: Entry = {name: event[name] for name in _EVENT_FIELDS if event.get(name) is not None}
     event_type = event["event_type"]
     if event_type == EventType.OPENED or event_type == EventType.CLICKED:
-        if is_machine(event, policy):
+        machine = is_machine(event, policy)
+        if machine:
             entry["provider_flagged_machine"] = True
+        own = policy.for_tenant(event.get("tenant") or policy.default_tenant)
+        if own is not policy and is_machine(event, own) != machine:
+            entry["tenant_machine"] = not machine
         if event_type == EventType.CLICKED and event.get("url"):
             entry["url"] = event["url"]
     return entry
@@ -183,10 +187,10 @@ def _before_base(base_record: Mapping[str, Any] | None, entry: Entry) -> bool:
 def _trimmed(timeline: Timeline, policy: Policy) -> Timeline:
     log = timeline.log
     newest = _newest_event_time(log)
-    horizon = newest - policy.reorder_window_ms if newest is not None else None
+    horizon = newest - policy.log_window_ms if newest is not None else None
     start = 0
     while start < len(log) and (
-        len(log) - start > policy.reorder_window_events
+        len(log) - start > policy.log_events
         or (horizon is not None and log[start]["occurred_at"] < horizon)
     ):
         start += 1

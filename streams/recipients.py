@@ -12,8 +12,10 @@ publish carries the command id and actor in its headers.
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any
+
+import orjson
 
 from mailstream.codec import AvroCodec
 from mailstream.commands import (
@@ -24,7 +26,7 @@ from mailstream.commands import (
 )
 from mailstream.errors import ErrorKind, MailstreamError
 from mailstream.policy import Policy
-from mailstream.recipient import RecipientState, suppression_record
+from mailstream.recipient import RecipientState, scoped_suppressions, suppression_record
 from mailstream.streams.records import Output, SourceRecord, dead_letter, partition_of
 from mailstream.timeline import Timeline, add_command, add_event
 from mailstream.topics import TopicNames
@@ -93,26 +95,53 @@ class StateKeeper:
                 received_at=event.get("received_at"),
                 occurred_at=event.get("occurred_at"),
             ),
-            *self._suppression_change(
+            *self._suppression_changes(
                 key, before.state if before else None, state, event["event_id"]
             ),
         ]
 
-    def _suppression_change(
-        self, key: bytes, before: RecipientState | None, after: RecipientState, event_id: str
+    def _suppression_changes(
+        self,
+        key: bytes,
+        before: RecipientState | None,
+        after: RecipientState,
+        cause_id: str,
+        actor: str | None = None,
+        audit: tuple[tuple[str, bytes], ...] = (),
+        *,
+        always: bool = False,
     ) -> list[Output]:
-        was_suppressed = before is not None and before.suppressed
-        caused_by_this_event = after.suppressed and after.suppression_event_id == event_id
-        if after.suppressed and (
-            not was_suppressed or caused_by_this_event or _cause(before) != _cause(after)
-        ):
-            record = suppression_record(after)
-            if record is not None:  # always, for a suppressed state
-                value = self._suppression_codec.encode(record)
-                return [Output(self._names.suppressions, key, value, label=record["reason"])]
-        if was_suppressed and not after.suppressed:
-            return [Output(self._names.suppressions, key, None, label=LIFTED)]
-        return []
+        """The records of `email.suppressions` (what a reader that knows no tenants must
+        honour) and `email.suppressions.scoped` (one key per scope) that changed: a new cause
+        is a new record, a lifted scope a tombstone. A suppression `cause_id` caused is
+        published again (a redelivered event after a crash), and with `always` (an operator
+        command) the current record or tombstone is."""
+        recipient = after.recipient
+        shown_before = suppression_record(before) if before is not None else None
+        changes = [(self._names.suppressions, key, shown_before, suppression_record(after, actor))]
+        scoped_before = scoped_suppressions(before) if before is not None else {}
+        scoped_after = scoped_suppressions(after, actor)
+        for tenant in sorted(scoped_before.keys() | scoped_after.keys(), key=str):
+            changes.append(
+                (
+                    self._names.scoped_suppressions,
+                    scoped_suppression_key(recipient, tenant),
+                    scoped_before.get(tenant),
+                    scoped_after.get(tenant),
+                )
+            )
+        outputs = []
+        for topic, topic_key, old, new in changes:
+            if new is not None and (
+                always or old is None or _cause(old) != _cause(new) or new["event_id"] == cause_id
+            ):
+                value = self._suppression_codec.encode(new)
+                outputs.append(Output(topic, topic_key, value, audit, label=new["reason"]))
+            elif new is None and (
+                old is not None or (always and topic == self._names.suppressions)
+            ):
+                outputs.append(Output(topic, topic_key, None, audit, label=LIFTED))
+        return outputs
 
     def _command(self, record: SourceRecord, recipients: RecipientTable) -> list[Output]:
         try:
@@ -142,10 +171,17 @@ class StateKeeper:
         ]
         if command.action is CommandAction.RESET_INACTIVE:
             return outputs
-        suppression = suppression_record(after, actor=command.actor)
-        value = self._suppression_codec.encode(suppression) if suppression is not None else None
-        reason = suppression["reason"] if suppression is not None else LIFTED
-        outputs.append(Output(self._names.suppressions, key, value, audit, label=reason))
+        outputs.extend(
+            self._suppression_changes(
+                key,
+                before.state if before is not None else None,
+                after,
+                command.command_id,
+                command.actor,
+                audit,
+                always=True,
+            )
+        )
         return outputs
 
     def _check_placement(self, record: SourceRecord, key: bytes) -> None:
@@ -166,8 +202,19 @@ class StateKeeper:
         )
 
 
-def _cause(state: RecipientState | None) -> tuple[object, ...] | None:
+def scoped_suppression_key(recipient: str, tenant: str | None) -> bytes:
+    """The key of `email.suppressions.scoped`: the JSON array [recipient, tenant], tenant
+    null for the global suppression (unambiguous whatever the address or tenant holds)."""
+    return orjson.dumps([recipient, tenant])
+
+
+def _cause(record: Mapping[str, Any]) -> tuple[object, ...]:
     """What a Suppression record says about why: a change is published as a new record."""
-    if state is None or not state.suppressed:
-        return None
-    return (state.suppression_reason, state.suppressed_at, state.suppression_event_id)
+    return (
+        record["reason"],
+        record["since"],
+        record["event_id"],
+        record["scope"],
+        record["tenant"],
+        record["note"],
+    )

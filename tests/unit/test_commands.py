@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from mailstream.commands import (
@@ -67,11 +69,12 @@ def test_the_same_command_twice_changes_nothing() -> None:
 
 def test_lifting_a_complaint_needs_force() -> None:
     state = complained()
+    lift = command(CommandAction.LIFT, tenant="default")
     with pytest.raises(CommandError, match="force"):
-        apply_command(state, command(CommandAction.LIFT), POLICY)
-    lifted = apply_command(state, command(CommandAction.LIFT, force=True), POLICY)
-    assert lifted.status == "ACTIVE"
-    assert lifted.suppression_reason is None
+        apply_command(state, lift, POLICY)
+    lifted = apply_command(state, replace(lift, force=True), POLICY)
+    assert not lifted.suppressed_for(None)
+    assert lifted.tenants["default"].suppression_reason is None
 
 
 def test_lifting_an_active_recipient_is_a_no_op() -> None:

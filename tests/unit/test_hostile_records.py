@@ -200,7 +200,11 @@ def test_commands_that_do_not_belong_are_dead_lettered_before_touching_the_table
         assert recipients == {}, what
     recipients = {}
     outputs = keeper().process(on_commands_topic(command(CommandAction.SUPPRESS)), recipients)
-    assert [output.topic for output in outputs] == [NAMES.recipient_state, NAMES.suppressions]
+    assert [output.topic for output in outputs] == [
+        NAMES.recipient_state,
+        NAMES.suppressions,
+        NAMES.scoped_suppressions,
+    ]
 
 
 def record_topic(topic: str) -> str:

@@ -161,6 +161,16 @@ def suppression_of(output: Output) -> dict[str, Any]:
     return SUPPRESSION.decode(output.value)
 
 
+GLOBAL_KEY = b'["ann@example.com",null]'
+
+
+def scoped_of(output: Output, key: bytes = GLOBAL_KEY) -> dict[str, Any]:
+    """The record of `email.suppressions.scoped` for one scope (default: the global one)."""
+    assert (output.topic, output.key) == (NAMES.scoped_suppressions, key)
+    assert output.value is not None, "a tombstone, not a suppression"
+    return SUPPRESSION.decode(output.value)
+
+
 def audit_headers(actor: str = "ops@host", command_id: str = "c1") -> dict[str, bytes]:
     return {"mailstream.command_id": command_id.encode(), "mailstream.actor": actor.encode()}
 
@@ -401,11 +411,11 @@ def test_human_opens_and_a_click_are_scored_in_the_published_state() -> None:
 def test_a_hard_bounce_publishes_the_state_and_a_suppression_caused_by_the_event() -> None:
     recipients: Table = {}
     bounce = canonical(EventType.BOUNCED, event_id="b1", bounce_class=BounceClass.HARD)
-    state_output, suppression_output = feed(keeper(), recipients, bounce)
+    state_output, suppression_output, scoped_output = feed(keeper(), recipients, bounce)
     state = state_of(state_output)
     assert (state["status"], state["suppression_reason"]) == ("SUPPRESSED", "HARD_BOUNCE")
-    assert state["suppression_event_id"] == "b1"
-    assert suppression_of(suppression_output) == {
+    assert (state["suppression_event_id"], state["scope"]) == ("b1", "GLOBAL")
+    expected = {
         "recipient": "ann@example.com",
         "reason": "HARD_BOUNCE",
         "since": T0,
@@ -413,7 +423,11 @@ def test_a_hard_bounce_publishes_the_state_and_a_suppression_caused_by_the_event
         "source": "event",
         "actor": None,
         "note": None,
+        "scope": "GLOBAL",
+        "tenant": None,
     }
+    assert suppression_of(suppression_output) == expected
+    assert scoped_of(scoped_output) == expected
 
 
 def test_a_redelivered_suppressing_event_publishes_again_without_counting_twice() -> None:
@@ -422,9 +436,10 @@ def test_a_redelivered_suppressing_event_publishes_again_without_counting_twice(
     bounce = canonical(EventType.BOUNCED, event_id="b1", bounce_class=BounceClass.HARD)
     feed(processor, recipients, bounce)
     table_before = dict(recipients[b"ann@example.com"])
-    state_output, suppression_output = feed(processor, recipients, bounce)
+    state_output, suppression_output, scoped_output = feed(processor, recipients, bounce)
     assert state_of(state_output)["hard_bounces"] == 1
     assert suppression_of(suppression_output)["event_id"] == "b1"
+    assert scoped_of(scoped_output)["event_id"] == "b1"
     assert recipients[b"ann@example.com"] == table_before
 
 
@@ -439,13 +454,16 @@ def test_a_later_event_of_a_suppressed_recipient_publishes_no_new_suppression() 
 
 
 def test_a_complaint_replaces_an_earlier_suppression_and_republishes_it() -> None:
-    bounce = canonical(EventType.BOUNCED, event_id="b1", bounce_class=BounceClass.HARD)
+    unsubscribe = canonical(EventType.UNSUBSCRIBED, event_id="u1")
     complaint = canonical(EventType.COMPLAINED, event_id="f1", at=T0 + DAY)
-    state_output, suppression_output = feed(keeper(), {}, bounce, complaint)
-    assert state_of(state_output)["suppression_reason"] == "COMPLAINT"
+    state_output, suppression_output, scoped_output = feed(keeper(), {}, unsubscribe, complaint)
+    state = state_of(state_output)
+    assert (state["suppression_reason"], state["scope"]) == ("COMPLAINT", "TENANT")
     suppression = suppression_of(suppression_output)
     assert (suppression["reason"], suppression["event_id"]) == ("COMPLAINT", "f1")
     assert suppression["since"] == T0 + DAY
+    tenant_key = b'["ann@example.com","default"]'
+    assert scoped_of(scoped_output, tenant_key) == suppression
 
 
 def _truncated_event() -> bytes:
@@ -488,10 +506,12 @@ def test_a_manual_suppression_publishes_state_and_suppression_with_audit_headers
     suppress = command(
         CommandAction.SUPPRESS, reason=SuppressionReason.MANUAL, note="asked by phone"
     )
-    state_output, suppression_output = keeper().process(on_commands_topic(suppress), recipients)
+    state_output, suppression_output, scoped_output = keeper().process(
+        on_commands_topic(suppress), recipients
+    )
     state = state_of(state_output)
     assert (state["status"], state["suppression_reason"]) == ("SUPPRESSED", "MANUAL")
-    assert suppression_of(suppression_output) == {
+    expected = {
         "recipient": "ann@example.com",
         "reason": "MANUAL",
         "since": T0 + DAY,
@@ -499,9 +519,14 @@ def test_a_manual_suppression_publishes_state_and_suppression_with_audit_headers
         "source": "operator",
         "actor": "ops@host",
         "note": "asked by phone",
+        "scope": "GLOBAL",
+        "tenant": None,
     }
+    assert suppression_of(suppression_output) == expected
+    assert scoped_of(scoped_output) == expected
     assert dict(state_output.headers) == audit_headers()
     assert dict(suppression_output.headers) == audit_headers()
+    assert dict(scoped_output.headers) == audit_headers()
     assert "c1" in recipients[b"ann@example.com"]["state"]["recent_event_ids"]
 
 
@@ -510,13 +535,20 @@ def test_lifting_a_suppression_publishes_the_active_state_and_a_tombstone() -> N
     processor = keeper()
     feed(processor, recipients, canonical(EventType.BOUNCED, bounce_class=BounceClass.HARD))
     lift = command(CommandAction.LIFT, command_id="lift-1")
-    state_output, tombstone = processor.process(on_commands_topic(lift), recipients)
+    state_output, tombstone, scoped_tombstone = processor.process(
+        on_commands_topic(lift), recipients
+    )
     state = state_of(state_output)
     assert (state["status"], state["suppression_reason"]) == ("ACTIVE", None)
     assert state["hard_bounces"] == 1, "lifting keeps the lifetime counters"
     assert (tombstone.topic, tombstone.key, tombstone.value) == (
         NAMES.suppressions,
         b"ann@example.com",
+        None,
+    )
+    assert (scoped_tombstone.topic, scoped_tombstone.key, scoped_tombstone.value) == (
+        NAMES.scoped_suppressions,
+        GLOBAL_KEY,
         None,
     )
     assert dict(tombstone.headers) == audit_headers(command_id="lift-1")
@@ -529,17 +561,34 @@ def test_lifting_a_complaint_without_force_is_refused_and_with_force_is_applied(
     feed(processor, recipients, canonical(EventType.COMPLAINED, event_id="f1"))
     table_before = dict(recipients[b"ann@example.com"])
 
-    refused = processor.process(on_commands_topic(command(CommandAction.LIFT), 8), recipients)
+    lift = command(CommandAction.LIFT, tenant="default")
+    refused = processor.process(on_commands_topic(lift, 8), recipients)
     record = only_dead_letter(refused)
     assert record["error_kind"] == "command_refused"
     assert "force" in record["error_message"]
     assert (record["source_topic"], record["source_offset"]) == (NAMES.commands, 8)
     assert recipients[b"ann@example.com"] == table_before
 
-    forced = command(CommandAction.LIFT, command_id="c2", force=True)
-    state_output, tombstone = processor.process(on_commands_topic(forced, 9), recipients)
+    forced = command(CommandAction.LIFT, command_id="c2", force=True, tenant="default")
+    state_output, tombstone, scoped = processor.process(on_commands_topic(forced, 9), recipients)
     assert state_of(state_output)["status"] == "ACTIVE"
     assert (tombstone.topic, tombstone.value) == (NAMES.suppressions, None)
+    assert (scoped.topic, scoped.key, scoped.value) == (
+        NAMES.scoped_suppressions,
+        b'["ann@example.com","default"]',
+        None,
+    )
+
+
+def test_a_lift_without_a_tenant_of_a_tenant_suppression_is_refused_naming_the_tenant() -> None:
+    recipients: Table = {}
+    processor = keeper()
+    feed(processor, recipients, canonical(EventType.UNSUBSCRIBED, event_id="u1"))
+    record = only_dead_letter(
+        processor.process(on_commands_topic(command(CommandAction.LIFT), 3), recipients)
+    )
+    assert record["error_kind"] == "command_refused"
+    assert "for tenant(s) default" in record["error_message"]
 
 
 @pytest.mark.parametrize(

@@ -191,10 +191,13 @@ def test_a_machine_event_scores_nothing_but_is_remembered() -> None:
 def test_a_human_unsubscribe_click_suppresses_and_scores_nothing() -> None:
     click = event("CLICKED", T0 + DAY, url="https://yourapp.example.com/Unsubscribe?u=42")
     state = run([event("OPENED"), click])
-    assert state.status is RecipientStatus.SUPPRESSED
-    assert state.suppression_reason is SuppressionReason.UNSUBSCRIBE
-    assert state.suppressed_at == T0 + DAY
-    assert state.suppression_event_id == click["event_id"]
+    assert state.status is RecipientStatus.ACTIVE  # an unsubscribe is TENANT-scoped
+    view = state.tenants[POLICY.default_tenant]
+    assert view.status is RecipientStatus.SUPPRESSED
+    assert view.suppression_reason is SuppressionReason.UNSUBSCRIBE
+    assert view.suppressed_at == T0 + DAY
+    assert view.suppression_event_id == click["event_id"]
+    assert state.suppressed_for(None) and state.suppressed_for(POLICY.default_tenant)
     assert (state.score, state.clicks, state.unsubscribes) == (5, 0, 1)
     assert state.last_click_at is None
 
@@ -208,13 +211,14 @@ def test_a_machine_unsubscribe_click_does_not_unsubscribe() -> None:
 
 def test_an_unsubscribe_event_suppresses() -> None:
     state = run([event("UNSUBSCRIBED")])
-    assert state.suppression_reason is SuppressionReason.UNSUBSCRIBE
+    assert state.tenants[POLICY.default_tenant].suppression_reason is SuppressionReason.UNSUBSCRIBE
     assert (state.unsubscribes, state.score) == (1, 0)
 
 
 def test_a_complaint_suppresses() -> None:
     state = run([event("COMPLAINED")])
-    assert state.suppression_reason is SuppressionReason.COMPLAINT
+    assert state.suppression_reason is None  # a complaint is TENANT-scoped
+    assert state.tenants[POLICY.default_tenant].suppression_reason is SuppressionReason.COMPLAINT
     assert state.complaints == 1
 
 
@@ -289,7 +293,8 @@ def test_events_that_count_nothing_still_create_the_state(event_type: str) -> No
     deferred = event(event_type, bounce_class="SOFT")
     state = apply(None, deferred, POLICY)
     assert state.recipient == LEAD
-    assert state.to_record() == RecipientState(LEAD, updated_at=T0).to_record()
+    fresh = RecipientState(LEAD, updated_at=T0)
+    assert state.to_record() == replace(fresh, tenants={POLICY.default_tenant: fresh}).to_record()
 
 
 # --- sticky suppression and operator actions -----------------------------------------------
@@ -314,9 +319,11 @@ def test_suppression_is_sticky_counters_still_move() -> None:
 def test_a_complaint_replaces_an_earlier_cause_and_nothing_replaces_it() -> None:
     complaint = event("COMPLAINED", T0 + 1)
     state = run([event("UNSUBSCRIBED", T0), complaint, bounce("HARD", T0 + 2)])
-    assert state.suppression_reason is SuppressionReason.COMPLAINT
-    assert state.suppression_event_id == complaint["event_id"]
-    assert state.suppressed_at == T0 + 1
+    view = state.tenants[POLICY.default_tenant]
+    assert view.suppression_reason is SuppressionReason.COMPLAINT
+    assert view.suppression_event_id == complaint["event_id"]
+    assert view.suppressed_at == T0 + 1
+    assert state.suppression_reason is SuppressionReason.HARD_BOUNCE  # global, beside it
 
 
 def test_manual_suppression_and_lift() -> None:
@@ -343,7 +350,7 @@ def test_lifting_an_active_recipient_changes_nothing() -> None:
 
 
 def test_lifting_a_complaint_needs_force() -> None:
-    complained = run([event("COMPLAINED")])
+    complained = run([event("COMPLAINED")]).tenants[POLICY.default_tenant]
     with pytest.raises(SuppressionError, match="force"):
         lift_suppression(complained, T0 + 1)
     with pytest.raises(SuppressionError, match="force"):
@@ -369,6 +376,8 @@ def test_suppression_records() -> None:
         "source": "event",
         "actor": None,
         "note": None,
+        "scope": "GLOBAL",
+        "tenant": None,
     }
     manual = suppress_manually(RecipientState(LEAD), SuppressionReason.MANUAL, T0, "note")
     record = suppression_record(manual, actor="ops@example.com")

@@ -246,14 +246,16 @@ def test_a_table_record_round_trips_and_bare_states_of_older_tables_are_read() -
 
 
 def test_the_case_hypothesis_found_a_refused_command_stays_refused() -> None:
-    """A complaint; a suppression without force, refused; an earlier forced one arriving after
-    it: the refused one stays out, as its dead letter said."""
+    """A complaint; a suppression of the same tenant without force, refused; an earlier forced
+    one arriving after it: the refused one stays out, as its dead letter said."""
     complaint = event(0, 8, T0)
-    forced = command(1, CommandAction.SUPPRESS, T0 + 1, force=True)
-    unforced = command(2, CommandAction.SUPPRESS, T0 + 2, force=False)
+    tenant = POLICY.default_tenant
+    forced = replace(command(1, CommandAction.SUPPRESS, T0 + 1, force=True), tenant=tenant)
+    unforced = replace(command(2, CommandAction.SUPPRESS, T0 + 2, force=False), tenant=tenant)
     refused: list[Item] = []
     timeline = arrive([complaint, unforced, forced], POLICY, refused)
     assert refused == [unforced]
     assert timeline is not None
-    assert timeline.state.suppression_reason is SuppressionReason.MANUAL
-    assert timeline.state.suppressed_at == T0 + 1
+    view = timeline.state.tenants[tenant]
+    assert view.suppression_reason is SuppressionReason.MANUAL
+    assert view.suppressed_at == T0 + 1
