@@ -28,8 +28,9 @@ The rules (parameters in `policy.yaml`):
   fold of every tenant's events under the top-level policy, and a suppression there holds for
   everyone: only reasons whose scope is GLOBAL (`suppression_scopes`, as the event's tenant's
   policy says) suppress at this level. `tenants[T]` is the same fold over tenant T's events
-  alone, under T's policy (`Policy.for_tenant`): its TENANT-scoped reasons suppress it for T,
-  and so do GLOBAL-scoped ones when no global suppression stands (T's stricter limit).
+  alone, under T's policy (`Policy.for_tenant`): its TENANT-scoped reasons suppress it for T.
+  GLOBAL-scoped reasons are about the address and judged on everyone's events: a tenant with
+  a lower soft_bounce_limit is suppressed alone once the address's soft-bounce run reaches it.
   An event without a tenant belongs to `default_tenant`.
 - Idempotent: the last `dedupe_window` event ids are remembered; a repeat changes nothing.
 - Out of order: last_* and updated_at take the maximum; an event older than last_signal_at
@@ -242,8 +243,10 @@ def apply(state: RecipientState | None, event: Mapping[str, Any], policy: Policy
         state.tenants.get(tenant) or RecipientState(recipient=recipient),
         seen,
         own,
-        lambda reason: own.scope_of(reason) is Scope.TENANT or not overall.suppressed,
+        lambda reason: own.scope_of(reason) is Scope.TENANT,
     )
+    if own.soft_bounce_limit < policy.soft_bounce_limit:
+        view = _stricter_soft_bounce_limit(overall, view, event, own)
     return _evolve(
         overall,
         {
@@ -269,6 +272,23 @@ def _updated(
     if state.updated_at is None or occurred_at > state.updated_at:
         changes["updated_at"] = occurred_at
     return _evolve(state, changes)
+
+
+def _stricter_soft_bounce_limit(
+    overall: RecipientState, view: RecipientState, event: _Event, own: Policy
+) -> RecipientState:
+    """A GLOBAL-scoped reason is judged on everyone's events: the address's soft-bounce run
+    counts whoever's mail bounced. A tenant with a lower limit than the top level's stops
+    mailing the address, alone, once the run reaches its own limit."""
+    if (
+        event.get("bounce_class") != BounceClass.SOFT
+        or own.scope_of(SuppressionReason.SOFT_BOUNCE_LIMIT) is not Scope.GLOBAL
+        or overall.suppressed
+        or view.suppressed
+        or overall.soft_bounces < own.soft_bounce_limit
+    ):
+        return view
+    return _evolve(view, _suppression(view, SuppressionReason.SOFT_BOUNCE_LIMIT, event))
 
 
 def _as_seen_by(event: _Event, own: Policy, policy: Policy) -> _Event:

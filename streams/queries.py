@@ -32,12 +32,13 @@ from faust.web.drivers.aiohttp import Web as AiohttpWeb
 from mailstream.commands import CommandError, normalize_address
 from mailstream.errors import ErrorKind, MailstreamError
 from mailstream.events import format_timestamp_ms
-from mailstream.recipient import TIMESTAMP_FIELDS, RecipientState, RecipientStatus
+from mailstream.recipient import TIMESTAMP_FIELDS, RecipientState
 from mailstream.timeline import state_of
 from mailstream.times import parse_duration_ms
 
 DEFAULT_COHORT_LIMIT = 100
 MAX_COHORT_LIMIT = 1000
+MAX_TENANT_CHARS = 200
 
 
 class QueryError(MailstreamError, ValueError):
@@ -54,11 +55,13 @@ class CohortQuery:
     opened_within_ms: int
     limit: int
     offset: int
+    tenant: str | None = None
 
     @classmethod
     def from_params(cls, params: Mapping[str, str]) -> CohortQuery:
         """The query string of `/cohorts/` with its defaults (`min_score=20`,
-        `opened_within=7d`, `limit=100`, `offset=0`); QueryError naming a bad parameter."""
+        `opened_within=7d`, `limit=100`, `offset=0`, no `tenant`); QueryError naming a bad
+        parameter."""
         try:
             window = parse_duration_ms(params.get("opened_within", "7d"))
         except ValueError as error:
@@ -70,7 +73,18 @@ class CohortQuery:
                 params, "limit", DEFAULT_COHORT_LIMIT, minimum=1, maximum=MAX_COHORT_LIMIT
             ),
             offset=_integer(params, "offset", 0, minimum=0),
+            tenant=tenant_parameter(params),
         )
+
+
+def tenant_parameter(params: Mapping[str, str]) -> str | None:
+    """The `tenant` of a query string (None without one); QueryError when it is unusable."""
+    tenant = params.get("tenant")
+    if tenant is None:
+        return None
+    if not tenant or len(tenant) > MAX_TENANT_CHARS:
+        raise QueryError(f"tenant: expected 1 to {MAX_TENANT_CHARS} characters")
+    return tenant
 
 
 def _integer(
@@ -94,18 +108,27 @@ def _integer(
 
 
 def cohort(
-    states: Iterable[RecipientState], min_score: int, opened_since: int
+    states: Iterable[RecipientState],
+    min_score: int,
+    opened_since: int,
+    tenant: str | None = None,
 ) -> list[RecipientState]:
-    """Active recipients scoring at least `min_score` with a human open at or after
-    `opened_since` (epoch ms), highest score first."""
-    chosen = [
-        state
-        for state in states
-        if state.status == RecipientStatus.ACTIVE
-        and state.score >= min_score
-        and (state.last_open_at or 0) >= opened_since
-    ]
-    return sorted(chosen, key=lambda state: (-state.score, state.recipient))
+    """Recipients that may be mailed scoring at least `min_score` with a human open at or
+    after `opened_since` (epoch ms), highest score first. With `tenant`: that tenant's
+    cohort, by its own score and opens, leaving out whom it must not mail."""
+    chosen = []
+    for state in states:
+        if state.suppressed_for(tenant):
+            continue
+        judged = state if tenant is None else state.tenants.get(tenant)
+        if (
+            judged is not None
+            and judged.score >= min_score
+            and (judged.last_open_at or 0) >= opened_since
+        ):
+            chosen.append((judged.score, state))
+    chosen.sort(key=lambda pair: (-pair[0], pair[1].recipient))
+    return [state for _, state in chosen]
 
 
 def cohort_page(
@@ -113,7 +136,7 @@ def cohort_page(
 ) -> dict[str, Any]:
     """The answer of `/cohorts/`: the cohort's size, one page of it, and where the next page
     starts (None after the last)."""
-    members = cohort(states, query.min_score, now_ms - query.opened_within_ms)
+    members = cohort(states, query.min_score, now_ms - query.opened_within_ms, query.tenant)
     page = members[query.offset : query.offset + query.limit]
     following = query.offset + len(page)
     return {
@@ -121,16 +144,33 @@ def cohort_page(
         "offset": query.offset,
         "limit": query.limit,
         "next_offset": following if following < len(members) else None,
-        "recipients": [rendered(member) for member in page],
+        "recipients": [rendered(member, query.tenant) for member in page],
     }
 
 
-def rendered(state: RecipientState) -> dict[str, Any]:
-    """A recipient's state for JSON, as published: ISO 8601 timestamps, no internal fields."""
-    public = state.to_record()
-    for name in TIMESTAMP_FIELDS:
-        if public.get(name) is not None:
-            public[name] = format_timestamp_ms(public[name])
+def rendered(state: RecipientState, tenant: str | None = None) -> dict[str, Any]:
+    """A recipient's state for JSON, as published: ISO 8601 timestamps, no internal fields.
+    With `tenant`: as that tenant sees it (its own score and counters; SUPPRESSED for a
+    global suppression or its own, `scope` saying which)."""
+    public = state.to_record() if tenant is None else _as_seen_by_tenant(state, tenant)
+    for record in (public, *public.get("tenants", ())):
+        for name in TIMESTAMP_FIELDS:
+            if record.get(name) is not None:
+                record[name] = format_timestamp_ms(record[name])
+    return public
+
+
+def _as_seen_by_tenant(state: RecipientState, tenant: str) -> dict[str, Any]:
+    view = state.tenants.get(tenant) or RecipientState(recipient=state.recipient)
+    shown = state if state.suppressed else view
+    public = view.to_record() | {"recipient": state.recipient, "tenant": tenant}
+    del public["tenants"]
+    for name in ("status", "suppressed_at", "suppression_event_id", "suppression_note"):
+        value = getattr(shown, name)
+        public[name] = value.value if name == "status" else value
+    reason = shown.suppression_reason
+    public["suppression_reason"] = reason.value if reason is not None else None
+    public["scope"] = "GLOBAL" if state.suppressed else ("TENANT" if view.suppressed else None)
     return public
 
 
@@ -183,7 +223,13 @@ def add_queries(
                 return self.json({"error": str(error)}, status=400)
             if address != email:
                 location = f"/recipients/{quote(address, safe='@')}/"
+                if request.query_string:
+                    location += f"?{request.query_string}"
                 return self.json({"redirect": location}, status=307, headers={"Location": location})
+            try:
+                tenant_parameter(request.query)
+            except QueryError as error:
+                return self.json({"error": error.message}, status=400)
             return await self.owned(request, email=address)  # type: ignore[call-arg]
 
         # faust types a table route as (view, request); it passes match_info on by keyword
@@ -192,7 +238,7 @@ def add_queries(
             stored = recipients.get(email.encode())
             if stored is None:
                 return self.json({"error": f"no state for {email}"}, status=404)
-            return self.json(rendered(state_of(stored)))
+            return self.json(rendered(state_of(stored), request.query.get("tenant")))
 
     @app.page("/cohorts/")
     class CohortView(View):

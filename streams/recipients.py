@@ -109,37 +109,51 @@ class StateKeeper:
         actor: str | None = None,
         audit: tuple[tuple[str, bytes], ...] = (),
         *,
-        always: bool = False,
+        commanded: tuple[str | None, ...] = (),
     ) -> list[Output]:
         """The records of `email.suppressions` (what a reader that knows no tenants must
         honour) and `email.suppressions.scoped` (one key per scope) that changed: a new cause
         is a new record, a lifted scope a tombstone. A suppression `cause_id` caused is
-        published again (a redelivered event after a crash), and with `always` (an operator
-        command) the current record or tombstone is."""
+        published again (a redelivered event after a crash). For an operator command on the
+        scope in `commanded` (a tenant, or None: global), that scope's record or tombstone and
+        the unscoped one are published whatever changed, carrying the command's audit."""
         recipient = after.recipient
-        shown_before = suppression_record(before) if before is not None else None
-        changes = [(self._names.suppressions, key, shown_before, suppression_record(after, actor))]
         scoped_before = scoped_suppressions(before) if before is not None else {}
-        scoped_after = scoped_suppressions(after, actor)
-        for tenant in sorted(scoped_before.keys() | scoped_after.keys(), key=str):
+        scoped_after = scoped_suppressions(after)
+        for scope in commanded:
+            if scope in scoped_after:
+                scoped_after[scope] = scoped_after[scope] | {"actor": actor}
+        shown_after = suppression_record(after)
+        if shown_after is not None and shown_after["tenant"] in commanded:
+            shown_after["actor"] = actor
+        changes = [
+            (
+                self._names.suppressions,
+                key,
+                suppression_record(before) if before is not None else None,
+                shown_after,
+                bool(commanded),
+            )
+        ]
+        scopes = scoped_before.keys() | scoped_after.keys() | set(commanded)
+        for scope in sorted(scopes, key=lambda tenant: (tenant is not None, tenant or "")):
             changes.append(
                 (
                     self._names.scoped_suppressions,
-                    scoped_suppression_key(recipient, tenant),
-                    scoped_before.get(tenant),
-                    scoped_after.get(tenant),
+                    scoped_suppression_key(recipient, scope),
+                    scoped_before.get(scope),
+                    scoped_after.get(scope),
+                    scope in commanded,
                 )
             )
         outputs = []
-        for topic, topic_key, old, new in changes:
+        for topic, topic_key, old, new, forced in changes:
             if new is not None and (
-                always or old is None or _cause(old) != _cause(new) or new["event_id"] == cause_id
+                forced or old is None or _cause(old) != _cause(new) or new["event_id"] == cause_id
             ):
                 value = self._suppression_codec.encode(new)
                 outputs.append(Output(topic, topic_key, value, audit, label=new["reason"]))
-            elif new is None and (
-                old is not None or (always and topic == self._names.suppressions)
-            ):
+            elif new is None and (old is not None or forced):
                 outputs.append(Output(topic, topic_key, None, audit, label=LIFTED))
         return outputs
 
@@ -179,7 +193,7 @@ class StateKeeper:
                 command.command_id,
                 command.actor,
                 audit,
-                always=True,
+                commanded=(command.tenant,),
             )
         )
         return outputs

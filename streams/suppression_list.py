@@ -1,12 +1,15 @@
-"""A local, always-current copy of `email.suppressions` for services that send mail."""
+"""A local, always-current copy of `email.suppressions.scoped` for services that send mail."""
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import replace
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
+
+import orjson
 
 from mailstream.addresses import canonical_address
 from mailstream.settings import KafkaSettings, Settings
@@ -19,20 +22,21 @@ UNREADABLE_REASON = "UNKNOWN"
 
 
 class SuppressionList:
-    """Follows the compacted suppressions topic and answers "may I mail this address?".
+    """Follows the compacted scoped-suppressions topic and answers "may I mail this address?"
+    (for a tenant: is it suppressed globally or for that tenant?).
 
     Reads every partition from the beginning in a background thread (assigned, no consumer
-    group, nothing committed), keeps the latest record per recipient in memory (a tombstone
-    removes it: an operator lifted the suppression) and keeps following, so a new suppression
-    is known within a poll. Reads are thread-safe. A record it cannot decode (a newer schema)
-    still counts as suppressed, with reason UNKNOWN: not mailing is the safe side.
+    group, nothing committed), keeps the latest record per recipient and scope in memory (a
+    tombstone removes it: an operator lifted the suppression) and keeps following, so a new
+    suppression is known within a poll. Reads are thread-safe. A record it cannot decode (a
+    newer schema) still counts as suppressed, with reason UNKNOWN: not mailing is the safe side.
 
         from mailstream.streams.suppression_list import SuppressionList
 
         suppressions = SuppressionList(Settings.from_env())   # or SuppressionList("kafka:9092")
         suppressions.wait_until_caught_up(timeout=30)          # before the first send
         for message in outbox:
-            if suppressions.is_suppressed(message.to):
+            if suppressions.is_suppressed(message.to, tenant="newsletters"):
                 log.info("not sending to %s: %s", message.to, suppressions.reason(message.to))
                 continue
             send(message)
@@ -48,7 +52,8 @@ class SuppressionList:
         poll_seconds: float = 0.2,
     ) -> None:
         """`source`: the project's Settings (topic prefix, security, registry included) or a
-        bootstrap address for a PLAINTEXT cluster; `topic` overrides `email.suppressions`."""
+        bootstrap address for a PLAINTEXT cluster; `topic` overrides
+        `email.suppressions.scoped` (the unscoped `email.suppressions` reads as global)."""
         from mailstream.codec import service_codec
         from mailstream.streams.reader import throwaway_consumer
 
@@ -57,7 +62,7 @@ class SuppressionList:
             if isinstance(source, Settings)
             else Settings(kafka=KafkaSettings(bootstrap_servers=source))
         )
-        self.topic = topic or TopicNames(settings.topic_prefix).suppressions
+        self.topic = topic or TopicNames(settings.topic_prefix).scoped_suppressions
         if registry_url is not None:
             registry = replace(settings.schema_registry, url=registry_url)
             settings = replace(settings, schema_registry=registry)
@@ -66,7 +71,7 @@ class SuppressionList:
         self._consumer: Consumer = throwaway_consumer(
             settings, "suppression-list", **{"enable.partition.eof": True}
         )
-        self._entries: dict[str, dict[str, Any]] = {}
+        self._entries: dict[str, dict[str | None, dict[str, Any]]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._caught_up = threading.Event()
@@ -79,17 +84,22 @@ class SuppressionList:
         )
         self._thread.start()
 
-    def is_suppressed(self, email: str) -> bool:
-        with self._lock:
-            return canonical_address(email) in self._entries
+    def is_suppressed(self, email: str, tenant: str | None = None) -> bool:
+        """Whether `tenant` must not mail `email`: suppressed globally or for that tenant.
+        Without a tenant: suppressed in any scope (what a sender that knows no tenants must
+        honour)."""
+        return self.reason(email, tenant) is not None
 
-    def reason(self, email: str) -> str | None:
-        """SuppressionReason symbol (HARD_BOUNCE, COMPLAINT, MANUAL, ...); None if mailable."""
+    def reason(self, email: str, tenant: str | None = None) -> str | None:
+        """SuppressionReason symbol (HARD_BOUNCE, COMPLAINT, MANUAL, ...) of the suppression
+        that holds for `tenant` (the global one first); None if mailable."""
         with self._lock:
-            entry = self._entries.get(canonical_address(email))
+            scopes = self._entries.get(canonical_address(email))
+            entry = _holding(scopes, tenant) if scopes else None
         return None if entry is None else str(entry["reason"])
 
     def __len__(self) -> int:
+        """The number of addresses suppressed in some scope."""
         with self._lock:
             return len(self._entries)
 
@@ -169,13 +179,18 @@ class SuppressionList:
     def _store(self, key: bytes | None, value: bytes | None) -> None:
         if key is None:
             return
-        recipient = canonical_address(key.decode(errors="replace"))
+        recipient, tenant = _scope_of_key(key)
         entry = None if value is None else self._decode(value)
         with self._lock:
-            if entry is None:
-                self._entries.pop(recipient, None)
-            else:
-                self._entries[recipient] = entry
+            scopes = self._entries.get(recipient)
+            if entry is not None:
+                if scopes is None:
+                    scopes = self._entries[recipient] = {}
+                scopes[tenant] = entry
+            elif scopes is not None:
+                scopes.pop(tenant, None)
+                if not scopes:
+                    del self._entries[recipient]
 
     def _decode(self, value: bytes) -> dict[str, Any]:
         from mailstream.errors import MailstreamError
@@ -188,3 +203,28 @@ class SuppressionList:
     def _raise_failure(self) -> None:
         if self._failure is not None:
             raise self._failure
+
+
+def _scope_of_key(key: bytes) -> tuple[str, str | None]:
+    """(recipient, tenant) of a key of `email.suppressions.scoped` (the JSON array
+    [recipient, tenant]); a bare address (`email.suppressions`) is a global key."""
+    if key.startswith(b'["'):
+        try:
+            recipient, tenant = orjson.loads(key)
+            if isinstance(recipient, str) and (tenant is None or isinstance(tenant, str)):
+                return canonical_address(recipient), tenant
+        except (orjson.JSONDecodeError, ValueError, TypeError):
+            pass
+    return canonical_address(key.decode(errors="replace")), None
+
+
+def _holding(
+    scopes: Mapping[str | None, dict[str, Any]], tenant: str | None
+) -> dict[str, Any] | None:
+    """The suppression that holds for `tenant` among one address's scopes: the global one,
+    else the tenant's own (any tenant's, the earliest, when `tenant` is None)."""
+    if None in scopes:
+        return scopes[None]
+    if tenant is not None:
+        return scopes.get(tenant)
+    return min(scopes.values(), key=lambda entry: entry.get("since") or 0, default=None)

@@ -1,9 +1,11 @@
 """`mailstream suppress add|remove EMAIL`: manual suppression through the commands topic.
 
 The command goes to the state agent (the recipients table's single writer), which publishes
-the change on email.recipient-state and email.suppressions with the command id and actor in
-the record headers. The CLI waits for that confirmation, or for the agent's refusal (a dead
-letter of kind command_refused, e.g. lifting a COMPLAINT without --force).
+the change on email.recipient-state, email.suppressions and email.suppressions.scoped with the
+command id and actor in the record headers. `--tenant T` suppresses or lifts for that tenant
+only (default: the global suppression, which holds for every tenant). The CLI waits for the
+confirmation of the scope it changed, or for the agent's refusal (a dead letter of kind
+command_refused, e.g. lifting a COMPLAINT without --force).
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import sys
 import time
 import uuid
 from typing import TYPE_CHECKING
+
+import orjson
 
 if TYPE_CHECKING:
     from confluent_kafka import Consumer
@@ -43,6 +47,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     remove.add_argument("email")
     remove.add_argument("--force", action="store_true", help="needed to lift a COMPLAINT")
     for sub in (add, remove):
+        sub.add_argument(
+            "--tenant",
+            help="only for this tenant (sending team); default: the global suppression",
+        )
         sub.add_argument("--actor", help="who makes the change (default: user@host)")
         sub.add_argument(
             "--wait",
@@ -75,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
         note=getattr(args, "note", None),
         force=args.force,
         command_id=uuid.uuid4().hex,
+        tenant=args.tenant or None,
     )
     return send_and_confirm(command, args.wait)
 
@@ -85,6 +94,7 @@ def send_and_confirm(command: OperatorCommand, wait: float) -> int:
     from mailstream.codec import service_codec
     from mailstream.settings import Settings
     from mailstream.streams.reader import throwaway_consumer, watermark_offsets
+    from mailstream.streams.recipients import scoped_suppression_key
     from mailstream.topics import TopicNames
 
     settings = Settings.from_env()
@@ -100,7 +110,7 @@ def send_and_confirm(command: OperatorCommand, wait: float) -> int:
                     partition,
                     watermark_offsets(consumer, TopicPartition(topic, partition), 10)[1],
                 )
-                for topic in (names.suppressions, names.dead_letters)
+                for topic in (names.scoped_suppressions, names.dead_letters)
                 for partition in consumer.list_topics(topic, timeout=10).topics[topic].partitions
             ]
         )
@@ -119,8 +129,9 @@ def send_and_confirm(command: OperatorCommand, wait: float) -> int:
             return 1
         print(f"command {command.command_id} sent: {command.action.value} {command.recipient}")
         dead_letters = service_codec(settings, "dead_letter")
+        scope_key = scoped_suppression_key(command.recipient, command.tenant)
         return (
-            _await_outcome(consumer, names, dead_letters, command.command_id, wait)
+            _await_outcome(consumer, names, dead_letters, command.command_id, scope_key, wait)
             if wait > 0
             else 0
         )
@@ -129,7 +140,12 @@ def send_and_confirm(command: OperatorCommand, wait: float) -> int:
 
 
 def _await_outcome(
-    consumer: Consumer, names: TopicNames, dead_letters: AvroCodec, command_id: str, wait: float
+    consumer: Consumer,
+    names: TopicNames,
+    dead_letters: AvroCodec,
+    command_id: str,
+    scope_key: bytes,
+    wait: float,
 ) -> int:
     marker = command_id.encode()
     deadline = time.monotonic() + wait
@@ -142,11 +158,16 @@ def _await_outcome(
                 if dead["headers"].get(COMMAND_ID_HEADER) == marker:
                     print(f"refused: {dead['error_message']}", file=sys.stderr)
                     return 1
-            elif dict(message.headers() or ()).get(COMMAND_ID_HEADER) == marker:
+            elif (
+                message.key() == scope_key
+                and dict(message.headers() or ()).get(COMMAND_ID_HEADER) == marker
+            ):
                 outcome = (
                     "suppressed" if message.value() is not None else "active (suppression lifted)"
                 )
-                print(f"confirmed: {(message.key() or b'').decode()} is {outcome}")
+                recipient, tenant = orjson.loads(scope_key)
+                scope = f"for tenant {tenant}" if tenant is not None else "globally"
+                print(f"confirmed: {recipient} is {outcome} {scope}")
                 return 0
     print(
         f"no worker confirmed command {command_id} within {wait:.0f}s "

@@ -1,5 +1,6 @@
 """`SuppressionList` against the real broker: reads the compacted topic from the beginning,
-honours tombstones and keeps following after it has caught up."""
+honours tombstones and keeps following after it has caught up; a tenant's suppression holds
+for that tenant only, a global one for everyone."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from confluent_kafka import Producer
 from mailstream.codec import codec_for
 from mailstream.connectors.registry import PROVIDERS
 from mailstream.settings import Settings
+from mailstream.streams.recipients import scoped_suppression_key
 from mailstream.streams.suppression_list import SuppressionList
 from mailstream.topics import TopicNames, create_topics, topic_specs
 
@@ -20,7 +22,7 @@ SUPPRESSION = codec_for("suppression")
 T0 = 1_700_000_000_000
 
 
-def suppression(recipient: str, reason: str) -> bytes:
+def suppression(recipient: str, reason: str, tenant: str | None = None) -> bytes:
     return SUPPRESSION.encode(
         {
             "recipient": recipient,
@@ -30,15 +32,22 @@ def suppression(recipient: str, reason: str) -> bytes:
             "source": "event",
             "actor": None,
             "note": None,
+            "scope": "TENANT" if tenant else "GLOBAL",
+            "tenant": tenant,
         }
     )
 
 
-def produce(settings: Settings, records: list[tuple[str, bytes | None]]) -> None:
+def produce(
+    settings: Settings, records: list[tuple[str, bytes | None]], tenant: str | None = None
+) -> None:
+    """Records on email.suppressions.scoped, keyed as the worker keys them."""
     producer = Producer(settings.kafka.librdkafka_config())
     for recipient, value in records:
         producer.produce(
-            TopicNames(settings.topic_prefix).suppressions, key=recipient.encode(), value=value
+            TopicNames(settings.topic_prefix).scoped_suppressions,
+            key=scoped_suppression_key(recipient, tenant),
+            value=value,
         )
     assert producer.flush(30) == 0
 
@@ -55,6 +64,14 @@ def test_follows_suppressions_from_the_beginning_and_after_catching_up(settings:
             ("odd@example.com", b"\xc3\x01 written by a newer schema"),
         ],
     )
+    produce(
+        settings,
+        [
+            ("ten@example.com", suppression("ten@example.com", "UNSUBSCRIBE", "news")),
+            ("gone@example.com", suppression("gone@example.com", "COMPLAINT", "news")),
+        ],
+        tenant="news",
+    )
     with SuppressionList(settings) as suppressions:
         suppressions.wait_until_caught_up(timeout=30)
         assert suppressions.is_suppressed("  Gone@Example.COM ")
@@ -66,7 +83,15 @@ def test_follows_suppressions_from_the_beginning_and_after_catching_up(settings:
             "unreadable counts as suppressed"
         )
         assert not suppressions.is_suppressed("new@example.com")
-        assert len(suppressions) == 3
+        assert suppressions.is_suppressed("ten@example.com", tenant="news")
+        assert not suppressions.is_suppressed("ten@example.com", tenant="billing")
+        assert suppressions.is_suppressed("ten@example.com"), "any scope, for a tenant-less sender"
+        assert suppressions.reason("ten@example.com", tenant="news") == "UNSUBSCRIBE"
+        assert suppressions.reason("gone@example.com", tenant="billing") == "HARD_BOUNCE"
+        assert suppressions.reason("gone@example.com", tenant="news") == "HARD_BOUNCE", (
+            "the global suppression is named first"
+        )
+        assert len(suppressions) == 4
 
         produce(
             settings,
@@ -88,7 +113,7 @@ def test_an_empty_topic_is_caught_up_at_once_and_a_bootstrap_string_is_enough(
     settings: Settings,
 ) -> None:
     create_topics(settings, topic_specs(settings, PROVIDERS))
-    topic = TopicNames(settings.topic_prefix).suppressions
+    topic = TopicNames(settings.topic_prefix).suppressions  # unscoped: read as global
     with SuppressionList(settings.kafka.bootstrap_servers, topic=topic) as suppressions:
         suppressions.wait_until_caught_up(timeout=10)
         assert len(suppressions) == 0

@@ -183,3 +183,38 @@ def test_the_exact_check_catches_a_breaking_change_and_a_real_evolution_passes()
     for reader, writer in ((retyped, current), (current, retyped)):
         result = compatibility(reader=reader, writer=writer)
         assert result.compatibility is SchemaCompatibilityType.incompatible
+
+
+def test_a_reader_on_a_release_before_tenants_sees_a_tenant_suppression_as_suppressed() -> None:
+    """Readers that know no tenants keep their meaning: a tenant's unsubscribe reads as
+    SUPPRESSED / UNSUBSCRIBE in v2 of RecipientState and v1 of Suppression."""
+    from fastavro import parse_schema, schemaless_reader, schemaless_writer
+
+    from mailstream.codec import strip_logical_types
+    from mailstream.events import new_event
+    from mailstream.policy import default_policy
+    from mailstream.recipient import apply, suppression_record
+
+    unsubscribe = new_event(
+        event_id="u1",
+        provider="mailbot",
+        event_type="UNSUBSCRIBED",
+        occurred_at=1_700_000_000_000,
+        recipient="ann@example.com",
+        tenant="news",
+    )
+    state = apply(None, dict(unsubscribe), default_policy())
+    assert not state.suppressed, "TENANT-scoped: no global suppression"
+    for name, version, record in (
+        ("recipient_state", 2, state.to_record()),
+        ("suppression", 1, suppression_record(state)),
+    ):
+        writer = parse_schema(strip_logical_types(load_schema(name)))
+        reader = parse_schema(strip_logical_types(dict(history_versions(name))[version]))
+        buffer = BytesIO()
+        schemaless_writer(buffer, writer, record)
+        buffer.seek(0)
+        old = schemaless_reader(buffer, writer, reader)
+        assert old.get("status", "SUPPRESSED") == "SUPPRESSED", name
+        assert old.get("suppression_reason", old.get("reason")) == "UNSUBSCRIBE", name
+        assert "tenants" not in old and "scope" not in old
