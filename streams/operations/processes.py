@@ -78,6 +78,8 @@ def settings_env(settings: object, base: dict[str, str] | None = None) -> dict[s
     env["MAILSTREAM_LOG_FORMAT"] = settings.log_format
     if settings.web_token is not None:
         env["MAILSTREAM_WEB_TOKEN"] = settings.web_token
+    if settings.erasure_key is not None:
+        env["MAILSTREAM_ERASURE_KEY"] = settings.erasure_key
     if settings.policy_file is not None:
         env["MAILSTREAM_POLICY_FILE"] = str(settings.policy_file)
     return env

@@ -80,6 +80,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def send_and_confirm(command: OperatorCommand, wait: float) -> int:
+    """Send `command` on email.commands (keyed by its recipient, on its partition) and wait
+    up to `wait` seconds for the state agent's confirmation or refusal; the exit status.
+    `mailstream erase` sends its command here too."""
     from confluent_kafka import Producer, TopicPartition
 
     from mailstream.codec import service_codec
@@ -119,18 +122,21 @@ def send_and_confirm(command: OperatorCommand, wait: float) -> int:
             return 1
         print(f"command {command.command_id} sent: {command.action.value} {command.recipient}")
         dead_letters = service_codec(settings, "dead_letter")
-        return (
-            _await_outcome(consumer, names, dead_letters, command.command_id, wait)
-            if wait > 0
-            else 0
-        )
+        return _await_outcome(consumer, names, dead_letters, command, wait) if wait > 0 else 0
     finally:
         consumer.close()
 
 
 def _await_outcome(
-    consumer: Consumer, names: TopicNames, dead_letters: AvroCodec, command_id: str, wait: float
+    consumer: Consumer,
+    names: TopicNames,
+    dead_letters: AvroCodec,
+    command: OperatorCommand,
+    wait: float,
 ) -> int:
+    from mailstream.commands import CommandAction
+
+    command_id = command.command_id
     marker = command_id.encode()
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
@@ -143,9 +149,12 @@ def _await_outcome(
                     print(f"refused: {dead['error_message']}", file=sys.stderr)
                     return 1
             elif dict(message.headers() or ()).get(COMMAND_ID_HEADER) == marker:
-                outcome = (
-                    "suppressed" if message.value() is not None else "active (suppression lifted)"
-                )
+                if command.action is CommandAction.ERASE:
+                    outcome = "erased"
+                elif message.value() is not None:
+                    outcome = "suppressed"
+                else:
+                    outcome = "active (suppression lifted)"
                 print(f"confirmed: {(message.key() or b'').decode()} is {outcome}")
                 return 0
     print(

@@ -1,6 +1,6 @@
 """Erasure without a broker: the keyed hash, the Erasure record, and the processors over dict
 tables (an ERASE forgets the recipient; every later record of it produces nothing), the set
-that costs no HMAC while empty."""
+that costs no HMAC while empty, and `mailstream erase`."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import hmac
 import pytest
 
 import mailstream.streams.erasures as erasures_module
+from mailstream.cli import main
 from mailstream.commands import CommandAction
 from mailstream.connectors import maileroo
 from mailstream.erasure import ErasureKeyMissing, address_hash, erasure_record, required_key
@@ -203,3 +204,33 @@ def test_a_set_without_a_key_stays_empty_and_follows_nothing() -> None:
     erased = ErasedAddresses(None)
     assert erased.follow(Settings()) is None
     assert not erased.is_erased(ANN)
+
+
+# --- mailstream erase -----------------------------------------------------------------------
+
+
+def test_erase_without_a_key_exits_2_with_one_line_before_anything_is_sent(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("MAILSTREAM_ERASURE_KEY", raising=False)
+    monkeypatch.setenv("MAILSTREAM_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")  # never reached
+    assert main(["erase", ANN, "--yes"]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [
+        "mailstream erase: MAILSTREAM_ERASURE_KEY is not set: erasure needs the deployment's "
+        "secret key to hash erased addresses"
+    ]
+
+
+def test_erase_asks_for_confirmation_and_sends_nothing_when_refused(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MAILSTREAM_ERASURE_KEY", KEY)
+    monkeypatch.setenv("MAILSTREAM_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")  # never reached
+    assert main(["erase", ANN]) == 2  # pytest's stdin is no terminal
+    assert "not a terminal: pass --yes to confirm" in capsys.readouterr().err
+
+    monkeypatch.setattr("sys.stdin.isatty", lambda: True)
+    monkeypatch.setattr("builtins.input", lambda question: "n")
+    assert main(["erase", ANN]) == 1
+    assert "erase aborted: nothing sent" in capsys.readouterr().out
