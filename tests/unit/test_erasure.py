@@ -1,6 +1,6 @@
 """Erasure without a broker: the keyed hash, the Erasure record, and the processors over dict
 tables (an ERASE forgets the recipient; every later record of it produces nothing), the set
-that costs no HMAC while empty, and `mailstream erase`."""
+that costs no HMAC while empty, and the settings it needs."""
 
 from __future__ import annotations
 
@@ -17,11 +17,12 @@ from mailstream.erasure import ErasureKeyMissing, address_hash, erasure_record, 
 from mailstream.errors import ErrorKind
 from mailstream.events import BounceClass, EventType
 from mailstream.recipient import SuppressionReason
-from mailstream.settings import Settings
+from mailstream.settings import Settings, SettingsError
 from mailstream.streams.erasures import ErasedAddresses
 from mailstream.streams.metrics import WorkerMetrics
 from mailstream.streams.recipients import StateKeeper
 from mailstream.streams.records import Output, SourceRecord
+from mailstream.topics import TopicNames, topic_specs
 from tests.unit.test_processors import (
     ERASURE,
     EVENT,
@@ -204,6 +205,25 @@ def test_a_set_without_a_key_stays_empty_and_follows_nothing() -> None:
     erased = ErasedAddresses(None)
     assert erased.follow(Settings()) is None
     assert not erased.is_erased(ANN)
+
+
+# --- Settings -------------------------------------------------------------------------------
+
+
+def test_the_raw_topics_retention_is_a_setting_forever_by_default() -> None:
+    names = TopicNames()
+
+    def raw_retention(settings: Settings) -> str:
+        (spec,) = [
+            s for s in topic_specs(settings, ["maileroo"]) if s.name == names.raw("maileroo")
+        ]
+        return spec.configs["retention.ms"]
+
+    assert raw_retention(Settings()) == "-1"
+    configured = Settings.from_env({"MAILSTREAM_RAW_RETENTION_MS": "604800000"})
+    assert raw_retention(configured) == "604800000"
+    with pytest.raises(SettingsError, match="MAILSTREAM_RAW_RETENTION_MS"):
+        Settings.from_env({"MAILSTREAM_RAW_RETENTION_MS": "0"})
 
 
 # --- mailstream erase -----------------------------------------------------------------------
