@@ -12,7 +12,7 @@ import hmac
 from typing import Any
 
 from mailstream.addresses import canonical_address
-from mailstream.commands import OperatorCommand
+from mailstream.commands import CommandError, OperatorCommand
 from mailstream.errors import ErrorKind, MailstreamError
 
 ERASURE_KEY_VARIABLE = "MAILSTREAM_ERASURE_KEY"
@@ -40,6 +40,13 @@ def required_key(key: str | None) -> str:
 def address_hash(address: str, key: str) -> str:
     """Lower-case hex HMAC-SHA256 of the canonical address (utf-8) keyed with `key` (utf-8)."""
     return hmac.new(key.encode(), canonical_address(address).encode(), hashlib.sha256).hexdigest()
+
+
+def check_note(note: str | None, address: str) -> None:
+    """CommandError (invalid_command) when an erasure's note holds the address it erases: the
+    note is kept on the erasures topic for good."""
+    if note is not None and canonical_address(address) in note.lower():
+        raise CommandError("the note of an erasure must not hold the address (it is kept)")
 
 
 def erasure_record(command: OperatorCommand, key: str) -> dict[str, Any]:

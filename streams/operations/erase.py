@@ -34,15 +34,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run(args: argparse.Namespace) -> int:
     from mailstream.commands import CommandAction, OperatorCommand, default_actor, normalize_address
-    from mailstream.erasure import required_key
+    from mailstream.erasure import check_note, required_key
     from mailstream.settings import Settings
     from mailstream.streams.operations.confirmation import confirmation
     from mailstream.streams.operations.suppress import send_and_confirm
 
-    # a missing key (ErasureKeyMissing) or a malformed address (CommandError) exits 2 through
-    # mailstream.cli.main, before anything is sent
+    # a missing key (ErasureKeyMissing), a malformed address or a note holding the address
+    # (CommandError) exits 2 through mailstream.cli.main, before anything is sent
     required_key(Settings.from_env().erasure_key)
     recipient = normalize_address(args.email)
+    check_note(args.note, recipient)
     confirm = confirmation("erase", args.yes, "Erasure cannot be undone. Proceed?")
     if confirm is None:
         return 2

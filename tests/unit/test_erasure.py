@@ -242,6 +242,15 @@ def test_erase_without_a_key_exits_2_with_one_line_before_anything_is_sent(
     ]
 
 
+def test_erase_refuses_a_note_holding_the_address(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MAILSTREAM_ERASURE_KEY", KEY)
+    monkeypatch.setenv("MAILSTREAM_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")  # never reached
+    assert main(["erase", ANN, "--yes", "--note", "asked by Ann@Example.com"]) == 2
+    assert "must not hold the address" in capsys.readouterr().err
+
+
 def test_erase_asks_for_confirmation_and_sends_nothing_when_refused(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
