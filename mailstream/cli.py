@@ -40,6 +40,7 @@ COMMANDS: tuple[str, ...] = (
     "mailstream.streams.cli",
     "mailstream.dev.demo",
     "mailstream.streams.operations.suppress",
+    "mailstream.streams.operations.erase",
     "mailstream.streams.operations.replay",
     "mailstream.streams.operations.dead_letters",
     "mailstream.connectors.cli",

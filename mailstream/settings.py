@@ -226,6 +226,7 @@ class Settings:
     | MAILSTREAM_WEB_HOST / MAILSTREAM_WEB_PORT | 127.0.0.1 / 6066 | worker web server |
     | MAILSTREAM_WEB_TOKEN | unset | when set, queries need `Authorization: Bearer <token>` |
     | MAILSTREAM_ERASURE_KEY | unset | secret keying the hash of erased addresses (erase) |
+    | MAILSTREAM_RAW_RETENTION_MS | -1 | retention of the raw topics (topics create); -1: forever |
     | MAILSTREAM_SWEEP_INTERVAL_SECONDS | 3600 | inactivity sweep period; 0 disables it |
     | MAILSTREAM_PRODUCER_LINGER_MS | 10 | how long the worker's producer waits to fill a batch |
     | MAILSTREAM_INGEST_* | see `IngestSettings` | webhook ingest: secrets, limits, dedupe |
@@ -246,6 +247,7 @@ class Settings:
     web_port: int = 6066
     web_token: str | None = field(default=None, repr=False)
     erasure_key: str | None = _secret()
+    raw_retention_ms: int = -1
     sweep_interval_seconds: int = 3600
     producer_linger_ms: int = 10
     log_level: str | None = None
@@ -253,6 +255,11 @@ class Settings:
     ingest: IngestSettings = field(default_factory=lambda: IngestSettings())
 
     def __post_init__(self) -> None:
+        if self.raw_retention_ms == 0 or self.raw_retention_ms < -1:
+            raise SettingsError(
+                f"{ENV_PREFIX}RAW_RETENTION_MS={self.raw_retention_ms}: expected -1 (forever) "
+                "or a positive number of milliseconds"
+            )
         if self.log_format not in LOG_FORMATS:
             raise SettingsError(
                 f"{ENV_PREFIX}LOG_FORMAT={self.log_format!r}: expected one of "

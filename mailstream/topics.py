@@ -84,15 +84,16 @@ class TopicSpec:
 
 
 def topic_specs(settings: Settings, providers: Iterable[str]) -> list[TopicSpec]:
-    """Raw topics keep everything (they are the source of truth for replays), and so do the
-    dead letters and the operator commands (an audit trail); published state topics are
+    """Raw topics keep everything by default (they are the source of truth for replays;
+    `raw_retention_ms` bounds how long they keep erased addresses), and so do the dead
+    letters and the operator commands (an audit trail); published state topics are
     compacted so a new subscriber reads the latest value per recipient. The commands topic
     has the partitions of email.events: the state agent reads both, keyed by recipient.
     Raw topics take the ingest's largest record (`IngestSettings.max_record_bytes`: the body
     limit plus key, headers and framing); the broker's default is 1 MiB + 12 bytes in all."""
     names = TopicNames(settings.topic_prefix)
     raw_configs = {
-        "retention.ms": FOREVER,
+        "retention.ms": str(settings.raw_retention_ms),
         "max.message.bytes": str(settings.ingest.max_record_bytes),
     }
 

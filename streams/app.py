@@ -1,8 +1,11 @@
 """The Faust application: two agents over two tables, built from settings in a function.
 
     email.raw.<provider> ──normalize──▶ email.events ──state──▶ email.recipient-state
-      (table: messages)     └──▶ email.events.dlq   ▲  (table: recipients) └──▶ email.suppressions
-                                 email.commands ────┘  (operators, the inactivity sweep)
+      (table: messages)     └──▶ email.events.dlq   ▲  (table: recipients) ├──▶ email.suppressions
+                                 email.commands ────┘  (operators, sweep)  └──▶ email.erasures
+
+With an erasure key, the set of erased addresses is read from email.erasures to its end before
+the app is built (so no agent processes a record of an erased address first), then followed.
 
 Both agents run with concurrency 1: faust-streaming can commit an offset past an unfinished
 event when an agent runs concurrently (faust-streaming issue 606).
@@ -20,6 +23,7 @@ from mailstream.codec import service_codec
 from mailstream.connectors.registry import PROVIDERS
 from mailstream.policy import Policy
 from mailstream.settings import Settings
+from mailstream.streams.erasures import LOAD_TIMEOUT_SECONDS
 from mailstream.streams.metrics import WorkerMetrics, add_metrics_page
 from mailstream.streams.processors import build_processors
 from mailstream.streams.queries import add_queries
@@ -66,6 +70,9 @@ def create_app(settings: Settings, policy: Policy, *, web_enabled: bool = True) 
     metrics = WorkerMetrics(names)
     processors = build_processors(settings, policy)
     normalizer, keeper = processors.normalizer, processors.keeper
+    erasures = processors.erased.follow(settings)
+    if erasures is not None:
+        erasures.wait_until_caught_up(LOAD_TIMEOUT_SECONDS)
     # key_type=bytes on the table itself: its store encodes keys with the table's own key type
     # and serializer (json by default), not the schema's; without it, keys restored from the
     # changelog did not match live keys after a restart (tests/reliability found it).
@@ -121,9 +128,10 @@ def create_app(settings: Settings, policy: Policy, *, web_enabled: bool = True) 
     metrics.watch(
         lambda: app.consumer.lag(sources) if isinstance(app.consumer, Consumer) else {},
         {"messages": lambda: len(messages), "recipients": lambda: len(recipients)},
+        lambda: normalizer.erased_dropped + keeper.erased_dropped,
     )
     add_metrics_page(app, metrics)
-    add_queries(app, recipients, settings.web_token)
+    add_queries(app, recipients, processors.erased, settings.web_token)
     if settings.sweep_interval_seconds > 0:
         add_inactivity_sweep(
             app,

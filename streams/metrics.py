@@ -24,7 +24,7 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from mailstream.streams.records import Output
@@ -37,6 +37,8 @@ EXPOSITION_TYPE = "; ".join(
     part for part in CONTENT_TYPE_LATEST.split("; ") if not part.startswith("charset=")
 )
 Lag = Callable[[], Mapping[tuple[str, int], int]]
+Dropped = Callable[[], Mapping[str, int]]  # source topic -> records dropped
+ERASED = "erased"  # the reason label of records dropped because their recipient is erased
 
 
 class WorkerMetrics:
@@ -89,9 +91,12 @@ class WorkerMetrics:
         )
         self._children: dict[tuple[int, str], Any] = {}
 
-    def watch(self, lag: Lag, tables: Mapping[str, Callable[[], int]]) -> None:
-        """Read the consumer's lag and the tables' sizes at every scrape."""
-        self.registry.register(_ScrapeTime(lag, tables))
+    def watch(
+        self, lag: Lag, tables: Mapping[str, Callable[[], int]], erased_dropped: Dropped
+    ) -> None:
+        """Read the consumer's lag, the tables' sizes and the processors' counts of records
+        dropped for an erased recipient (they have no output to count) at every scrape."""
+        self.registry.register(_ScrapeTime(lag, tables, erased_dropped))
 
     def count(self, source_topic: str, outputs: Iterable[Output]) -> None:
         self._child(self._records, source_topic).inc()
@@ -133,9 +138,12 @@ def add_metrics_page(app: faust.App, metrics: WorkerMetrics) -> None:
 
 
 class _ScrapeTime(Collector):
-    def __init__(self, lag: Lag, tables: Mapping[str, Callable[[], int]]) -> None:
+    def __init__(
+        self, lag: Lag, tables: Mapping[str, Callable[[], int]], erased_dropped: Dropped
+    ) -> None:
         self._lag = lag
         self._tables = tables
+        self._erased_dropped = erased_dropped
 
     def collect(self) -> Iterator[Metric]:
         lag = GaugeMetricFamily(
@@ -154,3 +162,11 @@ class _ScrapeTime(Collector):
         for name, size in self._tables.items():
             entries.add_metric([name], size())
         yield entries
+        dropped = CounterMetricFamily(
+            "mailstream_worker_dropped_records",
+            "Input records dropped without any output (erased: their recipient is erased)",
+            labels=["topic", "reason"],
+        )
+        for topic, count in sorted(self._erased_dropped().items()):
+            dropped.add_metric([topic, ERASED], count)
+        yield dropped

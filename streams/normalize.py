@@ -3,10 +3,15 @@
 Where an Inboxroad bounce becomes a canonical event: `connectors/inboxroad.py` parses it;
 this step adds what only the stream knows (the recipient of a message whose later events do
 not name it, when the message was delivered) and dead-letters what cannot be processed.
+
+An event whose recipient is erased (`mailstream erase`) is dropped without any output and
+counted in `erased_dropped`; the messages table never keeps an erased recipient (a message's
+entry that would name one is deleted).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, MutableMapping
 from typing import Any, cast
 
@@ -16,6 +21,7 @@ from mailstream.errors import ErrorKind, MailstreamError, ParseError
 from mailstream.events import EmailEvent
 from mailstream.messages import MessageInfo, message_key, route
 from mailstream.policy import Policy
+from mailstream.streams.erasures import ErasedAddresses
 from mailstream.streams.records import Output, SourceRecord, dead_letter
 from mailstream.times import MAX_EPOCH_MS
 from mailstream.topics import TopicNames
@@ -36,12 +42,15 @@ class Normalizer:
         policy: Policy,
         event_codec: AvroCodec,
         dead_letter_codec: AvroCodec,
+        erased: ErasedAddresses,
     ) -> None:
         self._names = names
         self._provider_of_topic = providers
         self._policy = policy
         self._event_codec = event_codec
         self._dead_letter_codec = dead_letter_codec
+        self._erased = erased
+        self.erased_dropped: Counter[str] = Counter()  # source topic -> events dropped
 
     def process(self, record: SourceRecord, messages: MessageTable) -> list[Output]:
         """The outputs of one raw record: its canonical events, and at most one dead letter
@@ -69,7 +78,7 @@ class Normalizer:
         outputs: list[Output] = []
         unresolved: list[tuple[int, EmailEvent, str]] = []
         for index, event in enumerate(events):
-            ready, dead = self._resolve(provider, event, messages)
+            ready, dead = self._resolve(record.topic, provider, event, messages)
             outputs.extend(ready)
             unresolved.extend((index, dead_event, reason) for dead_event, reason in dead)
         if unresolved:
@@ -78,7 +87,7 @@ class Normalizer:
         return outputs
 
     def _resolve(
-        self, provider: str, event: EmailEvent, messages: MessageTable
+        self, topic: str, provider: str, event: EmailEvent, messages: MessageTable
     ) -> tuple[list[Output], list[tuple[EmailEvent, str]]]:
         key = None
         info = None
@@ -87,8 +96,14 @@ class Normalizer:
             stored = messages.get(key)
             info = MessageInfo.from_record(stored) if stored is not None else None
         new_info, ready, dead = route(event, info, self._policy)
-        if new_info is not None and key is not None:
-            messages[key] = new_info.to_record()
+        if key is not None:
+            self._store(messages, key, info, new_info)
+        kept = [
+            ready_event
+            for ready_event in ready
+            if not self._erased.is_erased(cast(str, ready_event["recipient"]))
+        ]
+        self.erased_dropped[topic] += len(ready) - len(kept)
         outputs = [
             Output(
                 self._names.events,
@@ -96,9 +111,24 @@ class Normalizer:
                 self._event_codec.encode(ready_event),
                 label=ready_event["event_type"],
             )
-            for ready_event in ready
+            for ready_event in kept
         ]
         return outputs, dead
+
+    def _store(
+        self,
+        messages: MessageTable,
+        key: bytes,
+        stored: MessageInfo | None,
+        changed: MessageInfo | None,
+    ) -> None:
+        """Write a message's changed info, unless the message maps to an erased recipient:
+        then its entry goes (a stored one too)."""
+        recipient = (changed or stored or MessageInfo()).recipient
+        if recipient is not None and self._erased.is_erased(recipient):
+            messages.pop(key, None)
+        elif changed is not None:
+            messages[key] = changed.to_record()
 
     def _dead_letter(
         self, record: SourceRecord, kind: ErrorKind, message: str, provider: str | None

@@ -9,6 +9,7 @@ from mailstream.codec import service_codec
 from mailstream.connectors.registry import PROVIDERS
 from mailstream.policy import Policy
 from mailstream.settings import Settings
+from mailstream.streams.erasures import ErasedAddresses
 from mailstream.streams.normalize import Normalizer
 from mailstream.streams.recipients import StateKeeper
 from mailstream.topics import TopicNames
@@ -18,18 +19,21 @@ from mailstream.topics import TopicNames
 class Processors:
     normalizer: Normalizer  # raw webhooks -> canonical events
     keeper: StateKeeper  # canonical events and operator commands -> recipient state
+    erased: ErasedAddresses  # both drop the records of these addresses; the keeper adds to it
 
 
 def build_processors(settings: Settings, policy: Policy) -> Processors:
     names = TopicNames(settings.topic_prefix)
     event_codec = service_codec(settings, "email_event")
     dead_letter_codec = service_codec(settings, "dead_letter")
+    erased = ErasedAddresses(settings.erasure_key)
     normalizer = Normalizer(
         names,
         {names.raw(provider): provider for provider in PROVIDERS},
         policy,
         event_codec,
         dead_letter_codec,
+        erased,
     )
     keeper = StateKeeper(
         names,
@@ -39,6 +43,8 @@ def build_processors(settings: Settings, policy: Policy) -> Processors:
         service_codec(settings, "suppression"),
         service_codec(settings, "operator_command"),
         dead_letter_codec,
+        service_codec(settings, "erasure"),
+        erased,
         settings.partitions,
     )
-    return Processors(normalizer, keeper)
+    return Processors(normalizer, keeper, erased)

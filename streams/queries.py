@@ -1,7 +1,9 @@
 """The worker's query API: one recipient's state, and the follow-up cohort.
 
 `GET /recipients/{email}/` is routed to the worker that owns the key's partition (Faust
-table routing). `GET /cohorts/?min_score=20&opened_within=7d` answers from this worker's
+table routing); an erased address is answered `{"erased": true, "suppressed": true}` by any
+worker (each holds every erased hash), and nothing else about the person.
+`GET /cohorts/?min_score=20&opened_within=7d` answers from this worker's
 partitions (the mailbot guide's follow-up cohort: active, score at least `min_score`, a human
 open within the window), highest score first, a page at a time (`limit`, default 100, at most
 1000; `offset`); with several workers, ask each.
@@ -33,10 +35,12 @@ from mailstream.commands import CommandError, normalize_address
 from mailstream.errors import ErrorKind, MailstreamError
 from mailstream.events import format_timestamp_ms
 from mailstream.recipient import TIMESTAMP_FIELDS, RecipientState
+from mailstream.streams.erasures import ErasedAddresses
 from mailstream.timeline import state_of
 from mailstream.times import parse_duration_ms
 
 DEFAULT_COHORT_LIMIT = 100
+ERASED_ANSWER = {"erased": True, "suppressed": True}
 MAX_COHORT_LIMIT = 1000
 MAX_TENANT_CHARS = 200
 
@@ -207,7 +211,10 @@ def require_bearer_token(app: faust.App, token: str | None) -> None:
 
 
 def add_queries(
-    app: faust.App, recipients: TableT[bytes, dict[str, Any]], token: str | None
+    app: faust.App,
+    recipients: TableT[bytes, dict[str, Any]],
+    erased: ErasedAddresses,
+    token: str | None,
 ) -> None:
     """The query routes; with `token`, the whole web server behind it (require_bearer_token)."""
     require_bearer_token(app, token)
@@ -221,6 +228,8 @@ def add_queries(
                 address = normalize_address(email)
             except CommandError as error:
                 return self.json({"error": str(error)}, status=400)
+            if erased.is_erased(address):
+                return self.json(ERASED_ANSWER)
             if address != email:
                 location = f"/recipients/{quote(address, safe='@')}/"
                 if request.query_string:

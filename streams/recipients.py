@@ -5,13 +5,19 @@ and decides what to publish. Every processed event republishes the recipient's s
 duplicate: after a crash between the table write and the publish, the redelivered event finds
 the state already updated (apply changes nothing) and the publish still happens.
 
-Operator commands (manual suppression, lifting it, the inactivity sweep's reset) arrive on the
-commands topic, co-partitioned with email.events, and go through the same table; what they
-publish carries the command id and actor in its headers.
+Operator commands (manual suppression, lifting it, the inactivity sweep's reset, erasure)
+arrive on the commands topic, co-partitioned with email.events, and go through the same table;
+what they publish carries the command id and actor in its headers.
+
+An ERASE deletes the recipient's entry, tombstones its keys on the published topics and
+publishes an Erasure record (the address's keyed hash, who and when) on email.erasures. Every
+later record of an erased address is dropped without any output, not even a dead letter
+(which would store the address again), and counted in `erased_dropped`.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, MutableMapping
 from typing import Any
 
@@ -24,15 +30,19 @@ from mailstream.commands import (
     OperatorCommand,
     check_command,
 )
+from mailstream.erasure import erasure_record, required_key
 from mailstream.errors import ErrorKind, MailstreamError
 from mailstream.policy import Policy
 from mailstream.recipient import RecipientState, scoped_suppressions, suppression_record
+from mailstream.streams.erasures import ErasedAddresses
 from mailstream.streams.records import Output, SourceRecord, dead_letter, partition_of
 from mailstream.timeline import Timeline, add_command, add_event
 from mailstream.topics import TopicNames
 
 RecipientTable = MutableMapping[bytes, dict[str, Any]]
 LIFTED = "LIFTED"  # the metrics label of a suppression's tombstone
+ERASED = "ERASED"  # the metrics label of a suppression's tombstone by an erasure
+AuditHeaders = tuple[tuple[str, bytes], ...]
 
 
 class StateKeeper:
@@ -45,10 +55,13 @@ class StateKeeper:
         suppression_codec: AvroCodec,
         command_codec: AvroCodec,
         dead_letter_codec: AvroCodec,
+        erasure_codec: AvroCodec,
+        erased: ErasedAddresses,
         partitions: int,
     ) -> None:
         """`partitions`: of email.events and email.commands, which a recipient's records
-        must share (its table entry lives in the partition of its key)."""
+        must share (its table entry lives in the partition of its key). `erased`: the set of
+        erased addresses, which an ERASE adds to at once."""
         self._partitions = partitions
         self._names = names
         self._policy = policy
@@ -57,6 +70,9 @@ class StateKeeper:
         self._suppression_codec = suppression_codec
         self._command_codec = command_codec
         self._dead_letter_codec = dead_letter_codec
+        self._erasure_codec = erasure_codec
+        self._erased = erased
+        self.erased_dropped: Counter[str] = Counter()  # source topic -> records dropped
 
     def process(self, record: SourceRecord, recipients: RecipientTable) -> list[Output]:
         try:
@@ -75,6 +91,8 @@ class StateKeeper:
             return [
                 self._dead_letter(record, ErrorKind.UNRESOLVED, "canonical event without recipient")
             ]
+        if self._erased.is_erased(recipient):
+            return self._dropped(record)
         key = recipient.encode()
         if record.key != key:
             message = f"an event for {recipient[:320]!r} keyed {(record.key or b'')[:320]!r}"
@@ -160,11 +178,21 @@ class StateKeeper:
     def _command(self, record: SourceRecord, recipients: RecipientTable) -> list[Output]:
         try:
             command = OperatorCommand.from_record(self._command_codec.decode(record.value or b""))
+            if command.action is not CommandAction.ERASE and self._erased.is_erased(
+                command.recipient
+            ):
+                return self._dropped(record)
             check_command(command, record.timestamp)
             key = command.recipient.encode()
             self._check_placement(record, key)
         except MailstreamError as error:  # undecodable, not a command, or not where it belongs
             return [self._dead_letter(record, ErrorKind.INVALID_COMMAND, error.message)]
+        audit = (
+            ("mailstream.command_id", command.command_id.encode()),
+            ("mailstream.actor", command.actor.encode()),
+        )
+        if command.action is CommandAction.ERASE:
+            return self._erase(record, command, key, recipients, audit)
         stored = recipients.get(key)
         before = Timeline.from_record(stored) if stored is not None else None
         try:
@@ -174,10 +202,6 @@ class StateKeeper:
         if timeline is not before:
             recipients[key] = timeline.to_table_record()
         after = timeline.state
-        audit = (
-            ("mailstream.command_id", command.command_id.encode()),
-            ("mailstream.actor", command.actor.encode()),
-        )
         outputs = [
             Output(
                 self._names.recipient_state, key, self._state_codec.encode(after.to_record()), audit
@@ -197,6 +221,61 @@ class StateKeeper:
             )
         )
         return outputs
+
+    def _erase(
+        self,
+        record: SourceRecord,
+        command: OperatorCommand,
+        key: bytes,
+        recipients: RecipientTable,
+        audit: AuditHeaders,
+    ) -> list[Output]:
+        """Forget the recipient: its entry deleted, its published keys tombstoned, its hash
+        recorded (and known to this agent at once). A repeat publishes the same again."""
+        try:
+            erasure = erasure_record(command, required_key(self._erased.key))
+        except MailstreamError as error:  # no erasure key: the command cannot be applied
+            return [self._dead_letter(record, ErrorKind.COMMAND_REFUSED, error.message)]
+        self._erased.add(erasure["address_hash"])
+        stored = recipients.pop(key, None)
+        state = Timeline.from_record(stored).state if stored is not None else None
+        return [
+            *self._erased_outputs(key, state, audit),
+            Output(
+                self._names.erasures,
+                erasure["address_hash"].encode(),
+                self._erasure_codec.encode(erasure),
+                audit,
+            ),
+        ]
+
+    def _erased_outputs(
+        self, key: bytes, state: RecipientState | None, audit: AuditHeaders
+    ) -> list[Output]:
+        """The tombstones of every key an erased recipient may have on the published topics.
+        `state`: its last state (None if it had none), for keys derived from it."""
+        scopes: set[str | None] = {None}
+        if state is not None:
+            scopes.update(state.tenants)
+        recipient = key.decode()
+        return [
+            Output(self._names.recipient_state, key, None, audit),
+            Output(self._names.suppressions, key, None, audit, label=ERASED),
+            *(
+                Output(
+                    self._names.scoped_suppressions,
+                    scoped_suppression_key(recipient, scope),
+                    None,
+                    audit,
+                )
+                for scope in sorted(scopes, key=lambda tenant: (tenant is not None, tenant or ""))
+            ),
+        ]
+
+    def _dropped(self, record: SourceRecord) -> list[Output]:
+        """No output at all for a record of an erased recipient: it is only counted."""
+        self.erased_dropped[record.topic] += 1
+        return []
 
     def _check_placement(self, record: SourceRecord, key: bytes) -> None:
         """CommandError unless the record is keyed and partitioned as its recipient's events

@@ -1,4 +1,5 @@
-"""A local, always-current copy of `email.suppressions.scoped` for services that send mail."""
+"""A local, always-current copy of `email.suppressions.scoped` (and of `email.erasures`, as
+hashes) for services that send mail."""
 
 from __future__ import annotations
 
@@ -7,18 +8,18 @@ import time
 from collections.abc import Mapping
 from dataclasses import replace
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
 from mailstream.addresses import canonical_address
 from mailstream.settings import KafkaSettings, Settings
+from mailstream.streams.erasures import ErasedAddresses
+from mailstream.streams.follower import TopicFollower
 from mailstream.topics import TopicNames
 
-if TYPE_CHECKING:
-    from confluent_kafka import Consumer, Message
-
 UNREADABLE_REASON = "UNKNOWN"
+ERASED_REASON = "ERASED"
 
 
 class SuppressionList:
@@ -30,6 +31,9 @@ class SuppressionList:
     tombstone removes it: an operator lifted the suppression) and keeps following, so a new
     suppression is known within a poll. Reads are thread-safe. A record it cannot decode (a
     newer schema) still counts as suppressed, with reason UNKNOWN: not mailing is the safe side.
+    With the
+    deployment's erasure key in the settings it also follows email.erasures: an erased address
+    (`mailstream erase`) is suppressed with reason ERASED, and only its keyed hash is held.
 
         from mailstream.streams.suppression_list import SuppressionList
 
@@ -51,11 +55,10 @@ class SuppressionList:
         registry_url: str | None = None,
         poll_seconds: float = 0.2,
     ) -> None:
-        """`source`: the project's Settings (topic prefix, security, registry included) or a
-        bootstrap address for a PLAINTEXT cluster; `topic` overrides
+        """`source`: the project's Settings (topic prefix, security, registry, erasure key
+        included) or a bootstrap address for a PLAINTEXT cluster; `topic` overrides
         `email.suppressions.scoped` (the unscoped `email.suppressions` reads as global)."""
         from mailstream.codec import service_codec
-        from mailstream.streams.reader import throwaway_consumer
 
         settings = (
             source
@@ -67,32 +70,38 @@ class SuppressionList:
             registry = replace(settings.schema_registry, url=registry_url)
             settings = replace(settings, schema_registry=registry)
         self._codec = service_codec(settings, "suppression")
-        self._poll_seconds = poll_seconds
-        self._consumer: Consumer = throwaway_consumer(
-            settings, "suppression-list", **{"enable.partition.eof": True}
-        )
         self._entries: dict[str, dict[str | None, dict[str, Any]]] = {}
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._caught_up = threading.Event()
-        self._failure: BaseException | None = None
-        self._behind = self._assign_from_beginning()
-        if not self._behind:
-            self._caught_up.set()
-        self._thread = threading.Thread(
-            target=self._follow, name=f"suppression-list {self.topic}", daemon=True
-        )
-        self._thread.start()
+        self._erased = ErasedAddresses(settings.erasure_key)
+        self._followers = [
+            TopicFollower(
+                settings,
+                self.topic,
+                self._store,
+                purpose="suppression-list",
+                poll_seconds=poll_seconds,
+            )
+        ]
+        try:
+            erasures = self._erased.follow(settings)
+        except BaseException:
+            self.close()
+            raise
+        if erasures is not None:
+            self._followers.append(erasures)
 
     def is_suppressed(self, email: str, tenant: str | None = None) -> bool:
-        """Whether `tenant` must not mail `email`: suppressed globally or for that tenant.
-        Without a tenant: suppressed in any scope (what a sender that knows no tenants must
-        honour)."""
+        """Whether `tenant` must not mail `email`: erased, or suppressed globally or for that
+        tenant. Without a tenant: suppressed in any scope (what a sender that knows no
+        tenants must honour)."""
         return self.reason(email, tenant) is not None
 
     def reason(self, email: str, tenant: str | None = None) -> str | None:
         """SuppressionReason symbol (HARD_BOUNCE, COMPLAINT, MANUAL, ...) of the suppression
-        that holds for `tenant` (the global one first); None if mailable."""
+        that holds for `tenant` (the global one first), ERASED for an erased address; None if
+        mailable."""
+        if self._erased.is_erased(email):
+            return ERASED_REASON
         with self._lock:
             scopes = self._entries.get(canonical_address(email))
             entry = _holding(scopes, tenant) if scopes else None
@@ -104,19 +113,16 @@ class SuppressionList:
             return len(self._entries)
 
     def wait_until_caught_up(self, timeout: float) -> None:
-        """Return once the topic's end offsets as of the start are read; TimeoutError
-        otherwise, or the error that stopped the reader."""
+        """Return once the topics' end offsets as of the start are read (email.suppressions,
+        and email.erasures with an erasure key); TimeoutError otherwise, or the error that
+        stopped a reader."""
         deadline = time.monotonic() + timeout
-        while not self._caught_up.wait(min(0.1, max(0.0, deadline - time.monotonic()))):
-            self._raise_failure()
-            if time.monotonic() >= deadline:
-                raise TimeoutError(f"{self.topic}: not caught up within {timeout} s")
-        self._raise_failure()
+        for follower in self._followers:
+            follower.wait_until_caught_up(max(0.0, deadline - time.monotonic()))
 
     def close(self) -> None:
-        self._stop.set()
-        if self._thread is not threading.current_thread():
-            self._thread.join()
+        for follower in self._followers:
+            follower.close()
 
     def __enter__(self) -> SuppressionList:
         return self
@@ -128,53 +134,6 @@ class SuppressionList:
         trace: TracebackType | None,
     ) -> None:
         self.close()
-
-    def _assign_from_beginning(self) -> dict[int, int]:
-        """Assign every partition at its start; returns partition -> end offset still to read."""
-        from confluent_kafka import OFFSET_BEGINNING, KafkaException, TopicPartition
-
-        from mailstream.streams.reader import watermark_offsets
-
-        metadata = self._consumer.list_topics(self.topic, timeout=15).topics[self.topic]
-        if metadata.error is not None:
-            self._consumer.close()
-            raise KafkaException(metadata.error)
-        behind = {}
-        for partition in metadata.partitions:
-            low, high = watermark_offsets(self._consumer, TopicPartition(self.topic, partition))
-            if low < high:
-                behind[partition] = high
-        self._consumer.assign(
-            [TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in metadata.partitions]
-        )
-        return behind
-
-    def _follow(self) -> None:
-        try:
-            while not self._stop.is_set():
-                for message in self._consumer.consume(500, timeout=self._poll_seconds):
-                    self._apply(message)
-        except BaseException as error:
-            self._failure = error
-        finally:
-            self._consumer.close()
-
-    def _apply(self, message: Message) -> None:
-        from confluent_kafka import KafkaError, KafkaException
-
-        error = message.error()
-        if error is not None and error.fatal():
-            raise KafkaException(error)  # other errors are transient: librdkafka retries
-        if error is None:
-            self._store(message.key(), message.value())
-        reached_end = error is not None and error.code() == KafkaError._PARTITION_EOF
-        partition = message.partition() or 0
-        if partition in self._behind and (
-            reached_end or (message.offset() or 0) >= self._behind[partition] - 1
-        ):
-            del self._behind[partition]
-            if not self._behind:
-                self._caught_up.set()
 
     def _store(self, key: bytes | None, value: bytes | None) -> None:
         if key is None:
@@ -199,10 +158,6 @@ class SuppressionList:
             return self._codec.decode(value)
         except MailstreamError:
             return {"reason": UNREADABLE_REASON}
-
-    def _raise_failure(self) -> None:
-        if self._failure is not None:
-            raise self._failure
 
 
 def _scope_of_key(key: bytes) -> tuple[str, str | None]:

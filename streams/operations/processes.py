@@ -69,6 +69,7 @@ def settings_env(settings: object, base: dict[str, str] | None = None) -> dict[s
             "MAILSTREAM_DATA_DIR": str(settings.data_dir),
             "MAILSTREAM_SWEEP_INTERVAL_SECONDS": str(settings.sweep_interval_seconds),
             "MAILSTREAM_PRODUCER_LINGER_MS": str(settings.producer_linger_ms),
+            "MAILSTREAM_RAW_RETENTION_MS": str(settings.raw_retention_ms),
         }
     )
     env.update(settings.ingest.to_env())
@@ -78,6 +79,8 @@ def settings_env(settings: object, base: dict[str, str] | None = None) -> dict[s
     env["MAILSTREAM_LOG_FORMAT"] = settings.log_format
     if settings.web_token is not None:
         env["MAILSTREAM_WEB_TOKEN"] = settings.web_token
+    if settings.erasure_key is not None:
+        env["MAILSTREAM_ERASURE_KEY"] = settings.erasure_key
     if settings.policy_file is not None:
         env["MAILSTREAM_POLICY_FILE"] = str(settings.policy_file)
     return env

@@ -5,6 +5,13 @@ Derived state is everything the worker computes: the Faust tables `messages` and
 are the raw topics and `email.commands` (operator decisions), both kept forever; replay reads
 them and never writes them.
 
+Erasures (`mailstream erase`) survive a replay: replay never tombstones, resets or deletes
+`email.erasures`, and its worker loads the erased hashes from it before processing anything,
+so every event of an erased address is dropped again (and its ERASE command, replayed with
+the other commands, republishes the same tombstones). Without MAILSTREAM_ERASURE_KEY the
+erased addresses could not be recognized: replay refuses to start while email.erasures holds
+a record.
+
 The procedure. The operator stops every worker first; replay refuses to start while the
 consumer group (`settings.app_id`) has members.
 
@@ -59,7 +66,7 @@ from typing import TYPE_CHECKING, TextIO
 from mailstream.errors import ErrorKind, MailstreamError, TimeFormatError
 from mailstream.events import format_timestamp_ms
 from mailstream.settings import Settings
-from mailstream.streams.reader import latest_by_key, read_to_end
+from mailstream.streams.reader import iterate_to_end, latest_by_key, read_to_end
 from mailstream.streams.records import SourceRecord
 from mailstream.text import log_tail
 from mailstream.times import parse_instant_ms
@@ -265,6 +272,7 @@ def replay(
             f"consumer group {settings.app_id} has {members} member(s) ({state}): "
             "stop every worker before a replay"
         )
+    check_erasures_known(settings)
     plan = plan_replay(admin, settings, from_ms)
     if not confirm(plan.describe()):
         print("replay aborted: nothing changed", file=out)
@@ -278,6 +286,19 @@ def replay(
     tombstones, recipients = clean_up(settings, plan)
     print(format_summary(plan.total, elapsed, recipients, tombstones), file=out, flush=True)
     return 0
+
+
+def check_erasures_known(settings: Settings) -> None:
+    """ReplayError when email.erasures holds an erasure and no erasure key is set: the
+    rebuild could not recognize the erased addresses and would bring them back."""
+    if settings.erasure_key is not None:
+        return
+    erasures = TopicNames(settings.topic_prefix).erasures
+    if next(iterate_to_end(settings, erasures), None) is not None:
+        raise ReplayError(
+            f"{erasures} holds erasures and MAILSTREAM_ERASURE_KEY is not set: the rebuild "
+            "would publish the erased recipients again; set the deployment's erasure key"
+        )
 
 
 def reset(admin: AdminClient, settings: Settings, out: TextIO) -> None:
@@ -398,22 +419,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
+    from mailstream.streams.operations.confirmation import confirmation
+
     settings = Settings.from_env()
-    if not args.yes and not sys.stdin.isatty():
-        print("mailstream replay: not a terminal: pass --yes to confirm", file=sys.stderr)
+    confirm = confirmation("replay", args.yes, "Stop every worker first. Proceed?")
+    if confirm is None:
         return 2
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     worker_log = args.worker_log or settings.data_dir / "replay-worker.log"
-    confirm = _always if args.yes else _ask
     # a failure is reported by mailstream.cli.main, like every command's
     return replay(settings, args.from_ms, confirm, sys.stdout, worker_log)
-
-
-def _ask(plan: str) -> bool:
-    print(plan)
-    return input("Stop every worker first. Proceed? [y/N] ").strip().lower() in ("y", "yes")
-
-
-def _always(plan: str) -> bool:
-    print(plan)
-    return True

@@ -16,8 +16,6 @@ import time
 import uuid
 from typing import TYPE_CHECKING
 
-import orjson
-
 if TYPE_CHECKING:
     from confluent_kafka import Consumer
 
@@ -89,12 +87,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def send_and_confirm(command: OperatorCommand, wait: float) -> int:
+    """Send `command` on email.commands (keyed by its recipient, on its partition) and wait
+    up to `wait` seconds for the state agent's confirmation or refusal; the exit status.
+    `mailstream erase` sends its command here too."""
     from confluent_kafka import Producer, TopicPartition
 
     from mailstream.codec import service_codec
     from mailstream.settings import Settings
     from mailstream.streams.reader import throwaway_consumer, watermark_offsets
-    from mailstream.streams.recipients import scoped_suppression_key
     from mailstream.topics import TopicNames
 
     settings = Settings.from_env()
@@ -129,12 +129,7 @@ def send_and_confirm(command: OperatorCommand, wait: float) -> int:
             return 1
         print(f"command {command.command_id} sent: {command.action.value} {command.recipient}")
         dead_letters = service_codec(settings, "dead_letter")
-        scope_key = scoped_suppression_key(command.recipient, command.tenant)
-        return (
-            _await_outcome(consumer, names, dead_letters, command.command_id, scope_key, wait)
-            if wait > 0
-            else 0
-        )
+        return _await_outcome(consumer, names, dead_letters, command, wait) if wait > 0 else 0
     finally:
         consumer.close()
 
@@ -143,11 +138,15 @@ def _await_outcome(
     consumer: Consumer,
     names: TopicNames,
     dead_letters: AvroCodec,
-    command_id: str,
-    scope_key: bytes,
+    command: OperatorCommand,
     wait: float,
 ) -> int:
+    from mailstream.commands import CommandAction
+    from mailstream.streams.recipients import scoped_suppression_key
+
+    command_id = command.command_id
     marker = command_id.encode()
+    scope_key = scoped_suppression_key(command.recipient, command.tenant)
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         for message in consumer.consume(100, timeout=0.5):
@@ -162,12 +161,13 @@ def _await_outcome(
                 message.key() == scope_key
                 and dict(message.headers() or ()).get(COMMAND_ID_HEADER) == marker
             ):
-                outcome = (
-                    "suppressed" if message.value() is not None else "active (suppression lifted)"
-                )
-                recipient, tenant = orjson.loads(scope_key)
-                scope = f"for tenant {tenant}" if tenant is not None else "globally"
-                print(f"confirmed: {recipient} is {outcome} {scope}")
+                scope = f"for tenant {command.tenant}" if command.tenant is not None else "globally"
+                if command.action is CommandAction.ERASE:
+                    print(f"confirmed: {command.recipient} is erased")
+                elif message.value() is not None:
+                    print(f"confirmed: {command.recipient} is suppressed {scope}")
+                else:
+                    print(f"confirmed: {command.recipient} is active (suppression lifted) {scope}")
                 return 0
     print(
         f"no worker confirmed command {command_id} within {wait:.0f}s "

@@ -20,6 +20,7 @@ from mailstream.connectors.registry import PROVIDERS
 from mailstream.events import BounceClass, EventType, new_event
 from mailstream.policy import Policy, default_policy, load_policy
 from mailstream.recipient import SuppressionReason
+from mailstream.streams.erasures import ErasedAddresses
 from mailstream.streams.metrics import WorkerMetrics
 from mailstream.streams.normalize import RECEIVED_AT_HEADER, Normalizer
 from mailstream.streams.recipients import StateKeeper
@@ -51,19 +52,38 @@ DEAD_LETTER = codec_for("dead_letter")
 STATE = codec_for("recipient_state")
 SUPPRESSION = codec_for("suppression")
 COMMAND = codec_for("operator_command")
+ERASURE = codec_for("erasure")
 
 
 # --- Helpers --------------------------------------------------------------------------------
 
 
-def normalizer(policy: Policy = POLICY) -> Normalizer:
+def normalizer(policy: Policy = POLICY, erased: ErasedAddresses | None = None) -> Normalizer:
     """As streams/app.py builds it: every provider reads its own raw topic."""
     providers = {NAMES.raw(provider): provider for provider in PROVIDERS}
-    return Normalizer(NAMES, providers, policy, EVENT, DEAD_LETTER)
+    return Normalizer(
+        NAMES,
+        providers,
+        policy,
+        EVENT,
+        DEAD_LETTER,
+        erased if erased is not None else ErasedAddresses(None),
+    )
 
 
-def keeper() -> StateKeeper:
-    return StateKeeper(NAMES, POLICY, EVENT, STATE, SUPPRESSION, COMMAND, DEAD_LETTER, PARTITIONS)
+def keeper(erased: ErasedAddresses | None = None) -> StateKeeper:
+    return StateKeeper(
+        NAMES,
+        POLICY,
+        EVENT,
+        STATE,
+        SUPPRESSION,
+        COMMAND,
+        DEAD_LETTER,
+        ERASURE,
+        erased if erased is not None else ErasedAddresses(None),
+        PARTITIONS,
+    )
 
 
 def raw(
