@@ -1,11 +1,15 @@
 """`mailstream simulate FILE.jsonl [--policy FILE]`: the pipeline's offline twin.
 
 Each line of the file is an envelope `{"provider": ..., "payload": <webhook body as a JSON
-value or string>, "received_at": <optional ISO 8601 or epoch ms>}`. The envelopes go, in order,
-through the same steps as the stream: the provider's parser, recipient resolution
-(`messages.route`) and the rules (`recipient.apply`), without Kafka. The final state of every
-recipient is printed as one JSON line each, sorted by recipient. Users try a policy on their
-history with it; the tests compare the real pipeline against `simulate()`.
+value or string>, "received_at": <optional ISO 8601 or epoch ms>}`. The envelopes go through
+the same steps as the stream, without Kafka: the provider's parser, recipient resolution
+(`messages.route`, in file order, as the stream resolves a message's recipient), then the
+rules (`recipient.apply`) folded over each recipient's events in event-time order (occurred_at,
+then received_at, then event id; `mailstream.timeline.fold`), the state the stream converges
+to. So the output does not depend on the order of the envelopes in the file beyond the order
+of each message's own webhooks. The final state of every recipient is printed as one JSON line
+each, sorted by recipient. Users try a policy on their history with it; the tests compare the
+real pipeline against `simulate()`.
 """
 
 from __future__ import annotations
@@ -102,8 +106,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "simulate",
         help="replay webhook envelopes offline and print every recipient's final state",
         description="Run webhook envelopes (one JSON object a line: provider, payload, "
-        "optional received_at) through parsing, recipient resolution and the rules, without "
-        "Kafka, and print the final state of every recipient as JSON lines.",
+        "optional received_at) through parsing, recipient resolution and the rules folded in "
+        "event-time order, without Kafka, and print the final state of every recipient as "
+        "JSON lines.",
     )
     parser.add_argument("file", type=Path, metavar="FILE.jsonl", help="one envelope per line")
     parser.add_argument(

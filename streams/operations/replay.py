@@ -40,15 +40,21 @@ What an operator should know:
 - email.events and email.events.dlq receive the re-derived events and dead letters again
   (same event ids): consumers of email.events dedupe by event_id, and `mailstream dlq
   redrive` sends one dead letter per source record.
-- The commands are all there at once while the events are re-derived, so most apply before
-  the events they followed. Suppression is sticky: a lift of an event-caused suppression is
-  undone when that event is replayed after it, and must be issued again. The error is on the
-  safe side: applying commands early never un-suppresses anyone.
-- Order holds within a partition, not across them: Faust reads its partitions round-robin,
-  not by time, and the messages of one recipient sit on different partitions (keyed by
-  message id). The rules take maxima and ignore old events for the inactivity reset, so the
-  result can only differ where order is the meaning (a soft bounce before or after a
-  delivery, which cause suppressed first) for a recipient whose messages' events interleave.
+- Order: a recipient's state is the fold of the rules over its events in event-time order
+  (occurred_at, then received_at, then event id), operator commands in their place by
+  requested_at (`mailstream/timeline.py`), not over the order the rebuild reads them in. That
+  order differs from live processing: the commands are all there at once before the events
+  are re-derived, and Faust reads its partitions round-robin, not by time (the messages of
+  one recipient sit on different partitions, keyed by message id; a message's own events keep
+  their order). A replay publishes the state live processing published all the same: a lift
+  issued after an event-caused suppression stays lifted (it need not be issued again), and a
+  delivery between soft bounces or the first cause of a suppression count where they fall in
+  event time.
+- The reorder window (policy.yaml): each recipient keeps its most recent events, at most
+  `reorder_window_events` (64) spanning at most `reorder_window_hours` (168) of event time.
+  An event read inside that window is put in its place and the state folded again; one older
+  than the window is applied as it is read and counted in the state's `late_events` (0 means
+  the state is exactly the event-time fold). See the README's ordering section.
 - The rebuild runs the current code and policy: that is the point after a fix.
 """
 

@@ -19,10 +19,21 @@ from mailstream.cli import main
 from mailstream.connectors.base import Sample, SampleKind
 from mailstream.connectors.registry import PROVIDERS, get_provider
 from mailstream.connectors.samples import campaign_rounds
+from mailstream.policy import default_policy
+from mailstream.recipient import RecipientState, apply
 from mailstream.settings import Settings
 from mailstream.streams.operations.processes import kill
 from mailstream.streams.reader import read_to_end
-from mailstream.topics import TopicNames, committed_offsets, create_topics, topic_specs
+from mailstream.streams.simulate import parse_envelope
+from mailstream.topics import (
+    Partition,
+    TopicNames,
+    committed_offsets,
+    create_topics,
+    list_offsets,
+    partitions_of,
+    topic_specs,
+)
 from tests.integration.harness import running_worker, send_envelopes
 from tests.integration.test_replay import expected_states, published, replay, wait_for_states
 
@@ -32,16 +43,20 @@ T0 = 1_700_000_000_000
 HOUR = 3_600_000
 DAY = 24 * HOUR
 LIFTED = "lifted@example.com"
+RESET = "reset@example.com"
+OFFER = "https://example.com/offer"
 
 
 def webhook(kind: SampleKind, address: str, at: int, number: int) -> dict[str, Any]:
-    """One webhook, its own message (so its own raw partition, whatever the others')."""
-    provider = "inboxroad" if kind in ("hard", "soft") else "maileroo"
-    payload = get_provider(provider).sample(
-        Sample(kind, address, f"{address}-{number}@mail", at, f"{address}-{number}", "")
+    """One webhook, its own message (so its own raw partition, whatever the others'). Opens
+    and clicks come from SendGrid, whose events name the recipient: no delivery of their
+    message is needed to resolve it (and none makes them machine events)."""
+    provider = {"hard": "inboxroad", "soft": "inboxroad", "open": "sendgrid", "click": "sendgrid"}
+    payload = get_provider(provider.get(kind, "maileroo")).sample(
+        Sample(kind, address, f"{address}-{number}@mail", at, f"{address}-{number}", OFFER)
     )
     assert payload is not None
-    return {"provider": provider, "payload": payload}
+    return {"provider": provider.get(kind, "maileroo"), "payload": payload}
 
 
 def order_sensitive() -> list[dict[str, Any]]:
@@ -53,8 +68,10 @@ def order_sensitive() -> list[dict[str, Any]]:
     return [
         *soft,
         delivery,  # between the 2nd and 3rd bounce: never five in a row
-        webhook("delivered", "reset@example.com", T0 + 40 * DAY, 2),
-        webhook("delivered", "reset@example.com", T0, 1),  # 40 days before: a reset between
+        # A human open 40 days after a human click, sent first: by event time the open comes
+        # more than inactivity_reset_days after the last signal and resets the click's score.
+        webhook("open", RESET, T0 + 40 * DAY, 2),
+        webhook("click", RESET, T0, 1),
         *limit,
         hard,  # earlier than the soft-bounce limit: the first cause
         webhook("hard", LIFTED, T0, 0),
@@ -62,8 +79,9 @@ def order_sensitive() -> list[dict[str, Any]]:
 
 
 def arrival(seed: int) -> list[dict[str, Any]]:
-    """The order-sensitive cases, then a campaign: a backlog worth killing a worker in."""
-    [campaign] = campaign_rounds(150, rounds=1, seed=seed)
+    """The order-sensitive cases, then a campaign (some 3,600 webhooks): a backlog that lasts
+    past a worker's first commit (every 2.8 s), to kill the worker in."""
+    [campaign] = campaign_rounds(2_000, rounds=1, seed=seed)
     return [*order_sensitive(), *campaign]
 
 
@@ -92,6 +110,12 @@ def test_live_replay_and_a_takeover_after_a_crash_publish_the_event_time_states(
     expected = expected_states(envelopes)
     assert expected["soft@example.com"]["status"] == "ACTIVE"
     assert expected["cause@example.com"]["suppression_reason"] == "HARD_BOUNCE"
+    # The reset happened in event-time order: the open scores first_open alone, the click's
+    # points gone; in arrival order the click (older than the open) would not reset anything.
+    weights = default_policy().score
+    assert expected[RESET]["score"] == weights.first_open
+    assert expected[RESET]["clicks"] == 1 and expected[RESET]["opens"] == 1
+    assert in_arrival_order(envelopes, RESET).score == weights.first_open + weights.click
     with running_worker(settings, tmp_path / "live.log"):
         send_envelopes(settings, envelopes)
         wait_for_states(settings, names, expected)
@@ -112,18 +136,45 @@ def test_live_replay_and_a_takeover_after_a_crash_publish_the_event_time_states(
     copy_commands(settings, other)
     send_envelopes(other, envelopes)
     with running_worker(other, tmp_path / "crashed.log") as crashed:
-        wait_for_first_commit(other, 60)
+        behind = wait_for_first_commit(other, 60)
+        # Killed right after this check: some webhooks or events were not yet committed.
+        assert behind, "the worker had committed all its sources before it was killed"
         kill(crashed)
+        print(f"killed with (committed, end) behind: {behind}")
     with running_worker(other, tmp_path / "takeover.log"):
         wait_for_states(other, TopicNames(other.topic_prefix), live)
         assert published(other, TopicNames(other.topic_prefix)) == (live, live_suppressions)
 
 
-def wait_for_first_commit(settings: Settings, timeout: float) -> None:
+def in_arrival_order(envelopes: list[dict[str, Any]], recipient: str) -> RecipientState:
+    """The rules applied to `recipient`'s events in the order they were sent (what the state
+    would be without event time); the events must name their recipient."""
+    state = None
+    for envelope in envelopes:
+        for event in parse_envelope(envelope):
+            if event.get("recipient") == recipient:
+                state = apply(state, event, default_policy())
+    assert state is not None
+    return state
+
+
+def wait_for_first_commit(settings: Settings, timeout: float) -> dict[Partition, tuple[int, int]]:
+    """Wait for the group's first commit; then the source partitions (the raw topics, all
+    produced before the worker started, and email.events, which the worker writes and its
+    state agent reads) not committed to their end now: partition -> (committed, end). A
+    non-empty answer means the worker is in the middle of its backlog."""
     from confluent_kafka.admin import AdminClient
 
     admin = AdminClient(settings.kafka.librdkafka_config())
+    names = TopicNames(settings.topic_prefix)
+    sources = partitions_of(admin, [*(names.raw(provider) for provider in PROVIDERS), names.events])
     deadline = time.monotonic() + timeout
-    while not committed_offsets(admin, settings.app_id):
+    while not (committed := committed_offsets(admin, settings.app_id)):
         assert time.monotonic() < deadline, "the worker committed nothing"
         time.sleep(0.05)
+    ends = list_offsets(admin, sources)
+    return {
+        partition: (committed.get(partition, 0), end)
+        for partition, end in ends.items()
+        if committed.get(partition, 0) < end
+    }

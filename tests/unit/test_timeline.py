@@ -23,6 +23,7 @@ from mailstream.timeline import (
     event_entry,
     fold,
 )
+from mailstream.timeline import order as entry_order
 
 POLICY = default_policy()
 ANN = "ann@example.com"
@@ -259,3 +260,148 @@ def test_the_case_hypothesis_found_a_refused_command_stays_refused() -> None:
     view = timeline.state.tenants[tenant]
     assert view.suppression_reason is SuppressionReason.MANUAL
     assert view.suppressed_at == T0 + 1
+
+
+# A narrow window, and arrival orders that keep every event inside it by construction.
+NARROW = replace(POLICY, reorder_window_events=4, reorder_window_hours=24)
+MOST_DISPLACED = NARROW.reorder_window_events - 1  # positions an item may move from its place
+
+# Items hours apart, now and then a month (the 30-day reset), so that a narrow window both
+# holds several of them and lets others fall out of it.
+close_items = st.lists(
+    st.tuples(
+        st.integers(0, len(KINDS) + 1),  # the last two: a suppression, a lift
+        st.one_of(  # the gap since the item before: mostly hours, a month one time in four
+            st.integers(0, 4 * HOUR),
+            st.integers(0, 4 * HOUR),
+            st.integers(0, 30 * HOUR),
+            st.integers(29 * DAY, 32 * DAY),
+        ),
+        st.booleans(),
+        st.integers(0, MOST_DISPLACED + 1),  # how far back in the arrival order it may move
+    ),
+    min_size=5,  # more than the window holds
+    max_size=30,
+)
+
+
+def sort_key(item: Item) -> tuple[int, int, str]:
+    entry = command_entry(item) if isinstance(item, OperatorCommand) else event_entry(item, POLICY)
+    return entry_order(entry)
+
+
+def within_the_window(
+    in_time_order: list[Item], delays: list[int], policy: Any = NARROW
+) -> list[Item]:
+    """An arrival order in which each item is at most `reorder_window_events - 1` positions
+    from its place in event-time order, and any two items that arrive in the reverse of their
+    event-time order are less than `reorder_window_hours` of event time apart.
+
+    Item i arrives in the order of i + r_i (ties by i). Two items i < j swap only when
+    j - i < r_i - r_j <= r_i, so r_i is capped to reach only the items after i that are less
+    than the window's span later: r_i - 1 <= (how many of the next MOST_DISPLACED are)."""
+    times = [at_of(item) for item in in_time_order]
+    keys = []
+    for i, delay in enumerate(delays):
+        close = 0
+        while (
+            close < MOST_DISPLACED
+            and i + close + 1 < len(times)
+            and times[i + close + 1] - times[i] < policy.reorder_window_ms
+        ):
+            close += 1
+        keys.append((i + min(delay, close + 1), i))
+    arrival = [in_time_order[i] for _, i in sorted(keys)]
+    position = {id(item): index for index, item in enumerate(arrival)}
+    for i, item in enumerate(in_time_order):  # what the construction promises, checked
+        assert abs(position[id(item)] - i) <= MOST_DISPLACED
+        for later in in_time_order[i + 1 :]:
+            if position[id(later)] < position[id(item)]:
+                assert at_of(later) - at_of(item) < policy.reorder_window_ms
+    return arrival
+
+
+# Soft bounces an hour apart, the delivery between the 2nd and 3rd arriving 3 places late (after
+# the 5th, once the limit suppressed), then two opens a month later.
+SOFT_BOUNCES_AROUND_A_DELIVERY_THEN_A_MONTH = [
+    (4, 0, False, 0),
+    (4, HOUR, False, 0),
+    (0, HOUR, False, MOST_DISPLACED + 1),
+    (4, HOUR, False, 0),
+    (4, HOUR, False, 0),
+    (4, HOUR, False, 0),
+    (1, 31 * DAY, False, 0),
+    (1, HOUR, False, 0),
+]
+
+
+def every_field(state: Any) -> dict[str, Any]:
+    """The published record, and the idempotency memory as a set (its order is arrival's)."""
+    return state.to_record() | {"recent_event_ids": sorted(state.recent_event_ids)}
+
+
+@settings(max_examples=300, deadline=None)
+@given(drawn=close_items)
+@example(drawn=SOFT_BOUNCES_AROUND_A_DELIVERY_THEN_A_MONTH)
+def test_a_narrow_window_converges_when_every_event_arrives_inside_it(
+    drawn: list[tuple[int, int, bool, int]],
+) -> None:
+    at = 0
+    absolute = []
+    for kind, gap, flag, _ in drawn:
+        at += gap
+        absolute.append((kind, at, flag))
+    made = sorted(stream(absolute), key=sort_key)
+    arrival = within_the_window(made, [delay for *_, delay in drawn])
+    refused: list[Item] = []
+    arrived = arrive(arrival, NARROW, refused)
+    assert arrived is not None
+    # As in the wide test: a command refused where it falls when it arrives is never kept.
+    expected = fold(
+        ANN,
+        [
+            command_entry(item) if isinstance(item, OperatorCommand) else event_entry(item, NARROW)
+            for item in made
+            if item not in refused
+        ],
+        NARROW,
+    )
+    assert every_field(arrived.state) == every_field(expected)
+    assert arrived.state.late_events == 0
+    assert len(arrived.log) <= NARROW.reorder_window_events
+
+
+def opens_and_a_hard_bounce() -> list[Item]:
+    """Hours apart, well inside the default window: opens, a hard bounce, a click, a delivery."""
+    return [
+        event(1, 1, T0),
+        event(2, 1, T0 + HOUR),
+        event(3, 6, T0 + 2 * HOUR),
+        event(4, 2, T0 + 3 * HOUR, "https://example.com/offer"),
+        event(5, 1, T0 + 4 * HOUR),
+        event(6, 0, T0 + 5 * HOUR),
+    ]
+
+
+@pytest.mark.parametrize("action", [CommandAction.LIFT, CommandAction.RESET_INACTIVE])
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])  # 4: the bounce undoes the lift
+def test_a_command_a_month_later_read_first_leaves_the_events_inside_the_window(
+    action: CommandAction, seed: int
+) -> None:
+    """`mailstream replay` reads email.commands before the events: a lift (or an inactivity
+    reset) a month after the events arrives first, then the events, shuffled but all inside
+    the default window. None of them is late: the state is the fold, the lift after the hard
+    bounce (the reset after the last signal) included."""
+    events = opens_and_a_hard_bounce()
+    operator = command(9, action, T0 + 31 * DAY, force=False)
+    shuffled = list(events)
+    random.Random(seed).shuffle(shuffled)
+    arrived = arrive([operator, *shuffled])
+    assert arrived is not None
+    expected = event_time_fold([*events, operator])
+    if action is CommandAction.LIFT:
+        assert expected.status is RecipientStatus.ACTIVE and expected.hard_bounces == 1
+    else:
+        assert expected.score == 0 and expected.opens == 3
+    assert every_field(arrived.state) == every_field(expected)
+    assert arrived.state.late_events == 0
