@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer, TopicPartition
 
 from mailstream.connectors.registry import PROVIDERS
 from mailstream.connectors.samples import Envelope, RawRecord, raw_record
@@ -31,7 +31,7 @@ from mailstream.policy import default_policy
 from mailstream.settings import KafkaSettings, Settings
 from mailstream.streams.operations.processes import service, settings_env, stop
 from mailstream.streams.processors import build_processors
-from mailstream.streams.reader import Watermarks
+from mailstream.streams.reader import Watermarks, throwaway_consumer
 from mailstream.streams.records import SourceRecord
 from mailstream.topics import TopicNames, create_topics, topic_specs
 
@@ -195,11 +195,7 @@ def running(process: subprocess.Popen[bytes]) -> Callable[[], None]:
 
 def edge_timestamp(settings: Settings, topic: str, *, last: bool) -> int:
     """The earliest first (or the latest last) record timestamp over the partitions of `topic`."""
-    consumer = Consumer(
-        client_config(
-            settings, **{"group.id": f"edge-{uuid.uuid4().hex}", "enable.auto.commit": False}
-        )
-    )
+    consumer = throwaway_consumer(settings, "edge", log_level=0)
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
         marks = {

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import cast
 
 import aiohttp
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
 from mailstream.connectors.registry import PROVIDERS
 from mailstream.dev.broker import free_port
@@ -42,6 +42,7 @@ from mailstream.settings import (
     Settings,
 )
 from mailstream.streams.operations.processes import service, settings_env
+from mailstream.streams.reader import throwaway_consumer
 from mailstream.topics import TopicNames, create_topics, topic_specs
 
 PAYLOADS = Path(__file__).resolve().parent.parent / "tests" / "payloads"
@@ -153,9 +154,7 @@ def cpu_seconds(pid: int) -> float:
 
 def stored_request_ids(settings: Settings, expected: int, timeout: float = 60) -> list[bytes]:
     """The request id header of every record on the raw topics."""
-    consumer = Consumer(
-        {**settings.kafka.librdkafka_config(), "group.id": f"bench-{uuid.uuid4()}", "log_level": 0}
-    )
+    consumer = throwaway_consumer(settings, "bench", log_level=0)
     try:
         names = TopicNames(settings.topic_prefix)
         partitions = []

@@ -29,7 +29,7 @@ from mailstream.recipient import RecipientState
 from mailstream.settings import IngestSettings, KafkaSettings, SchemaRegistrySettings, Settings
 from mailstream.streams.operations.processes import service, settings_env
 from mailstream.streams.reader import Records, latest_by_key, read_until
-from mailstream.text import render_table
+from mailstream.text import log_tail, render_table
 from mailstream.topics import TopicNames
 
 T0 = 1_763_900_000_000
@@ -237,10 +237,7 @@ def run(args: argparse.Namespace) -> int:
             )
         except TimeoutError as error:
             for log in ("worker.log", "ingest.log"):
-                print(
-                    f"--- {log} (last lines)\n"
-                    + "\n".join((root / log).read_text().splitlines()[-30:])
-                )
+                print(f"--- {log} (last lines)\n{log_tail(root / log, 30)}")
             raise SystemExit(f"the demo failed: {error}") from None
         rows = [
             state | {"rule shown": RULES_SHOWN.get(state["recipient"], "")}
