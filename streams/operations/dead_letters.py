@@ -20,8 +20,9 @@ time, which the pipeline absorbs (the recipient rules ignore an event id they ha
 recently).
 
 Several dead letters can share one source record: a replay dead-letters the same raw record
-again, and a batch webhook dead-letters each unresolved event it holds. Redrive sends each
-source record once (the newest dead letter's copy) and records all of them.
+again (a batch webhook's unresolved events share one dead letter per processing, listing
+them). Redrive sends each source record once (the newest dead letter's copy) and records all
+of them.
 """
 
 from __future__ import annotations
