@@ -18,7 +18,7 @@ from mailstream.connectors import (
 )
 from mailstream.connectors.base import Provider
 from mailstream.errors import ErrorKind, ParseError
-from mailstream.events import EmailEvent
+from mailstream.events import MAX_TENANT_CHARS, EmailEvent
 
 PROVIDERS: Mapping[str, Provider] = MappingProxyType(
     {
@@ -52,6 +52,16 @@ def parse(provider: str, body: bytes, received_at: int | None = None) -> list[Em
     """Canonical events of one webhook body (see `mailstream.connectors.base.Provider.parse`).
 
     Raises ParseError (with `kind` and an actionable message) for a body it cannot parse or
-    an unknown provider; unknown event types are UNKNOWN events, never errors.
+    an unknown provider; unknown event types are UNKNOWN events, never errors. A tenant id
+    longer than MAX_TENANT_CHARS is invalid: it keys per-tenant state and published records.
     """
-    return get_provider(provider).parse(body, received_at)
+    events = get_provider(provider).parse(body, received_at)
+    for event in events:
+        tenant = event["tenant"]
+        if tenant is not None and len(tenant) > MAX_TENANT_CHARS:
+            raise ParseError(
+                ErrorKind.INVALID_VALUE,
+                f"tenant {tenant[:40]!r}... has {len(tenant)} characters "
+                f"(at most {MAX_TENANT_CHARS})",
+            )
+    return events

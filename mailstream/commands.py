@@ -163,8 +163,6 @@ def apply_command(
                 force=command.force,
             )
         elif command.action is CommandAction.LIFT:
-            if tenant is None and not current.suppressed:
-                _refuse_lift_of_tenant_suppressions(current)
             changed = lift_suppression(target, command.requested_at, force=command.force)
         elif command.action is CommandAction.RESET_INACTIVE:
             changed = reset_if_inactive(current, command.requested_at, policy)
@@ -179,15 +177,3 @@ def apply_command(
     if changed is current and state is not None:
         return state
     return remember(changed, command.command_id, policy)
-
-
-def _refuse_lift_of_tenant_suppressions(state: RecipientState) -> None:
-    """A lift without a tenant lifts the global suppression only; when the recipient is
-    suppressed for tenants instead, say so rather than change nothing."""
-    tenants = sorted(name for name, view in state.tenants.items() if view.suppressed)
-    if tenants:
-        raise CommandError(
-            f"{state.recipient} is not suppressed globally but for tenant(s) "
-            f"{', '.join(tenants)}: lift with --tenant",
-            ErrorKind.COMMAND_REFUSED,
-        )

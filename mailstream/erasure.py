@@ -23,9 +23,10 @@ class ErasureKeyMissing(MailstreamError):
 
     default_kind = ErrorKind.INVALID_SETTING
 
-    def __init__(self) -> None:
+    def __init__(self, message: str | None = None) -> None:
         super().__init__(
-            f"{ERASURE_KEY_VARIABLE} is not set: erasure needs the deployment's secret key "
+            message
+            or f"{ERASURE_KEY_VARIABLE} is not set: erasure needs the deployment's secret key "
             "to hash erased addresses"
         )
 
@@ -42,6 +43,22 @@ def address_hash(address: str, key: str) -> str:
     return hmac.new(key.encode(), canonical_address(address).encode(), hashlib.sha256).hexdigest()
 
 
+def key_id(key: str) -> str:
+    """Which key hashed an erasure, without revealing it: services compare it with their own
+    key's before trusting that they recognize the erased addresses."""
+    return hmac.new(key.encode(), _KEY_ID_TEXT, hashlib.sha256).hexdigest()[:16]
+
+
+_KEY_ID_TEXT = b"mailstream erasure key id"
+
+
+class ErasureKeyMismatch(MailstreamError):
+    """Erasures hashed with another key than this service's: their addresses would read as
+    never erased."""
+
+    default_kind = ErrorKind.INVALID_SETTING
+
+
 def check_note(note: str | None, address: str) -> None:
     """CommandError (invalid_command) when an erasure's note holds the address it erases: the
     note is kept on the erasures topic for good."""
@@ -53,6 +70,7 @@ def erasure_record(command: OperatorCommand, key: str) -> dict[str, Any]:
     """The Erasure record of an ERASE command: who and when, the address only as its hash."""
     return {
         "address_hash": address_hash(command.recipient, key),
+        "key_id": key_id(key),
         "erased_at": command.requested_at,
         "command_id": command.command_id,
         "actor": command.actor,

@@ -77,6 +77,10 @@ _FIELD_SET = frozenset(EMAIL_EVENT_FIELDS)
 _TEMPLATE: dict[str, Any] = dict.fromkeys(EMAIL_EVENT_FIELDS) | {"provider_flagged_machine": False}
 
 
+# A tenant id keys per-tenant state and published records: longer ones are invalid.
+MAX_TENANT_CHARS = 200
+
+
 def new_event(**fields: Any) -> EmailEvent:
     """A canonical event in schema field order; absent optional fields get their defaults.
 

@@ -8,6 +8,8 @@ simulate` run on every event before `recipient.apply`:
 - an event naming a recipient records it for its message (the first recipient wins) and
   releases the message's parked events, filled in, in arrival order, ahead of itself;
 - a DELIVERED event records the delivery time (the earliest wins);
+- the first tenant an event of the message names is the message's: an event naming none
+  (mailbot's flat click shape has no inbox_id) counts for its message's sending team;
 - an event without recipient is filled in from the table, else parked until an event of the
   same message names the recipient (at most `max_pending_per_message`; beyond: dead letter);
 - an event without recipient and without message id is a dead letter.
@@ -39,6 +41,7 @@ class MessageInfo:
 
     recipient: str | None = None
     delivered_at: int | None = None
+    tenant: str | None = None  # the first tenant an event of the message names
     pending: tuple[EmailEvent, ...] = ()
     released_by: str | None = None  # the event id that released `released`
     released: tuple[EmailEvent, ...] = ()
@@ -48,6 +51,7 @@ class MessageInfo:
         return {
             "recipient": self.recipient,
             "delivered_at": self.delivered_at,
+            "tenant": self.tenant,
             "pending": list(self.pending),
             "released_by": self.released_by,
             "released": list(self.released),
@@ -58,6 +62,7 @@ class MessageInfo:
         return cls(
             recipient=record.get("recipient"),
             delivered_at=record.get("delivered_at"),
+            tenant=record.get("tenant"),
             pending=tuple(record.get("pending", ())),
             released_by=record.get("released_by"),
             released=tuple(record.get("released", ())),
@@ -83,7 +88,7 @@ def route(
             return None, [event], []
         return None, [], [(event, UNRESOLVABLE)]
     current = info or MessageInfo()
-    updated = _record_delivery(_record_recipient(current, event), event)
+    updated = _record_tenant(_record_delivery(_record_recipient(current, event), event), event)
     if updated.recipient is None:
         return _park(event, current, updated, policy)
     if updated.pending:
@@ -104,6 +109,13 @@ def _record_recipient(info: MessageInfo, event: EmailEvent) -> MessageInfo:
     if info.recipient is not None or not recipient:
         return info
     return replace(info, recipient=recipient)
+
+
+def _record_tenant(info: MessageInfo, event: EmailEvent) -> MessageInfo:
+    tenant = event.get("tenant")
+    if info.tenant is not None or not tenant:
+        return info
+    return replace(info, tenant=tenant)
 
 
 def _record_delivery(info: MessageInfo, event: EmailEvent) -> MessageInfo:
@@ -137,9 +149,11 @@ def _if_changed(updated: MessageInfo, current: MessageInfo) -> MessageInfo | Non
 
 
 def _resolved(event: EmailEvent, info: MessageInfo) -> EmailEvent:
-    """A copy of `event` with the message's recipient (unless it names its own) and delivery."""
+    """A copy of `event` with the message's recipient and tenant (unless it names its own)
+    and delivery."""
     return {
         **event,
         "recipient": event.get("recipient") or info.recipient,
+        "tenant": event.get("tenant") or info.tenant,
         "delivered_at": info.delivered_at,
     }

@@ -72,6 +72,7 @@ class Policy:
     reorder_window_hours: float
     suppression_scopes: tuple[tuple[str, Scope], ...]
     default_tenant: str = "default"
+    max_tenants_per_recipient: int = 50
     tenants: tuple[tuple[str, Policy], ...] = ()
     machine_window_ms: int = field(init=False, repr=False, compare=False)
     inactivity_reset_ms: int = field(init=False, repr=False, compare=False)
@@ -313,9 +314,16 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "reorder_window_hours": _number(0),
     "suppression_scopes": _scopes,
     "default_tenant": _tenant_name,
+    "max_tenants_per_recipient": _integer(1),
 }
 # The reasons an event causes (an operator's MANUAL suppression takes the scope given with it).
 SCOPED_REASONS = ("HARD_BOUNCE", "SOFT_BOUNCE_LIMIT", "COMPLAINT", "UNSUBSCRIBE")
 _SECTIONS = ("tenants",)
 # Keys of the stream itself, the same for every tenant.
-_STREAM_KEYS = ("tenants", "default_tenant", "dedupe_window", "max_pending_per_message")
+_STREAM_KEYS = (
+    "tenants",
+    "default_tenant",
+    "max_tenants_per_recipient",
+    "dedupe_window",
+    "max_pending_per_message",
+)

@@ -28,9 +28,10 @@ The rules (parameters in `policy.yaml`):
   fold of every tenant's events under the top-level policy, and a suppression there holds for
   everyone: only reasons whose scope is GLOBAL (`suppression_scopes`, as the event's tenant's
   policy says) suppress at this level. `tenants[T]` is the same fold over tenant T's events
-  alone, under T's policy (`Policy.for_tenant`): its TENANT-scoped reasons suppress it for T.
-  GLOBAL-scoped reasons are about the address and judged on everyone's events: a tenant with
-  a lower soft_bounce_limit is suppressed alone once the address's soft-bounce run reaches it.
+  alone, under T's policy (`Policy.for_tenant`): its TENANT-scoped reasons suppress it for T;
+  a GLOBAL-scoped reason T's own rules find (its unsubscribe links, say) suppresses for
+  everyone. The soft-bounce run is the address's, over everyone's events: a tenant with a
+  lower soft_bounce_limit is suppressed alone once the run reaches its limit.
   An event without a tenant belongs to `default_tenant`.
 - Idempotent: the last `dedupe_window` event ids are remembered; a repeat changes nothing.
 - Out of order: last_* and updated_at take the maximum; an event older than last_signal_at
@@ -235,32 +236,53 @@ def apply(state: RecipientState | None, event: Mapping[str, Any], policy: Policy
     event_id = event["event_id"]
     if event_id in state.recent_event_ids:
         return state
-    tenant = event.get("tenant") or policy.default_tenant
+    tenant = tenant_of(event, policy, state)
     own = policy.for_tenant(tenant)
-    overall = _updated(state, event, policy, lambda reason: own.scope_of(reason) is Scope.GLOBAL)
-    seen = _as_seen_by(event, own, policy)
-    view = _updated(
+    overall, _ = _updated(state, event, policy, lambda reason: own.scope_of(reason) is Scope.GLOBAL)
+    view, proposed = _updated(
         state.tenants.get(tenant) or RecipientState(recipient=recipient),
-        seen,
+        _as_seen_by(event, own, policy),
         own,
         lambda reason: own.scope_of(reason) is Scope.TENANT,
     )
-    if own.soft_bounce_limit < policy.soft_bounce_limit:
-        view = _stricter_soft_bounce_limit(overall, view, event, own)
+    if (
+        own is not policy
+        and proposed is not None
+        and proposed != SuppressionReason.SOFT_BOUNCE_LIMIT
+        and own.scope_of(proposed) is Scope.GLOBAL
+    ):  # the tenant's own rules (its unsubscribe links, say) found a cause for everyone
+        overall = _evolve(overall, _suppression(overall, SuppressionReason(proposed), event))
+    views = {**state.tenants, tenant: view}
+    if event.get("bounce_class") == BounceClass.SOFT:
+        _apply_stricter_soft_bounce_limits(overall, views, event, policy)
     return _evolve(
         overall,
         {
             "recent_event_ids": _remember(state.recent_event_ids, event_id, policy.dedupe_window),
-            "tenants": {**state.tenants, tenant: view},
+            "tenants": views,
         },
     )
 
 
+def tenant_of(event: Mapping[str, Any], policy: Policy, state: RecipientState | None = None) -> str:
+    """The tenant an event counts for: its own, else `default_tenant`. A recipient holds at
+    most `max_tenants_per_recipient` views: the events of further tenants count for the
+    default tenant (hostile or mistaken tenant ids must not grow a state without bound)."""
+    tenant = event.get("tenant") or policy.default_tenant
+    if (
+        state is not None
+        and tenant not in state.tenants
+        and len(state.tenants) >= policy.max_tenants_per_recipient
+    ):
+        return policy.default_tenant
+    return str(tenant)
+
+
 def _updated(
     state: RecipientState, event: _Event, policy: Policy, holds: Callable[[str], bool]
-) -> RecipientState:
-    """`state` after the rules' `event` under `policy`; a suppression only for the reasons
-    that `holds` at this level."""
+) -> tuple[RecipientState, str | None]:
+    """`state` after the rules' `event` under `policy`, a suppression only for the reasons
+    that `holds` at this level; and the reason the rules proposed (held or not)."""
     occurred_at = event["occurred_at"]
     if _inactive_too_long(state, occurred_at, policy):
         state = _evolve(state, {"score": 0, "opens_since_reset": 0})
@@ -271,24 +293,29 @@ def _updated(
             del changes[name]
     if state.updated_at is None or occurred_at > state.updated_at:
         changes["updated_at"] = occurred_at
-    return _evolve(state, changes)
+    return _evolve(state, changes), reason
 
 
-def _stricter_soft_bounce_limit(
-    overall: RecipientState, view: RecipientState, event: _Event, own: Policy
-) -> RecipientState:
+def _apply_stricter_soft_bounce_limits(
+    overall: RecipientState, views: dict[str, RecipientState], event: _Event, policy: Policy
+) -> None:
     """A GLOBAL-scoped reason is judged on everyone's events: the address's soft-bounce run
-    counts whoever's mail bounced. A tenant with a lower limit than the top level's stops
-    mailing the address, alone, once the run reaches its own limit."""
-    if (
-        event.get("bounce_class") != BounceClass.SOFT
-        or own.scope_of(SuppressionReason.SOFT_BOUNCE_LIMIT) is not Scope.GLOBAL
-        or overall.suppressed
-        or view.suppressed
-        or overall.soft_bounces < own.soft_bounce_limit
-    ):
-        return view
-    return _evolve(view, _suppression(view, SuppressionReason.SOFT_BOUNCE_LIMIT, event))
+    counts whoever's mail bounced. Each tenant whose policy has a lower limit than the top
+    level's stops mailing the address, alone, once the run reaches its own limit (whoever's
+    soft bounce brought it there). Updates `views` in place."""
+    if overall.suppressed:
+        return
+    for name, own in policy.tenants:
+        if (
+            own.soft_bounce_limit < policy.soft_bounce_limit
+            and own.scope_of(SuppressionReason.SOFT_BOUNCE_LIMIT) is Scope.GLOBAL
+            and overall.soft_bounces >= own.soft_bounce_limit
+        ):
+            view = views.get(name) or RecipientState(recipient=overall.recipient)
+            if not view.suppressed:
+                views[name] = _evolve(
+                    view, _suppression(view, SuppressionReason.SOFT_BOUNCE_LIMIT, event)
+                )
 
 
 def _as_seen_by(event: _Event, own: Policy, policy: Policy) -> _Event:

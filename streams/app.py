@@ -4,7 +4,8 @@
       (table: messages)     └──▶ email.events.dlq   ▲  (table: recipients) ├──▶ email.suppressions
                                  email.commands ────┘  (operators, sweep)  └──▶ email.erasures
 
-With an erasure key, the set of erased addresses is read from email.erasures to its end before
+With an erasure key, the set of erased addresses is read from email.erasures to its end (and
+the key checked against the one that hashed them; without a key, erasures stop the start) before
 the app is built (so no agent processes a record of an erased address first), then followed.
 
 Both agents run with concurrency 1: faust-streaming can commit an offset past an unfinished
@@ -23,7 +24,6 @@ from mailstream.codec import service_codec
 from mailstream.connectors.registry import PROVIDERS
 from mailstream.policy import Policy
 from mailstream.settings import Settings
-from mailstream.streams.erasures import LOAD_TIMEOUT_SECONDS
 from mailstream.streams.metrics import WorkerMetrics, add_metrics_page
 from mailstream.streams.processors import build_processors
 from mailstream.streams.queries import add_queries
@@ -70,9 +70,7 @@ def create_app(settings: Settings, policy: Policy, *, web_enabled: bool = True) 
     metrics = WorkerMetrics(names)
     processors = build_processors(settings, policy)
     normalizer, keeper = processors.normalizer, processors.keeper
-    erasures = processors.erased.follow(settings)
-    if erasures is not None:
-        erasures.wait_until_caught_up(LOAD_TIMEOUT_SECONDS)
+    processors.erased.load(settings)
     # key_type=bytes on the table itself: its store encodes keys with the table's own key type
     # and serializer (json by default), not the schema's; without it, keys restored from the
     # changelog did not match live keys after a restart (tests/reliability found it).

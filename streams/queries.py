@@ -33,7 +33,7 @@ from faust.web.drivers.aiohttp import Web as AiohttpWeb
 
 from mailstream.commands import CommandError, normalize_address
 from mailstream.errors import ErrorKind, MailstreamError
-from mailstream.events import format_timestamp_ms
+from mailstream.events import MAX_TENANT_CHARS, format_timestamp_ms
 from mailstream.recipient import TIMESTAMP_FIELDS, RecipientState
 from mailstream.streams.erasures import ErasedAddresses
 from mailstream.timeline import state_of
@@ -42,7 +42,6 @@ from mailstream.times import parse_duration_ms
 DEFAULT_COHORT_LIMIT = 100
 ERASED_ANSWER = {"erased": True, "suppressed": True}
 MAX_COHORT_LIMIT = 1000
-MAX_TENANT_CHARS = 200
 
 
 class QueryError(MailstreamError, ValueError):

@@ -30,7 +30,7 @@ from mailstream.commands import (
     OperatorCommand,
     check_command,
 )
-from mailstream.erasure import erasure_record, required_key
+from mailstream.erasure import check_note, erasure_record, required_key
 from mailstream.errors import ErrorKind, MailstreamError
 from mailstream.policy import Policy
 from mailstream.recipient import RecipientState, scoped_suppressions, suppression_record
@@ -124,26 +124,31 @@ class StateKeeper:
         before: RecipientState | None,
         after: RecipientState,
         cause_id: str,
-        actor: str | None = None,
+        command: OperatorCommand | None = None,
         audit: tuple[tuple[str, bytes], ...] = (),
-        *,
-        commanded: tuple[str | None, ...] = (),
     ) -> list[Output]:
         """The records of `email.suppressions` (what a reader that knows no tenants must
         honour) and `email.suppressions.scoped` (one key per scope) that changed: a new cause
         is a new record, a lifted scope a tombstone. A suppression `cause_id` caused is
-        published again (a redelivered event after a crash). For an operator command on the
-        scope in `commanded` (a tenant, or None: global), that scope's record or tombstone and
-        the unscoped one are published whatever changed, carrying the command's audit."""
+        published again (a redelivered event after a crash). For an operator `command`, the
+        record or tombstone of the scope it names (a tenant, or global) and the unscoped one
+        are published whatever changed, with the command's audit; its actor is named only on
+        a suppression it made (an operator's, since its requested_at)."""
+        commanded: tuple[str | None, ...] = (command.tenant,) if command is not None else ()
         recipient = after.recipient
         scoped_before = scoped_suppressions(before) if before is not None else {}
         scoped_after = scoped_suppressions(after)
-        for scope in commanded:
-            if scope in scoped_after:
-                scoped_after[scope] = scoped_after[scope] | {"actor": actor}
         shown_after = suppression_record(after)
-        if shown_after is not None and shown_after["tenant"] in commanded:
-            shown_after["actor"] = actor
+        if command is not None:
+            for scope in commanded:
+                if scope in scoped_after and _made_by(scoped_after[scope], command):
+                    scoped_after[scope] = scoped_after[scope] | {"actor": command.actor}
+            if (
+                shown_after is not None
+                and shown_after["tenant"] in commanded
+                and _made_by(shown_after, command)
+            ):
+                shown_after["actor"] = command.actor
         changes = [
             (
                 self._names.suppressions,
@@ -215,9 +220,8 @@ class StateKeeper:
                 before.state if before is not None else None,
                 after,
                 command.command_id,
-                command.actor,
+                command,
                 audit,
-                commanded=(command.tenant,),
             )
         )
         return outputs
@@ -231,16 +235,25 @@ class StateKeeper:
         audit: AuditHeaders,
     ) -> list[Output]:
         """Forget the recipient: its entry deleted, its published keys tombstoned, its hash
-        recorded (and known to this agent at once). A repeat publishes the same again."""
+        recorded (and known to this agent at once). A repeat publishes the tombstones again
+        and keeps the first Erasure record (the audit of who erased, and when)."""
+        try:
+            check_note(command.note, command.recipient)
+        except CommandError as error:
+            return [self._dead_letter(record, ErrorKind.INVALID_COMMAND, error.message)]
         try:
             erasure = erasure_record(command, required_key(self._erased.key))
         except MailstreamError as error:  # no erasure key: the command cannot be applied
             return [self._dead_letter(record, ErrorKind.COMMAND_REFUSED, error.message)]
+        repeated = self._erased.is_erased(command.recipient)
         self._erased.add(erasure["address_hash"])
         stored = recipients.pop(key, None)
         state = Timeline.from_record(stored).state if stored is not None else None
+        tombstones = self._erased_outputs(key, state, audit)
+        if repeated:
+            return tombstones
         return [
-            *self._erased_outputs(key, state, audit),
+            *tombstones,
             Output(
                 self._names.erasures,
                 erasure["address_hash"].encode(),
@@ -299,6 +312,12 @@ def scoped_suppression_key(recipient: str, tenant: str | None) -> bytes:
     """The key of `email.suppressions.scoped`: the JSON array [recipient, tenant], tenant
     null for the global suppression (unambiguous whatever the address or tenant holds)."""
     return orjson.dumps([recipient, tenant])
+
+
+def _made_by(record: Mapping[str, Any], command: OperatorCommand) -> bool:
+    """Whether a Suppression record is the one `command` made (not an event's, nor an
+    earlier operator's that a refold kept)."""
+    return record["event_id"] is None and record["since"] == command.requested_at
 
 
 def _cause(record: Mapping[str, Any]) -> tuple[object, ...]:

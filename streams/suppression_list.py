@@ -113,12 +113,15 @@ class SuppressionList:
             return len(self._entries)
 
     def wait_until_caught_up(self, timeout: float) -> None:
-        """Return once the topics' end offsets as of the start are read (email.suppressions,
+        """Return once the topics' end offsets as of the start are read (the suppressions,
         and email.erasures with an erasure key); TimeoutError otherwise, or the error that
-        stopped a reader."""
+        stopped a reader; ErasureKeyMismatch when the erasures were hashed with another key.
+        Constructed without a key while email.erasures holds erasures, it refuses at once
+        (ErasureKeyMissing): it could not know the erased addresses."""
         deadline = time.monotonic() + timeout
         for follower in self._followers:
             follower.wait_until_caught_up(max(0.0, deadline - time.monotonic()))
+        self._erased.check_key()
 
     def close(self) -> None:
         for follower in self._followers:

@@ -1,9 +1,9 @@
 """`mailstream replay [--from TIME] [--yes]`: rebuild all derived state from the raw topics.
 
 Derived state is everything the worker computes: the Faust tables `messages` and `recipients`
-(with their changelog topics), `email.recipient-state` and `email.suppressions`. Its inputs
-are the raw topics and `email.commands` (operator decisions), both kept forever; replay reads
-them and never writes them.
+(with their changelog topics), `email.recipient-state`, `email.suppressions` and
+`email.suppressions.scoped`. Its inputs are the raw topics and `email.commands` (operator
+decisions), both kept forever; replay reads them and never writes them.
 
 Erasures (`mailstream erase`) survive a replay: replay never tombstones, resets or deletes
 `email.erasures`, and its worker loads the erased hashes from it before processing anything,
@@ -72,7 +72,8 @@ from typing import TYPE_CHECKING, TextIO
 from mailstream.errors import ErrorKind, MailstreamError, TimeFormatError
 from mailstream.events import format_timestamp_ms
 from mailstream.settings import Settings
-from mailstream.streams.reader import iterate_to_end, latest_by_key, read_to_end
+from mailstream.streams.erasures import ErasedAddresses
+from mailstream.streams.reader import latest_by_key, read_to_end
 from mailstream.streams.records import SourceRecord
 from mailstream.text import log_tail
 from mailstream.times import parse_instant_ms
@@ -245,7 +246,7 @@ def plan_replay(admin: AdminClient, settings: Settings, from_ms: int | None) -> 
     raw = partitions_of(admin, [names.raw(provider) for provider in PROVIDERS])
     commands = partitions_of(admin, [names.commands])
     events = partitions_of(admin, [names.events])
-    published_topics = [names.recipient_state, names.suppressions]
+    published_topics = [names.recipient_state, names.suppressions, names.scoped_suppressions]
     input_ends = list_offsets(admin, [*raw, *commands])
     raw_starts = (
         beginning_offsets(admin, raw) if from_ms is None else list_offsets(admin, raw, from_ms)
@@ -295,16 +296,12 @@ def replay(
 
 
 def check_erasures_known(settings: Settings) -> None:
-    """ReplayError when email.erasures holds an erasure and no erasure key is set: the
-    rebuild could not recognize the erased addresses and would bring them back."""
-    if settings.erasure_key is not None:
-        return
-    erasures = TopicNames(settings.topic_prefix).erasures
-    if next(iterate_to_end(settings, erasures), None) is not None:
-        raise ReplayError(
-            f"{erasures} holds erasures and MAILSTREAM_ERASURE_KEY is not set: the rebuild "
-            "would publish the erased recipients again; set the deployment's erasure key"
-        )
+    """ErasureKeyMissing when email.erasures holds an erasure and no erasure key is set, and
+    ErasureKeyMismatch when the key is not the one that hashed them: the rebuild could not
+    recognize the erased addresses and would bring them back."""
+    follower = ErasedAddresses(settings.erasure_key).load(settings)
+    if follower is not None:
+        follower.close()
 
 
 def reset(admin: AdminClient, settings: Settings, out: TextIO) -> None:

@@ -4,8 +4,9 @@ The command goes to the state agent (the recipients table's single writer), whic
 the change on email.recipient-state, email.suppressions and email.suppressions.scoped with the
 command id and actor in the record headers. `--tenant T` suppresses or lifts for that tenant
 only (default: the global suppression, which holds for every tenant). The CLI waits for the
-confirmation of the scope it changed, or for the agent's refusal (a dead letter of kind
-command_refused, e.g. lifting a COMPLAINT without --force).
+published state that carries the command's id and says what it shows for the scope changed
+(and which tenants still suppress the recipient), or for the agent's refusal (a dead letter of
+kind command_refused, e.g. lifting a COMPLAINT without --force).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
 
     from mailstream.codec import AvroCodec
     from mailstream.commands import OperatorCommand
+    from mailstream.recipient import RecipientState
     from mailstream.topics import TopicNames
 
 COMMAND_ID_HEADER = "mailstream.command_id"
@@ -110,7 +112,7 @@ def send_and_confirm(command: OperatorCommand, wait: float) -> int:
                     partition,
                     watermark_offsets(consumer, TopicPartition(topic, partition), 10)[1],
                 )
-                for topic in (names.scoped_suppressions, names.dead_letters)
+                for topic in (names.recipient_state, names.dead_letters)
                 for partition in consumer.list_topics(topic, timeout=10).topics[topic].partitions
             ]
         )
@@ -129,7 +131,10 @@ def send_and_confirm(command: OperatorCommand, wait: float) -> int:
             return 1
         print(f"command {command.command_id} sent: {command.action.value} {command.recipient}")
         dead_letters = service_codec(settings, "dead_letter")
-        return _await_outcome(consumer, names, dead_letters, command, wait) if wait > 0 else 0
+        if wait <= 0:
+            return 0
+        states = service_codec(settings, "recipient_state")
+        return _await_outcome(consumer, names, dead_letters, states, command, wait)
     finally:
         consumer.close()
 
@@ -138,15 +143,14 @@ def _await_outcome(
     consumer: Consumer,
     names: TopicNames,
     dead_letters: AvroCodec,
+    states: AvroCodec,
     command: OperatorCommand,
     wait: float,
 ) -> int:
-    from mailstream.commands import CommandAction
-    from mailstream.streams.recipients import scoped_suppression_key
+    from mailstream.recipient import RecipientState
 
     command_id = command.command_id
     marker = command_id.encode()
-    scope_key = scoped_suppression_key(command.recipient, command.tenant)
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         for message in consumer.consume(100, timeout=0.5):
@@ -157,17 +161,10 @@ def _await_outcome(
                 if dead["headers"].get(COMMAND_ID_HEADER) == marker:
                     print(f"refused: {dead['error_message']}", file=sys.stderr)
                     return 1
-            elif (
-                message.key() == scope_key
-                and dict(message.headers() or ()).get(COMMAND_ID_HEADER) == marker
-            ):
-                scope = f"for tenant {command.tenant}" if command.tenant is not None else "globally"
-                if command.action is CommandAction.ERASE:
-                    print(f"confirmed: {command.recipient} is erased")
-                elif message.value() is not None:
-                    print(f"confirmed: {command.recipient} is suppressed {scope}")
-                else:
-                    print(f"confirmed: {command.recipient} is active (suppression lifted) {scope}")
+            elif dict(message.headers() or ()).get(COMMAND_ID_HEADER) == marker:
+                value = message.value()
+                state = None if value is None else RecipientState.from_record(states.decode(value))
+                print(f"confirmed: {command.recipient} is {_outcome(command, state)}")
                 return 0
     print(
         f"no worker confirmed command {command_id} within {wait:.0f}s "
@@ -175,3 +172,23 @@ def _await_outcome(
         file=sys.stderr,
     )
     return 3
+
+
+def _outcome(command: OperatorCommand, state: RecipientState | None) -> str:
+    """What the published state says of the scope the command changed, and of the others."""
+    if state is None:
+        return "erased"
+    tenant = command.tenant
+    if tenant is None:
+        said = "suppressed globally" if state.suppressed else "not suppressed globally"
+    elif state.suppressed:
+        said = f"suppressed globally (for tenant {tenant} too)"
+    else:
+        mailable = not state.suppressed_for(tenant)
+        said = f"{'active' if mailable else 'suppressed'} for tenant {tenant}"
+    others = sorted(
+        name for name, view in state.tenants.items() if view.suppressed and name != tenant
+    )
+    if others:
+        said += f"; suppressed for tenant(s) {', '.join(others)}"
+    return said

@@ -16,7 +16,7 @@ from mailstream.cli import main
 from mailstream.connectors import inboxroad, maileroo
 from mailstream.connectors.registry import PROVIDERS
 from mailstream.dev.broker import free_port
-from mailstream.erasure import address_hash
+from mailstream.erasure import ErasureKeyMismatch, ErasureKeyMissing, address_hash
 from mailstream.settings import Settings
 from mailstream.streams.operations.processes import settings_env
 from mailstream.streams.reader import latest_by_key, read_to_end
@@ -74,6 +74,8 @@ def assert_forgotten(settings: Settings, names: TopicNames) -> None:
     for topic in (names.recipient_state, names.suppressions):
         values = latest(settings, topic)
         assert values.get(ANN.encode()) is None, f"{topic} still holds {ANN}"
+    scoped = latest(settings, names.scoped_suppressions)
+    assert [key for key, value in scoped.items() if ANN.encode() in key and value] == []
     assert latest(settings, names.recipient_state).get(BOB.encode()) is not None
 
 
@@ -108,6 +110,15 @@ def test_an_erased_recipient_is_forgotten_and_stays_forgotten_through_a_replay(
     assert latest(erasing, names.erasures).keys() == {address_hash(ANN, KEY).encode()}
     assert None not in latest(erasing, names.erasures).values()
     assert no_trace_of(ANN, erasing, names.erasures)
+
+    # whoever cannot recognize the erased addresses must not start: they would read as mailable
+    with pytest.raises(ErasureKeyMissing, match="holds erasures"):
+        SuppressionList(dataclasses.replace(erasing, erasure_key=None))
+    with (
+        SuppressionList(dataclasses.replace(erasing, erasure_key="another key")) as wrong,
+        pytest.raises(ErasureKeyMismatch, match="another key"),
+    ):
+        wrong.wait_until_caught_up(timeout=30)
 
 
 def erase_one_of_two(

@@ -137,12 +137,18 @@ def test_manual_suppression_lift_and_complaint_force(operated: tuple[Settings, s
     assert added.returncode == 0, added.stderr
     assert "confirmed: ann@example.com is suppressed" in added.stdout
 
-    refused = suppress(settings, "remove", "dave@example.com")
+    # dave complained through Inboxroad's user "user": a complaint is that tenant's
+    globally = suppress(settings, "remove", "dave@example.com")
+    assert globally.returncode == 0, globally.stderr
+    assert "not suppressed globally; suppressed for tenant(s) user" in globally.stdout
+
+    refused = suppress(settings, "remove", "dave@example.com", "--tenant", "user")
     assert refused.returncode == 1
     assert "force" in refused.stderr
 
-    forced = suppress(settings, "remove", "dave@example.com", "--force")
+    forced = suppress(settings, "remove", "dave@example.com", "--tenant", "user", "--force")
     assert forced.returncode == 0, forced.stderr
+    assert "active for tenant user" in forced.stdout
 
     names = TopicNames(settings.topic_prefix)
     records = read_until(

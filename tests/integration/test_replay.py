@@ -9,13 +9,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import orjson
 import pytest
 
 from mailstream.cli import main
 from mailstream.codec import codec_for
 from mailstream.connectors.samples import campaign_rounds
 from mailstream.policy import default_policy
-from mailstream.recipient import RecipientState, suppression_record
+from mailstream.recipient import RecipientState, scoped_suppressions, suppression_record
 from mailstream.settings import Settings
 from mailstream.streams.reader import latest_by_key, read_to_end, read_until
 from mailstream.streams.simulate import simulate
@@ -97,6 +98,14 @@ def published(settings: Settings, names: TopicNames) -> tuple[dict[str, dict], d
     }
 
 
+def published_scopes(settings: Settings, names: TopicNames) -> set[tuple[str, str | None]]:
+    """The [recipient, tenant] keys of email.suppressions.scoped holding a suppression."""
+    latest = latest_by_key(
+        (r.key, r.value) for r in read_to_end(settings, names.scoped_suppressions)
+    )
+    return {tuple(orjson.loads(key)) for key, value in latest.items() if value is not None}
+
+
 def states_of(latest: dict[bytes, bytes | None]) -> dict[str, dict]:
     return {
         key.decode(): RecipientState.from_record(STATE.decode(value)).to_record()
@@ -149,10 +158,17 @@ def test_a_replay_from_a_time_rebuilds_from_the_later_records_only(
 ) -> None:
     expected = expected_states(live.rounds[1])
     assert expected != without_manual(live.states)
+    scopes_before = published_scopes(settings, names)
 
     output = replay(capsys, tmp_path, "--from", str(live.round_two_from_ms))
 
     states, suppressions = published(settings, names)
+    scopes = published_scopes(settings, names)
+    assert scopes == {
+        (recipient, tenant)
+        for recipient, state in states.items()
+        for tenant in scoped_suppressions(RecipientState.from_record(state))
+    }, "no stale scope is left on email.suppressions.scoped"
     assert without_manual(states) == expected
     assert states[MANUAL] == live.states[MANUAL], "commands replay from the beginning"
     assert without_manual(suppressions) == expected_suppressions(expected)
@@ -160,8 +176,10 @@ def test_a_replay_from_a_time_rebuilds_from_the_later_records_only(
     expected[MANUAL] = live.states[MANUAL]
     total = len(live.rounds[1]) + 1  # and the operator command
     assert f"replay done: {total:,} records replayed" in output
-    stale = len(live.states.keys() - states.keys()) + len(
-        live.suppressions.keys() - suppressions.keys()
+    stale = (
+        len(live.states.keys() - states.keys())
+        + len(live.suppressions.keys() - suppressions.keys())
+        + len(scopes_before - scopes)
     )
     assert stale, "the campaign leaves recipients and suppressions that only round 1 made"
     assert f"{len(expected):,} recipients published, {stale:,} stale keys tombstoned" in output

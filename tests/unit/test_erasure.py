@@ -13,7 +13,14 @@ import mailstream.streams.erasures as erasures_module
 from mailstream.cli import main
 from mailstream.commands import CommandAction
 from mailstream.connectors import maileroo
-from mailstream.erasure import ErasureKeyMissing, address_hash, erasure_record, required_key
+from mailstream.erasure import (
+    ErasureKeyMismatch,
+    ErasureKeyMissing,
+    address_hash,
+    erasure_record,
+    key_id,
+    required_key,
+)
 from mailstream.errors import ErrorKind
 from mailstream.events import BounceClass, EventType
 from mailstream.recipient import SuppressionReason
@@ -66,12 +73,30 @@ def test_the_erasure_record_names_who_and_when_but_never_the_address() -> None:
     record = erasure_record(order, KEY)
     assert record == {
         "address_hash": address_hash(ANN, KEY),
+        "key_id": key_id(KEY),
         "erased_at": order.requested_at,
         "command_id": "erase-1",
         "actor": "ops@host",
         "note": "ticket 42",
     }
     assert ANN.encode() not in ERASURE.encode(record)
+    assert KEY.encode() not in ERASURE.encode(record)
+    assert key_id(KEY) != key_id(KEY + "x") and len(key_id(KEY)) == 16
+
+
+def test_erasures_hashed_with_another_key_are_refused_once_read() -> None:
+    ours = ErasedAddresses(KEY)
+    ours._codec = ERASURE  # what follow() gives it; the follower calls _store
+    theirs = erasure_record(command(CommandAction.ERASE, command_id="e9"), "another key")
+    ours._store(theirs["address_hash"].encode(), ERASURE.encode(theirs))
+    with pytest.raises(ErasureKeyMismatch, match=key_id("another key")):
+        ours.check_key()
+    mine = erasure_record(command(CommandAction.ERASE, command_id="e1"), KEY)
+    fine = ErasedAddresses(KEY)
+    fine._codec = ERASURE
+    fine._store(mine["address_hash"].encode(), ERASURE.encode(mine))
+    fine.check_key()
+    assert fine.is_erased(ANN)
 
 
 def test_an_erasure_without_a_key_is_a_configuration_error() -> None:
@@ -139,13 +164,16 @@ def test_records_of_an_erased_recipient_produce_nothing_and_are_counted() -> Non
     )
 
 
-def test_repeating_an_erase_publishes_the_same_and_other_recipients_are_untouched() -> None:
+def test_repeating_an_erase_keeps_the_first_audit_and_other_recipients_are_untouched() -> None:
     recipients: Table = {}
     processor = keeper(ErasedAddresses(KEY))
     feed(processor, recipients, canonical(EventType.DELIVERED, "bob@example.com", "b1"))
     first = erase(processor, recipients)
     again = erase(processor, recipients)
-    assert [(o.topic, o.key, o.value) for o in again] == [(o.topic, o.key, o.value) for o in first]
+    assert first[-1].topic == NAMES.erasures
+    assert [(o.topic, o.key, o.value) for o in again] == [
+        (o.topic, o.key, o.value) for o in first[:-1]
+    ], "the tombstones again; the Erasure record (who, when) is not overwritten"
     assert list(recipients) == [b"bob@example.com"]
     assert feed(processor, recipients, canonical(EventType.OPENED, "bob@example.com", "b2"))
 
@@ -206,10 +234,11 @@ def test_an_empty_set_costs_no_hmac(monkeypatch: pytest.MonkeyPatch) -> None:
     )
 
 
-def test_a_set_without_a_key_stays_empty_and_follows_nothing() -> None:
+def test_a_set_without_a_key_stays_empty() -> None:
     erased = ErasedAddresses(None)
-    assert erased.follow(Settings()) is None
-    assert not erased.is_erased(ANN)
+    erased.add(address_hash(ANN, KEY))
+    assert not erased.is_erased(ANN), "nothing to compare the hashes with"
+    erased.check_key()
 
 
 # --- Settings -------------------------------------------------------------------------------
@@ -268,3 +297,12 @@ def test_erase_asks_for_confirmation_and_sends_nothing_when_refused(
     monkeypatch.setattr("builtins.input", lambda question: "n")
     assert main(["erase", ANN]) == 1
     assert "erase aborted: nothing sent" in capsys.readouterr().out
+
+
+def test_an_erase_whose_note_holds_the_address_is_refused() -> None:
+    recipients: Table = {}
+    processor = keeper(ErasedAddresses(KEY))
+    order = command(CommandAction.ERASE, command_id="e7", note=f"asked by {ANN.upper()}")
+    dead = only_dead_letter(processor.process(on_commands_topic(order), recipients))
+    assert dead["error_kind"] == ErrorKind.INVALID_COMMAND
+    assert not processor._erased.is_erased(ANN)

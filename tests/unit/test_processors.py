@@ -600,15 +600,22 @@ def test_lifting_a_complaint_without_force_is_refused_and_with_force_is_applied(
     )
 
 
-def test_a_lift_without_a_tenant_of_a_tenant_suppression_is_refused_naming_the_tenant() -> None:
+def test_a_lift_without_a_tenant_lifts_only_the_global_suppression_and_is_kept() -> None:
+    """Whatever arrives first: a global lift of a recipient only tenants suppress changes
+    nothing now, and is kept (a hard bounce before it may arrive later)."""
     recipients: Table = {}
     processor = keeper()
     feed(processor, recipients, canonical(EventType.UNSUBSCRIBED, event_id="u1"))
-    record = only_dead_letter(
-        processor.process(on_commands_topic(command(CommandAction.LIFT), 3), recipients)
-    )
-    assert record["error_kind"] == "command_refused"
-    assert "for tenant(s) default" in record["error_message"]
+    outputs = processor.process(on_commands_topic(command(CommandAction.LIFT), 3), recipients)
+    assert [output.topic for output in outputs] == [
+        NAMES.recipient_state,
+        NAMES.suppressions,
+        NAMES.scoped_suppressions,
+    ]
+    state = state_of(outputs[0])
+    assert (state["status"], state["scope"], state["tenant"]) == ("SUPPRESSED", "TENANT", "default")
+    assert outputs[2].value is None, "the global scope: nothing to lift"
+    assert "c1" in recipients[b"ann@example.com"]["state"]["recent_event_ids"]
 
 
 @pytest.mark.parametrize(
@@ -717,3 +724,22 @@ def test_an_event_later_than_the_reorder_window_is_labelled_late_and_counted() -
     assert published.label == "late"
     assert state_of(published)["late_events"] == 1
     assert metrics.registry.get_sample_value("mailstream_worker_late_events_total") == 1.0
+
+
+def test_an_operator_is_named_only_on_the_suppression_its_command_made() -> None:
+    """A lift processed after a later hard bounce: the refold suppresses again on that bounce,
+    published as the event's (no actor), under the lift's audit headers."""
+    recipients: Table = {}
+    processor = keeper()
+    first = canonical(EventType.BOUNCED, event_id="b1", bounce_class=BounceClass.HARD)
+    later = canonical(EventType.BOUNCED, event_id="b2", at=T0 + 2 * DAY, bounce_class="HARD")
+    feed(processor, recipients, first, later)
+    lift = command(CommandAction.LIFT, command_id="lift-1")  # requested at T0 + DAY
+    _, shown, scoped = processor.process(on_commands_topic(lift), recipients)
+    for output in (shown, scoped):
+        record = SUPPRESSION.decode(output.value or b"")
+        assert (record["event_id"], record["source"], record["actor"]) == ("b2", "event", None)
+        assert dict(output.headers) == audit_headers(command_id="lift-1")
+    suppress = command(CommandAction.SUPPRESS, command_id="c9", reason=SuppressionReason.MANUAL)
+    made = processor.process(on_commands_topic(suppress), {})
+    assert SUPPRESSION.decode(made[1].value or b"")["actor"] == "ops@host"

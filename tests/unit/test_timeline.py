@@ -217,8 +217,9 @@ def test_a_lift_after_a_bounce_stays_lifted_whatever_arrives_first() -> None:
 
 def test_a_lift_of_a_complaint_without_force_is_refused_where_it_falls() -> None:
     complaint = arrive([event(1, 8, T0)])
+    lift = replace(command(2, CommandAction.LIFT, T0 + HOUR, force=False), tenant="default")
     with pytest.raises(CommandError):
-        add_command(complaint, command(2, CommandAction.LIFT, T0 + HOUR, force=False), POLICY)
+        add_command(complaint, lift, POLICY)
 
 
 def test_an_event_later_than_the_window_is_applied_and_counted() -> None:
