@@ -100,7 +100,11 @@ def test_webhooks_of_every_provider_become_events_states_and_suppressions(
     assert states["gone@example.com"].suppression_reason == "HARD_BOUNCE"
     assert states["cy@example.com"].clicks == 1
     assert states["cy@example.com"].score == 15
-    assert states["cy@example.com"].suppression_reason == "COMPLAINT"
+    complained = states["cy@example.com"]
+    assert complained.suppression_reason is None, "a complaint is its tenant's"
+    [(tenant, view)] = complained.tenants.items()
+    assert view.suppression_reason == "COMPLAINT"
+    assert complained.suppressed_for(tenant) and not complained.suppressed_for("another team")
     assert states["dee@example.com"].score == 5
 
     suppressions = {

@@ -38,6 +38,8 @@ SUPPRESSION = {
     "source": "event",
     "actor": None,
     "note": None,
+    "scope": "GLOBAL",
+    "tenant": None,
 }
 
 
@@ -98,15 +100,15 @@ def test_an_incompatible_change_is_refused_and_an_optional_field_is_read_both_wa
 
     evolved = copy.deepcopy(current)
     evolved["fields"].append(
-        {"name": "scope", "type": ["null", "string"], "default": None, "doc": "where it applies"}
+        {"name": "region", "type": ["null", "string"], "default": None, "doc": "where it applies"}
     )
     register(client, subject, evolved)
     old_reader = ConfluentCodec(current, client, subject, auto_register=False)
     new_reader = ConfluentCodec(evolved, client, subject, auto_register=False)
     assert old_reader.schema_id != new_reader.schema_id
-    written_by_new = new_reader.encode({**SUPPRESSION, "scope": "tenant-a"})
+    written_by_new = new_reader.encode({**SUPPRESSION, "region": "eu-west"})
     assert old_reader.decode(written_by_new) == SUPPRESSION
-    assert new_reader.decode(old_reader.encode(SUPPRESSION)) == {**SUPPRESSION, "scope": None}
+    assert new_reader.decode(old_reader.encode(SUPPRESSION)) == {**SUPPRESSION, "region": None}
 
 
 def test_without_auto_registration_the_schemas_command_registers_what_the_services_look_up(
