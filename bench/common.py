@@ -282,13 +282,18 @@ def measure(
 
 @contextlib.contextmanager
 def worker(
-    settings: Settings, log: Path, command: Sequence[str] = (), env: dict[str, str] | None = None
+    settings: Settings,
+    log: Path,
+    command: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+    python: Path | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """`mailstream worker` (web off) for `settings`, or `command` (a Python script and its
-    arguments) with the worker's environment; stopped on exit."""
+    arguments, run by `python`, this interpreter by default) with the worker's environment;
+    stopped on exit."""
     environment = settings_env(settings) | (env or {})
     if command:
-        with script(command, environment, log) as process:
+        with script(command, environment, log, python) as process:
             yield process
         return
     with service(["worker", "--without-web", "--loglevel", "warning"], environment, log) as process:
@@ -297,12 +302,13 @@ def worker(
 
 @contextlib.contextmanager
 def script(
-    command: Sequence[str], env: dict[str, str], log: Path
+    command: Sequence[str], env: dict[str, str], log: Path, python: Path | None = None
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """`python COMMAND...` in its own process group, output to `log`; stopped on exit."""
+    """`python COMMAND...` (this interpreter unless `python`) in its own process group, output
+    to `log`; stopped on exit."""
     with open(log, "ab") as output:
         process = subprocess.Popen(
-            [sys.executable, *command],
+            [str(python or sys.executable), *command],
             env=env,
             stdout=output,
             stderr=subprocess.STDOUT,

@@ -10,6 +10,9 @@
    - `mailstream worker` as shipped;
    - bench/batched_worker.py: the same worker with batched agents (`stream.take_events`);
    - bench/plain_loop.py: the same processors and tables in a plain confluent-kafka loop;
+   - bench/quix_pipeline.py: the same processors on Quix Streams 3.28 (its consumer, producer,
+     RocksDB state with changelogs, checkpoints), in its own venv bench/.venv-quix (Quix pins
+     confluent-kafka < 2.13), created here on first use (`quix_python()`);
    - Kafka's ProducerPerformance and ConsumerPerformance on the same bodies: the broker.
 2. Latency. A fresh worker and a new campaign (one message per recipient, so a recipient's
    records share a partition and its n-th raw record makes its n-th state), produced at a fixed
@@ -17,6 +20,7 @@
    record timestamp - raw record CreateTime, both stamped on this machine's clock.
 
 Run: .venv/bin/python bench/e2e_bench.py [--records 200000] [--latency-seconds 30] [--rate N]
+     [--only NAME ...]  (the shipped worker and the plain loop always run: the ratios need them)
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from __future__ import annotations
 import argparse
 import re
 import subprocess
+import sys
 import tempfile
 from collections import defaultdict
 from collections.abc import Sequence
@@ -58,6 +63,18 @@ BENCH = Path(__file__).resolve().parent
 MESSAGES_PER_RECIPIENT = 2
 ENVELOPES_PER_MESSAGE = 1.74  # the average of campaign()
 SHIPPED = "`mailstream worker` as shipped"
+PLAIN = "plain confluent-kafka loop (bench/plain_loop.py)"
+QUIX = "Quix Streams 3.28 (bench/quix_pipeline.py)"
+
+# Quix Streams pins confluent-kafka < 2.13 (mailstream needs >= 2.16): its own venv, with
+# mailstream installed editable without its dependencies, plus what the processors import.
+QUIX_VENV = BENCH / ".venv-quix"
+QUIX_REQUIREMENTS = (
+    "quixstreams==3.28.*",
+    "PyYAML>=6",
+    "aiokafka>=0.14,<0.15",  # the murmur2 partitioner of mailstream.streams.records
+    "cryptography>=42",
+)
 
 
 @dataclass(frozen=True)
@@ -65,13 +82,16 @@ class Pipeline:
     name: str
     command: tuple[str, ...] = ()  # a Python script and its arguments; () = `mailstream worker`
     env: tuple[tuple[str, str], ...] = ()
+    peer: bool = False  # not Faust: a reference to compare the worker with
+    quix: bool = False  # runs in the Quix venv
 
 
 PROPOSED_STEPS = (("BENCH_BATCH", "500", "+ take_events(500, within=10 ms)"),)
 
 
 def pipelines() -> list[Pipeline]:
-    """The shipped worker, then the proposed changes cumulatively, then the plain loop."""
+    """The shipped worker, then the proposed changes cumulatively, then the peers: the plain
+    loop and Quix Streams."""
     steps = [Pipeline(SHIPPED)]
     env: list[tuple[str, str]] = []
     for variable, value, label in PROPOSED_STEPS:
@@ -79,7 +99,25 @@ def pipelines() -> list[Pipeline]:
         steps.append(
             Pipeline(f"batched_worker.py {label}", (str(BENCH / "batched_worker.py"),), tuple(env))
         )
+    steps.append(Pipeline(PLAIN, (str(BENCH / "plain_loop.py"),), peer=True))
+    steps.append(Pipeline(QUIX, (str(BENCH / "quix_pipeline.py"),), peer=True, quix=True))
     return steps
+
+
+def quix_python() -> Path:
+    """The Quix venv's interpreter, the venv made (or remade after pyproject.toml changed)."""
+    python = QUIX_VENV / "bin" / "python"
+    marker = QUIX_VENV / ".installed"
+    project = BENCH.parent
+    if marker.exists() and marker.stat().st_mtime >= (project / "pyproject.toml").stat().st_mtime:
+        return python
+    print(f"Creating {QUIX_VENV.relative_to(project)} (Quix Streams and its confluent-kafka)")
+    subprocess.run([sys.executable, "-m", "venv", "--clear", str(QUIX_VENV)], check=True)
+    pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    subprocess.run([*pip, *QUIX_REQUIREMENTS], check=True)
+    subprocess.run([*pip, "--no-deps", "--editable", str(project)], check=True)
+    marker.touch()
+    return python
 
 
 @dataclass(frozen=True)
@@ -103,21 +141,10 @@ def run_pipeline(
     records = raw_records(names, envelopes)
     expected = sum(map(len, event_keys(names, records)))
     produce(settings, records)
-    with worker(settings, work / "worker.log", pipeline.command, dict(pipeline.env)) as process:
+    python = quix_python() if pipeline.quix else None
+    log = work / f"{Path(pipeline.command[0]).stem if pipeline.command else 'worker'}.log"
+    with worker(settings, log, pipeline.command, dict(pipeline.env), python) as process:
         return measure(pipeline.name, settings, expected, process)
-
-
-def run_plain_loop(cluster: Cluster, envelopes: Sequence[Envelope], work: Path) -> PipelineRun:
-    settings = fresh_settings(cluster, "plain", work)
-    names = TopicNames(settings.topic_prefix)
-    records = raw_records(names, envelopes)
-    expected = sum(map(len, event_keys(names, records)))
-    produce(settings, records)
-    command = (str(BENCH / "plain_loop.py"),)
-    with worker(settings, work / "plain_loop.log", command) as process:
-        return measure(
-            "plain confluent-kafka loop (bench/plain_loop.py)", settings, expected, process
-        )
 
 
 def kafka_tools(
@@ -255,26 +282,58 @@ def _pair(
 # --- Report -----------------------------------------------------------------------------------
 
 
+def best_proposed(
+    candidates: Sequence[Pipeline], runs: Sequence[PipelineRun]
+) -> tuple[Pipeline, PipelineRun] | None:
+    """The fastest of the proposed variants (neither the shipped worker nor a peer), if any ran."""
+    proposed = [
+        (pipeline, run)
+        for pipeline, run in zip(candidates[1:], runs[1:], strict=True)
+        if not pipeline.peer
+    ]
+    return max(proposed, key=lambda pair: pair[1].per_second) if proposed else None
+
+
 def report(
-    runs: list[PipelineRun], tools: list[tuple[str, float]], latencies: list[Latency]
+    candidates: Sequence[Pipeline],
+    runs: list[PipelineRun],
+    tools: list[tuple[str, float]],
+    latencies: list[Latency],
 ) -> None:
     shipped = runs[0]
-    plain = next(run for run in runs if "plain" in run.name)
-    best = max(runs[1:-1], key=lambda run: run.per_second)
+    plain = next(run for run in runs if run.name == PLAIN)
+    best_pair = best_proposed(candidates, runs)
+    best = best_pair[1] if best_pair is not None else None
+
+    def versus_best(rate: float) -> object:
+        return best.per_second / rate if best is not None else "-"
+
     rows: list[tuple[object, ...]] = [
         (
             run.name,
             run.events,
             run.per_second,
             run.cpu_us_per_event,
+            run.cpu_us_per_event / plain.cpu_us_per_event,
+            run.per_second / plain.per_second,
             f"{run.peak_rss_mib:.0f}",
             shipped.per_second / run.per_second,
-            best.per_second / run.per_second,
+            versus_best(run.per_second),
         )
         for run in runs
     ]
     rows.extend(
-        (name, "-", rate, "-", "-", shipped.per_second / rate, best.per_second / rate)
+        (
+            name,
+            "-",
+            rate,
+            "-",
+            "-",
+            rate / plain.per_second,
+            "-",
+            shipped.per_second / rate,
+            versus_best(rate),
+        )
         for name, rate in tools
     )
     print(
@@ -284,6 +343,8 @@ def report(
                 "events",
                 "events/s",
                 "CPU µs/event",
+                "CPU / plain loop's",
+                "events/s / plain loop's",
                 "peak RSS MiB",
                 "shipped / this",
                 "best proposed / this",
@@ -291,14 +352,20 @@ def report(
             rows,
         )
     )
+    proposed = (
+        f"Best proposed: {best.per_second:,.0f}/s, "
+        f"{best.per_second / plain.per_second:.2f} of the plain loop. "
+        if best is not None
+        else "No proposed variant ran. "
+    )
     print(
         "\nTargets: >= 10,000 events/s end to end; >= half the plain loop. "
         f"Shipped: {shipped.per_second:,.0f}/s, "
         f"{shipped.per_second / plain.per_second:.2f} of the plain loop. "
-        f"Best proposed: {best.per_second:,.0f}/s, "
-        f"{best.per_second / plain.per_second:.2f} of the plain loop. "
+        f"{proposed}"
         "Each event is consumed and produced twice (raw -> email.events -> state) plus table "
-        "changelog writes; the Kafka tools move each record once."
+        "changelog writes; the Kafka tools move each record once. CPU is the pipeline process's "
+        "(all its threads; each pipeline is one process)."
     )
     print(
         "\nEnd-to-end latency (raw CreateTime -> state record timestamp) at a fixed offered rate:\n"
@@ -323,6 +390,13 @@ def main() -> None:
     )
     parser.add_argument("--latency-seconds", type=float, default=30.0)
     parser.add_argument("--rate", type=float, help="offered raw records/s in the latency runs")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        metavar="NAME",
+        help="run only the pipelines whose names contain one of these (case-insensitive); "
+        "the shipped worker and the plain loop always run",
+    )
     args = parser.parse_args()
     print(machine_line() + "\n")
     recipients = int(args.records / MESSAGES_PER_RECIPIENT / ENVELOPES_PER_MESSAGE) + 1
@@ -330,22 +404,26 @@ def main() -> None:
     print(
         f"Stream: {len(envelopes):,} raw records, {recipients:,} recipients, all three providers.\n"
     )
+    candidates = [
+        pipeline
+        for pipeline in pipelines()
+        if pipeline.name in (SHIPPED, PLAIN)
+        or not args.only
+        or any(name.lower() in pipeline.name.lower() for name in args.only)
+    ]
+    if any(pipeline.quix for pipeline in candidates):
+        quix_python()  # before any clock starts: a first run installs the venv
     with bench_cluster() as cluster, tempfile.TemporaryDirectory(prefix="e2e-") as scratch:
         work = Path(scratch)
-        candidates = pipelines()
         runs = [run_pipeline(cluster, pipeline, envelopes, work) for pipeline in candidates]
-        runs.append(run_plain_loop(cluster, envelopes, work))
         tools = kafka_tools(cluster, raw_records(TopicNames(), envelopes), work)
         rate = args.rate or round(runs[0].per_second / 2, -2)
-        best = max(
-            zip(candidates[1:], runs[1 : len(candidates)], strict=True),
-            key=lambda pair: pair[1].per_second,
-        )[0]
+        best = best_proposed(candidates, runs)
         latencies = [
             latency_at(cluster, pipeline, rate, args.latency_seconds, work)
-            for pipeline in (candidates[0], best)
+            for pipeline in (candidates[0], *([best[0]] if best is not None else []))
         ]
-        report(runs, tools, latencies)
+        report(candidates, runs, tools, latencies)
 
 
 if __name__ == "__main__":
