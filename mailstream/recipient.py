@@ -207,9 +207,23 @@ _SUPPRESSION_FIELDS = (
     "suppression_event_id",
     "suppression_note",
 )
-# A TenantState record (schemas/recipient_state.avsc): a tenant's view without the address.
-_TENANT_FIELDS: tuple[str, ...] = tuple(
-    n for n in _PUBLISHED_FIELDS if n not in ("recipient", "late_events")
+# A TenantState record (schemas/recipient_state.avsc): what a tenant's view publishes.
+_TENANT_FIELDS: tuple[str, ...] = (
+    "score",
+    "status",
+    "suppression_reason",
+    "suppressed_at",
+    "suppression_event_id",
+    "suppression_note",
+    "opens",
+    "clicks",
+    "replies",
+    "delivered",
+    "soft_bounces",
+    "hard_bounces",
+    "complaints",
+    "unsubscribes",
+    "last_signal_at",
 )
 _get_tenant_fields = operator.attrgetter(*_TENANT_FIELDS)
 _FIELD_INDEX: dict[str, int] = {name: index for index, name in enumerate(_FIELD_NAMES)}

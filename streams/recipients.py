@@ -135,6 +135,12 @@ class StateKeeper:
         are published whatever changed, with the command's audit; its actor is named only on
         a suppression it made (an operator's, since its requested_at)."""
         commanded: tuple[str | None, ...] = (command.tenant,) if command is not None else ()
+        if (
+            command is None
+            and not after.suppressed_for(None)
+            and (before is None or not before.suppressed_for(None))
+        ):
+            return []  # the common case: nothing suppressed, before or after
         recipient = after.recipient
         scoped_before = scoped_suppressions(before) if before is not None else {}
         scoped_after = scoped_suppressions(after)
