@@ -7,13 +7,10 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
 
-from mailstream.connectors.base import Sample, SampleKind
-from mailstream.connectors.registry import get_provider
 from mailstream.dev.broker import free_port
 from mailstream.policy import load_policy
 from mailstream.settings import Settings
@@ -24,32 +21,24 @@ from mailstream.topics import TopicNames
 from tests.integration.harness import running_worker, send_envelopes
 from tests.integration.test_operations import TOKEN, get, suppress
 from tests.integration.test_replay import SUPPRESSION, wait_for_states
+from tests.unit.test_tenants import mailbot_of_inbox
 
 pytestmark = pytest.mark.kafka
 
-T0 = 1_700_000_000_000
-HOUR = 3_600_000
 POLICY = "tenants:\n  news:\n    soft_bounce_limit: 2\n"
 
 
-def mailbot(kind: SampleKind, address: str, inbox: str, hour: int, url: str = "") -> Any:
-    """A mailbot webhook of one inbox (mailbot's tenant); one message per address and inbox."""
-    sample = Sample(kind, address, f"{address}-{inbox}", T0 + hour * HOUR, f"{address}-{hour}", url)
-    payload = get_provider("mailbot").sample(sample)
-    assert payload is not None
-    payload["inbox_id"] = inbox
-    return {"provider": "mailbot", "payload": payload}
-
-
 ENVELOPES = [
-    mailbot("delivered", "shared@example.com", "news", 0),
-    mailbot("click", "shared@example.com", "news", 1, "https://news.example.com/unsubscribe"),
-    mailbot("delivered", "shared@example.com", "ops", 2),
-    mailbot("open", "shared@example.com", "ops", 3),
-    mailbot("delivered", "gone@example.com", "news", 0),
-    mailbot("hard", "gone@example.com", "ops", 1),
-    mailbot("soft", "full@example.com", "ops", 0),
-    mailbot("soft", "full@example.com", "news", 1),
+    mailbot_of_inbox("delivered", "shared@example.com", "news", 0),
+    mailbot_of_inbox(
+        "click", "shared@example.com", "news", 1, "https://news.example.com/unsubscribe"
+    ),
+    mailbot_of_inbox("delivered", "shared@example.com", "ops", 2),
+    mailbot_of_inbox("open", "shared@example.com", "ops", 3),
+    mailbot_of_inbox("delivered", "gone@example.com", "news", 0),
+    mailbot_of_inbox("hard", "gone@example.com", "ops", 1),
+    mailbot_of_inbox("soft", "full@example.com", "ops", 0),
+    mailbot_of_inbox("soft", "full@example.com", "news", 1),
 ]
 
 

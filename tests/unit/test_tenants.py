@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 
 from mailstream.commands import CommandAction, OperatorCommand, apply_command
+from mailstream.connectors.base import Sample, SampleKind
+from mailstream.connectors.registry import get_provider
 from mailstream.events import new_event
 from mailstream.policy import Policy, PolicyError, Scope, load_policy
 from mailstream.recipient import (
@@ -48,6 +50,16 @@ def event(event_type: str, tenant: str | None, at: int = T0, **fields: Any) -> d
 
 def soft(tenant: str | None, at: int) -> dict[str, Any]:
     return event("BOUNCED", tenant, at, bounce_class="SOFT")
+
+
+def mailbot_of_inbox(kind: SampleKind, address: str, inbox: str, hour: int, url: str = "") -> Any:
+    """A mailbot webhook envelope of one inbox (mailbot's tenant); one message per address and
+    inbox."""
+    sample = Sample(kind, address, f"{address}-{inbox}", T0 + hour * HOUR, f"{address}-{hour}", url)
+    payload = get_provider("mailbot").sample(sample)
+    assert payload is not None
+    payload["inbox_id"] = inbox
+    return {"provider": "mailbot", "payload": payload}
 
 
 def run(events: list[dict[str, Any]], policy: Policy) -> RecipientState:
@@ -253,24 +265,11 @@ def test_a_bad_tenant_section_or_scope_names_the_key(
 
 def test_simulate_honours_scopes_and_tenant_overrides(tmp_path: Path, policy: Policy) -> None:
     """The offline twin on real mailbot payloads of two inboxes (mailbot's tenant)."""
-    from mailstream.connectors.registry import get_provider
-    from mailstream.connectors.samples import Sample
-
-    mailbot = get_provider("mailbot")
-
-    def envelope(kind: Any, address: str, inbox: str, number: int, url: str = "") -> Any:
-        message = f"{address}-{inbox}"
-        sample = Sample(kind, address, message, T0 + number * HOUR, f"m{number}", url)
-        payload = mailbot.sample(sample)
-        assert payload is not None
-        payload["inbox_id"] = inbox
-        return {"provider": "mailbot", "payload": payload}
-
     envelopes = [
-        envelope("delivered", "bo@example.com", "news", 0),
-        envelope("click", "bo@example.com", "news", 1, "https://example.com/unsubscribe"),
-        envelope("soft", "cy@example.com", "ops", 2),
-        envelope("soft", "cy@example.com", "news", 3),
+        mailbot_of_inbox("delivered", "bo@example.com", "news", 0),
+        mailbot_of_inbox("click", "bo@example.com", "news", 1, "https://example.com/unsubscribe"),
+        mailbot_of_inbox("soft", "cy@example.com", "ops", 2),
+        mailbot_of_inbox("soft", "cy@example.com", "news", 3),
     ]
     states = simulate(envelopes, policy)
     assert states["bo@example.com"].suppressed_for("news")
