@@ -5,7 +5,8 @@
                                  email.commands ────┘  (operators, sweep)  └──▶ email.erasures
 
 With an erasure key, the set of erased addresses is read from email.erasures to its end (and
-the key checked against the one that hashed them; without a key, erasures stop the start) before
+the key checked against the one that hashed them; `mailstream worker` refuses to start without
+a key while email.erasures holds erasures) before
 the app is built (so no agent processes a record of an erased address first), then followed.
 
 Both agents run with concurrency 1: faust-streaming can commit an offset past an unfinished
@@ -70,7 +71,8 @@ def create_app(settings: Settings, policy: Policy, *, web_enabled: bool = True) 
     metrics = WorkerMetrics(names)
     processors = build_processors(settings, policy)
     normalizer, keeper = processors.normalizer, processors.keeper
-    processors.erased.load(settings)
+    if processors.erased.key is not None:
+        processors.erased.load(settings)
     # key_type=bytes on the table itself: its store encodes keys with the table's own key type
     # and serializer (json by default), not the schema's; without it, keys restored from the
     # changelog did not match live keys after a restart (tests/reliability found it).

@@ -30,12 +30,15 @@ def run(args: argparse.Namespace) -> int:
     from mailstream.policy import load_policy
     from mailstream.settings import Settings
     from mailstream.streams.app import create_app
+    from mailstream.streams.erasures import ErasedAddresses
     from mailstream.topics import create_topics, topic_specs
 
     settings = Settings.from_env()
     overrides = {"web_host": args.web_host, "web_port": args.web_port}
     settings = dataclasses.replace(settings, **{k: v for k, v in overrides.items() if v})
     create_topics(settings, topic_specs(settings, PROVIDERS))
+    if settings.erasure_key is None:
+        ErasedAddresses(None).follow(settings)  # refuses while email.erasures holds erasures
     app = create_app(settings, load_policy(settings.policy_file), web_enabled=not args.without_web)
     level = args.loglevel or settings.service_log_level("warning")
     json_logs = logging_config(level.upper(), "json") if settings.log_format == "json" else None

@@ -7,6 +7,8 @@ bring it back."""
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -112,6 +114,18 @@ def test_an_erased_recipient_is_forgotten_and_stays_forgotten_through_a_replay(
     assert no_trace_of(ANN, erasing, names.erasures)
 
     # whoever cannot recognize the erased addresses must not start: they would read as mailable
+    keyless = settings_env(dataclasses.replace(erasing, erasure_key=None))
+    keyless.pop("MAILSTREAM_ERASURE_KEY", None)
+    worker = subprocess.run(
+        [sys.executable, "-m", "mailstream", "worker", "--without-web"],
+        env=keyless,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    assert worker.returncode == 2, worker.stderr[-2000:]
+    assert "holds erasures and MAILSTREAM_ERASURE_KEY is not set" in worker.stderr
     with pytest.raises(ErasureKeyMissing, match="holds erasures"):
         SuppressionList(dataclasses.replace(erasing, erasure_key=None))
     with (
