@@ -10,6 +10,8 @@ simulate` run on every event before `recipient.apply`:
 - a DELIVERED event records the delivery time (the earliest wins);
 - the first tenant an event of the message names is the message's: an event naming none
   (mailbot's flat click shape has no inbox_id) counts for its message's sending team;
+- likewise the first sender: opens and clicks rarely name one, and the deliverability
+  figures count them per sending domain;
 - an event without recipient is filled in from the table, else parked until an event of the
   same message names the recipient (at most `max_pending_per_message`; beyond: dead letter);
 - an event without recipient and without message id is a dead letter.
@@ -42,6 +44,7 @@ class MessageInfo:
     recipient: str | None = None
     delivered_at: int | None = None
     tenant: str | None = None  # the first tenant an event of the message names
+    sender: str | None = None  # the first sender an event of the message names
     pending: tuple[EmailEvent, ...] = ()
     released_by: str | None = None  # the event id that released `released`
     released: tuple[EmailEvent, ...] = ()
@@ -52,6 +55,7 @@ class MessageInfo:
             "recipient": self.recipient,
             "delivered_at": self.delivered_at,
             "tenant": self.tenant,
+            "sender": self.sender,
             "pending": list(self.pending),
             "released_by": self.released_by,
             "released": list(self.released),
@@ -63,6 +67,7 @@ class MessageInfo:
             recipient=record.get("recipient"),
             delivered_at=record.get("delivered_at"),
             tenant=record.get("tenant"),
+            sender=record.get("sender"),
             pending=tuple(record.get("pending", ())),
             released_by=record.get("released_by"),
             released=tuple(record.get("released", ())),
@@ -88,7 +93,9 @@ def route(
             return None, [event], []
         return None, [], [(event, UNRESOLVABLE)]
     current = info or MessageInfo()
-    updated = _record_tenant(_record_delivery(_record_recipient(current, event), event), event)
+    updated = _record_sender(
+        _record_tenant(_record_delivery(_record_recipient(current, event), event), event), event
+    )
     if updated.recipient is None:
         return _park(event, current, updated, policy)
     if updated.pending:
@@ -116,6 +123,13 @@ def _record_tenant(info: MessageInfo, event: EmailEvent) -> MessageInfo:
     if info.tenant is not None or not tenant:
         return info
     return replace(info, tenant=tenant)
+
+
+def _record_sender(info: MessageInfo, event: EmailEvent) -> MessageInfo:
+    sender = event.get("sender")
+    if info.sender is not None or not sender:
+        return info
+    return replace(info, sender=sender)
 
 
 def _record_delivery(info: MessageInfo, event: EmailEvent) -> MessageInfo:
@@ -149,11 +163,12 @@ def _if_changed(updated: MessageInfo, current: MessageInfo) -> MessageInfo | Non
 
 
 def _resolved(event: EmailEvent, info: MessageInfo) -> EmailEvent:
-    """A copy of `event` with the message's recipient and tenant (unless it names its own)
-    and delivery."""
+    """A copy of `event` with the message's recipient, tenant and sender (unless it names its
+    own) and delivery."""
     return {
         **event,
         "recipient": event.get("recipient") or info.recipient,
         "tenant": event.get("tenant") or info.tenant,
+        "sender": event.get("sender") or info.sender,
         "delivered_at": info.delivered_at,
     }

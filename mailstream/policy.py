@@ -22,7 +22,8 @@ from typing import Any, cast
 
 import yaml
 
-from mailstream.errors import ErrorKind, MailstreamError
+from mailstream.errors import ErrorKind, MailstreamError, TimeFormatError
+from mailstream.times import parse_duration_ms
 
 DEFAULT_POLICY_FILE = Path(__file__).with_name("policy.yaml")
 _MS_PER_DAY = 86_400_000
@@ -54,6 +55,33 @@ class ScoreWeights:
     reply: int
 
 
+RATES = ("complaint_rate", "hard_bounce_rate", "block_rate")
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    """A rate's levels, as fractions (0.001 is 0.10%): at or above `warn` a window is WARN,
+    at or above `critical` CRITICAL."""
+
+    warn: float
+    critical: float
+
+
+@dataclass(frozen=True, slots=True)
+class DeliverabilityPolicy:
+    """How the deliverability windows are counted and judged (`deliverability:` in policy.yaml)."""
+
+    windows: tuple[tuple[str, int], ...]  # (name as written, length in ms), shortest first
+    bucket_ms: int
+    minimum_volume: int
+    recovery_ratio: float
+    thresholds: tuple[tuple[str, Thresholds], ...]  # (rate, its thresholds), in RATES order
+
+    @property
+    def longest_window_ms(self) -> int:
+        return self.windows[-1][1]
+
+
 @dataclass(frozen=True, slots=True)
 class Policy:
     """The rules' parameters (`load_policy` validates them); matchers compiled once, here."""
@@ -71,6 +99,7 @@ class Policy:
     reorder_window_events: int
     reorder_window_hours: float
     suppression_scopes: tuple[tuple[str, Scope], ...]
+    deliverability: DeliverabilityPolicy
     default_tenant: str = "default"
     max_tenants_per_recipient: int = 50
     tenants: tuple[tuple[str, Policy], ...] = ()
@@ -282,6 +311,48 @@ def _scopes(key: str, value: Any) -> tuple[tuple[str, Scope], ...]:
     return tuple(scopes)
 
 
+def _deliverability(key: str, value: Any) -> DeliverabilityPolicy:
+    fields = ("windows", "bucket_minutes", "minimum_volume", "recovery_ratio", "thresholds")
+    if not isinstance(value, Mapping) or sorted(value) != sorted(fields):
+        raise PolicyError(f"{key}: expected a mapping of exactly {', '.join(fields)}")
+    bucket_ms = _integer(1)(f"{key}.bucket_minutes", value["bucket_minutes"]) * 60_000
+    windows = []
+    for text in _strings(f"{key}.windows", value["windows"]):
+        try:
+            length = parse_duration_ms(text)
+        except TimeFormatError as error:
+            raise PolicyError(f"{key}.windows: {error}") from None
+        if length < bucket_ms or length % bucket_ms:
+            raise PolicyError(f"{key}.windows: {text} is not a whole number of buckets")
+        windows.append((text, length))
+    if not windows or len({name for name, _ in windows}) != len(windows):
+        raise PolicyError(f"{key}.windows: expected at least one window, each named once")
+    recovery = _number(0, exclusive=True)(f"{key}.recovery_ratio", value["recovery_ratio"])
+    if recovery > 1:
+        raise PolicyError(f"{key}.recovery_ratio: expected a number in (0, 1], got {recovery!r}")
+    levels = value["thresholds"]
+    if not isinstance(levels, Mapping) or sorted(levels) != sorted(RATES):
+        raise PolicyError(f"{key}.thresholds: expected a mapping of exactly {', '.join(RATES)}")
+    thresholds = []
+    for rate in RATES:
+        level = levels[rate]
+        name = f"{key}.thresholds.{rate}"
+        if not isinstance(level, Mapping) or sorted(level) != ["critical", "warn"]:
+            raise PolicyError(f"{name}: expected a mapping of warn and critical")
+        warn = _number(0, exclusive=True)(f"{name}.warn", level["warn"])
+        critical = _number(0, exclusive=True)(f"{name}.critical", level["critical"])
+        if not warn <= critical <= 1:
+            raise PolicyError(f"{name}: expected warn <= critical <= 1, got {warn} and {critical}")
+        thresholds.append((rate, Thresholds(warn, critical)))
+    return DeliverabilityPolicy(
+        windows=tuple(sorted(windows, key=lambda window: window[1])),
+        bucket_ms=bucket_ms,
+        minimum_volume=_integer(1)(f"{key}.minimum_volume", value["minimum_volume"]),
+        recovery_ratio=recovery,
+        thresholds=tuple(thresholds),
+    )
+
+
 def _tenant_name(key: str, value: Any) -> str:
     if not isinstance(value, str) or not value:
         raise PolicyError(f"{key}: expected a non-empty tenant name, got {value!r}")
@@ -313,6 +384,7 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "reorder_window_events": _integer(1),
     "reorder_window_hours": _number(0),
     "suppression_scopes": _scopes,
+    "deliverability": _deliverability,
     "default_tenant": _tenant_name,
     "max_tenants_per_recipient": _integer(1),
 }
@@ -322,6 +394,7 @@ _SECTIONS = ("tenants",)
 # Keys of the stream itself, the same for every tenant.
 _STREAM_KEYS = (
     "tenants",
+    "deliverability",
     "default_tenant",
     "max_tenants_per_recipient",
     "dedupe_window",

@@ -249,6 +249,7 @@ class Settings:
     erasure_key: str | None = _secret()
     raw_retention_ms: int = -1
     sweep_interval_seconds: int = 3600
+    deliverability_interval_seconds: float = 5.0
     producer_linger_ms: int = 10
     log_level: str | None = None
     log_format: str = "text"

@@ -25,7 +25,7 @@ FOREVER = "-1"
 THIRTY_DAYS_MS = str(30 * 24 * 3600 * 1000)
 COMPACTED = {"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1"}
 # The worker's Faust tables (streams/app.py); Faust names their changelogs after the app id.
-TABLES = ("messages", "recipients")
+TABLES = ("messages", "recipients", "deliverability")
 
 
 def changelog_topics(app_id: str) -> list[str]:
@@ -64,6 +64,21 @@ class TopicNames:
     def erasures(self) -> str:
         """Erased addresses, keyed by their keyed hash (mailstream.erasure)."""
         return f"{self.prefix}email.erasures"
+
+    @property
+    def deliverability_buckets(self) -> str:
+        """The state step's deliverability buckets (mailstream.deliverability), one partition."""
+        return f"{self.prefix}email.deliverability.buckets"
+
+    @property
+    def deliverability(self) -> str:
+        """Deliverability windows, keyed by [tenant, domain, provider, window]."""
+        return f"{self.prefix}email.deliverability"
+
+    @property
+    def alerts(self) -> str:
+        """Changes of a deliverability window's status."""
+        return f"{self.prefix}email.alerts"
 
     @property
     def commands(self) -> str:
@@ -110,6 +125,10 @@ def topic_specs(settings: Settings, providers: Iterable[str]) -> list[TopicSpec]
         spec(names.erasures, **COMPACTED),
         spec(names.commands, **{"retention.ms": FOREVER}),
         redrive_ledger_spec(settings),
+        # One partition: one agent sums every partition's buckets (streams/deliverability.py).
+        TopicSpec(names.deliverability_buckets, 1, settings.replication_factor, COMPACTED),
+        spec(names.deliverability, **COMPACTED),
+        spec(names.alerts, **{"retention.ms": FOREVER}),
     ]
 
 

@@ -2,7 +2,10 @@
 
     email.raw.<provider> ──normalize──▶ email.events ──state──▶ email.recipient-state
       (table: messages)     └──▶ email.events.dlq   ▲  (table: recipients) ├──▶ email.suppressions
-                                 email.commands ────┘  (operators, sweep)  └──▶ email.erasures
+                                 email.commands ────┘  (operators, sweep)  ├──▶ email.erasures
+                                                                            ▼
+          email.deliverability ◀──(timer)── deliverability ◀── email.deliverability.buckets
+                                   (table: deliverability) ──▶ email.alerts
 
 With an erasure key, the set of erased addresses is read from email.erasures to its end (and
 the key checked against the one that hashed them; `mailstream worker` refuses to start without
@@ -19,12 +22,13 @@ import asyncio
 from typing import Any, cast
 
 import faust
-from faust.types import StreamT, TableT, TopicT
+from faust.types import TP, StreamT, TableT, TopicT
 
 from mailstream.codec import service_codec
 from mailstream.connectors.registry import PROVIDERS
 from mailstream.policy import Policy
 from mailstream.settings import Settings
+from mailstream.streams.deliverability import DeliverabilityWindows
 from mailstream.streams.metrics import WorkerMetrics, add_metrics_page
 from mailstream.streams.processors import build_processors
 from mailstream.streams.queries import add_queries
@@ -79,12 +83,22 @@ def create_app(settings: Settings, policy: Policy, *, web_enabled: bool = True) 
     table_schema: faust.Schema[bytes, Any] = faust.Schema(
         key_type=bytes, key_serializer="raw", value_serializer="json"
     )
-    messages_table, recipients_table = TABLES
+    messages_table, recipients_table, deliverability_table = TABLES
     messages: RecordTable = app.Table(
         messages_table, key_type=bytes, schema=table_schema, partitions=settings.partitions
     )
     recipients: RecordTable = app.Table(
         recipients_table, key_type=bytes, schema=table_schema, partitions=settings.partitions
+    )
+    buckets: RecordTable = app.Table(
+        deliverability_table, key_type=bytes, schema=table_schema, partitions=1
+    )
+    windows = DeliverabilityWindows(
+        names,
+        policy.deliverability,
+        service_codec(settings, "deliverability"),
+        service_codec(settings, "deliverability_alert"),
+        metrics.registry,
     )
 
     async def publish(source: str, records: list[Output]) -> None:
@@ -114,7 +128,25 @@ def create_app(settings: Settings, policy: Policy, *, web_enabled: bool = True) 
             record = source_record(event.message)
             await publish(record.topic, keeper.process(record, recipients))
 
-    sources = {*(names.raw(p) for p in PROVIDERS), names.events, names.commands}
+    @app.agent(raw_topic(app, names.deliverability_buckets), name="deliverability")
+    async def deliverability(stream: StreamT[bytes]) -> None:
+        async for event in stream.events():
+            record = source_record(event.message)
+            await publish(record.topic, windows.process(record, buckets))
+
+    @app.timer(interval=settings.deliverability_interval_seconds, name="deliverability_publish")  # type: ignore[untyped-decorator]
+    async def publish_windows() -> None:
+        if TP(names.deliverability_buckets, 0) not in app.consumer.assignment():
+            windows.forget()  # another worker owns the buckets now
+            return
+        await publish(names.deliverability, windows.publishable())
+
+    sources = {
+        *(names.raw(p) for p in PROVIDERS),
+        names.events,
+        names.commands,
+        names.deliverability_buckets,
+    }
 
     # mode types its handlers with mypy_extensions callables that no coroutine function matches
     @app.on_rebalance_complete.connect  # type: ignore[arg-type]

@@ -36,6 +36,7 @@ from mailstream.errors import ErrorKind, MailstreamError
 from mailstream.events import MAX_TENANT_CHARS, format_timestamp_ms
 from mailstream.recipient import TIMESTAMP_FIELDS, RecipientState
 from mailstream.streams.erasures import ErasedAddresses
+from mailstream.streams.recipients import recipient_records
 from mailstream.timeline import state_of
 from mailstream.times import parse_duration_ms
 
@@ -256,5 +257,5 @@ def add_queries(
             except QueryError as error:
                 return self.json({"error": error.message}, status=400)
             now_ms = int(time.time() * 1000)
-            states = (state_of(stored) for stored in recipients.values())
+            states = (state_of(stored) for stored in recipient_records(recipients))
             return self.json(cohort_page(states, query, now_ms))

@@ -9,6 +9,14 @@ Operator commands (manual suppression, lifting it, the inactivity sweep's reset,
 arrive on the commands topic, co-partitioned with email.events, and go through the same table;
 what they publish carries the command id and actor in its headers.
 
+Deliverability buckets (mailstream.deliverability) live in the same table, under keys no
+address has (`is_bucket_key`). An event the timeline takes as new is counted in its bucket,
+and the bucket written before the recipient's entry: both go to the same changelog
+partition, in order, from the idempotent producer, so after a crash a stored entry means a
+stored bucket, and a bucket that already counted the event's offset (`offset`) is not counted
+again. Every event that counts republishes its bucket on email.deliverability.buckets, as
+the state is republished.
+
 An ERASE deletes the recipient's entry, tombstones its keys on the published topics and
 publishes an Erasure record (the address's keyed hash, who and when) on email.erasures. Every
 later record of an erased address is dropped without any output, not even a dead letter
@@ -18,7 +26,7 @@ later record of an erased address is dropped without any output, not even a dead
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Iterator, Mapping, MutableMapping
 from typing import Any
 
 import orjson
@@ -30,10 +38,25 @@ from mailstream.commands import (
     OperatorCommand,
     check_command,
 )
+from mailstream.deliverability import (
+    bucket_key,
+    bucket_start,
+    count,
+    counter_of,
+    dimension_of,
+    is_bucket_key,
+    ring_slot,
+)
 from mailstream.erasure import check_note, erasure_record, required_key
 from mailstream.errors import ErrorKind, MailstreamError
+from mailstream.events import EventType
 from mailstream.policy import Policy
-from mailstream.recipient import RecipientState, scoped_suppressions, suppression_record
+from mailstream.recipient import (
+    RecipientState,
+    is_machine,
+    scoped_suppressions,
+    suppression_record,
+)
 from mailstream.streams.erasures import ErasedAddresses
 from mailstream.streams.records import Output, SourceRecord, dead_letter, partition_of
 from mailstream.timeline import Timeline, add_command, add_event
@@ -100,6 +123,7 @@ class StateKeeper:
         stored = recipients.get(key)
         before = Timeline.from_record(stored) if stored is not None else None
         after = add_event(before, event, self._policy)
+        counted = self._count(record, event, recipients, new=after is not before)
         if after is not before:
             recipients[key] = after.to_table_record()
         state = after.state
@@ -116,7 +140,34 @@ class StateKeeper:
             *self._suppression_changes(
                 key, before.state if before else None, state, event["event_id"]
             ),
+            *counted,
         ]
+
+    def _count(
+        self, record: SourceRecord, event: Mapping[str, Any], table: RecipientTable, *, new: bool
+    ) -> list[Output]:
+        """The snapshot of the event's deliverability bucket, counted in it first when `new`
+        (and not already counted from this offset); nothing for an event that counts for no
+        figure or is older than every window."""
+        event_type = event["event_type"]
+        opened = event_type == EventType.OPENED or event_type == EventType.CLICKED
+        counter = counter_of(event, opened and is_machine(event, self._policy))
+        if counter is None:
+            return []
+        policy = self._policy.deliverability
+        dimension = dimension_of(event, self._policy)
+        start = bucket_start(event["occurred_at"], policy.bucket_ms)
+        key = bucket_key(record.partition, dimension, ring_slot(start, policy))
+        bucket = table.get(key)
+        if new and (bucket is None or bucket["start"] != start or bucket["offset"] < record.offset):
+            bucket = count(bucket, record.partition, dimension, start, counter, event)
+            if bucket is None:
+                return []
+            bucket["offset"] = record.offset
+            table[key] = bucket
+        if bucket is None or bucket["start"] != start:
+            return []
+        return [Output(self._names.deliverability_buckets, key, orjson.dumps(bucket))]
 
     def _suppression_changes(
         self,
@@ -336,3 +387,8 @@ def _cause(record: Mapping[str, Any]) -> tuple[object, ...]:
         record["tenant"],
         record["note"],
     )
+
+
+def recipient_records(table: Mapping[bytes, dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """The recipients' entries of the state table (not its deliverability buckets)."""
+    return (value for key, value in table.items() if not is_bucket_key(key))

@@ -17,6 +17,7 @@ from mailstream.codec import AvroCodec
 from mailstream.commands import CommandAction, OperatorCommand
 from mailstream.policy import Policy
 from mailstream.recipient import reset_if_inactive
+from mailstream.streams.recipients import recipient_records
 from mailstream.timeline import state_of
 
 SWEEP_ACTOR = "sweep"
@@ -48,7 +49,9 @@ def add_inactivity_sweep(
     @app.timer(interval=interval_seconds, name="inactivity_sweep")  # type: ignore[untyped-decorator]
     async def sweep() -> None:
         now = int(time.time() * 1000)
-        for number, command in enumerate(due_resets(list(recipients.values()), now, policy)):
+        for number, command in enumerate(
+            due_resets(list(recipient_records(recipients)), now, policy)
+        ):
             await commands.send(
                 key=command.recipient.encode(), value=codec.encode(command.to_record())
             )

@@ -106,7 +106,11 @@ def test_keys_live_before_and_not_rewritten_need_a_tombstone() -> None:
 
 
 def test_changelog_topics_follow_faust_naming() -> None:
-    assert changelog_topics("app") == ["app-messages-changelog", "app-recipients-changelog"]
+    assert changelog_topics("app") == [
+        "app-messages-changelog",
+        "app-recipients-changelog",
+        "app-deliverability-changelog",
+    ]
 
 
 def test_progress_updates_one_line_on_a_terminal() -> None:
