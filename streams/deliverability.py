@@ -2,8 +2,8 @@
 
 The state step publishes each bucket it counts into (mailstream.deliverability) on
 `email.deliverability.buckets`, one partition, so one agent sees every partition's buckets.
-`DeliverabilityWindows` keeps them in its table (the latest snapshot per bucket key: a repeat
-changes nothing) and, in memory, their sums per dimension and start and each window's running
+`DeliverabilityWindows` keeps them in its table (the latest snapshot per bucket key: a repeat,
+or an older snapshot redelivered after a newer one, changes nothing) and, in memory, their sums per dimension and start and each window's running
 sum. The windows end at the end of the newest bucket counted anywhere (event time).
 
 Each bucket judges its dimension's windows, and an advance of the end judges every
@@ -85,6 +85,9 @@ class DeliverabilityWindows:
         if record.key is None or record.value is None or not is_bucket_key(record.key):
             return []
         bucket: dict[str, Any] = orjson.loads(record.value)
+        stored = table.get(record.key)
+        if stored is not None and _version(stored) >= _version(bucket):
+            return []  # a repeat, or an older snapshot redelivered after a newer one
         table[record.key] = bucket
         dimension: Dimension = (bucket["tenant"], bucket["domain"], bucket["provider"])
         advanced = self._advance(bucket["start"] + self._policy.bucket_ms)
@@ -215,3 +218,8 @@ class DeliverabilityWindows:
             value = record[rate]
             if value is not None:
                 self._rates.labels(*labels, rate).set(value)
+
+
+def _version(bucket: Mapping[str, Any]) -> tuple[int, int]:
+    """Snapshots of one key are ordered by their bucket, then by the last offset counted."""
+    return bucket["start"], bucket["offset"]

@@ -12,8 +12,8 @@ import pytest
 import mailstream.streams.erasures as erasures_module
 from mailstream.cli import main
 from mailstream.commands import CommandAction
-from mailstream.deliverability import is_bucket_key
 from mailstream.connectors import maileroo
+from mailstream.deliverability import is_bucket_key
 from mailstream.erasure import (
     ErasureKeyMismatch,
     ErasureKeyMissing,
