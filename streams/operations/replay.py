@@ -1,8 +1,10 @@
 """`mailstream replay [--from TIME] [--yes]`: rebuild all derived state from the raw topics.
 
-Derived state is everything the worker computes: the Faust tables `messages` and `recipients`
-(with their changelog topics), `email.recipient-state`, `email.suppressions` and
-`email.suppressions.scoped`. Its inputs are the raw topics and `email.commands` (operator
+Derived state is everything the worker computes: the Faust tables `messages`, `recipients`
+and `deliverability` (with their changelog topics), `email.recipient-state`,
+`email.suppressions`, `email.suppressions.scoped`, `email.deliverability.buckets` and
+`email.deliverability` (the windows are published again by the next worker to start, from
+the rebuilt table). `email.alerts` is an audit trail: the rebuild may add to it. Its inputs are the raw topics and `email.commands` (operator
 decisions), both kept forever; replay reads them and never writes them.
 
 Erasures (`mailstream erase`) survive a replay: replay never tombstones, resets or deletes
@@ -17,14 +19,15 @@ consumer group (`settings.app_id`) has members.
 
 1. Capture: the end offsets of the inputs (the work to do) and of email.events, and the keys
    the two published topics hold now.
-2. Reset: delete the consumer group and the changelog topics `<app_id>-messages-changelog`
-   and `<app_id>-recipients-changelog`, and wait until the broker no longer knows them. With
+2. Reset: delete the consumer group and the tables' changelog topics
+   (`<app_id>-<table>-changelog`), and wait until the broker no longer knows them. With
    an on-disk store (rocksdb://) this host's table data under `data_dir/<app_id>` goes too;
    other hosts running workers must delete theirs before starting again.
 3. Position: commit the group's starting offsets: raw topics at the beginning, or at the
    first record at or after --from (`offsets_for_times`); email.commands at the beginning
-   (always: a manual suppression older than --from must survive it); email.events at its
-   current end, so events normalized before the replay are not applied a second time.
+   (always: a manual suppression older than --from must survive it); email.events and
+   email.deliverability.buckets at their current end, so what was derived before the replay
+   is not applied a second time.
 4. Rebuild: run one worker (no web server, no inactivity sweep) until the group's committed
    offsets reach the input ends captured in step 1, then until the state agent has consumed
    email.events up to its end, and stop it. Faust commits every ~3 s, so progress lags.
@@ -246,12 +249,23 @@ def plan_replay(admin: AdminClient, settings: Settings, from_ms: int | None) -> 
     raw = partitions_of(admin, [names.raw(provider) for provider in PROVIDERS])
     commands = partitions_of(admin, [names.commands])
     events = partitions_of(admin, [names.events])
-    published_topics = [names.recipient_state, names.suppressions, names.scoped_suppressions]
+    buckets = partitions_of(admin, [names.deliverability_buckets])
+    published_topics = [
+        names.recipient_state,
+        names.suppressions,
+        names.scoped_suppressions,
+        names.deliverability_buckets,
+        names.deliverability,
+    ]
     input_ends = list_offsets(admin, [*raw, *commands])
     raw_starts = (
         beginning_offsets(admin, raw) if from_ms is None else list_offsets(admin, raw, from_ms)
     )
-    starts = {**raw_starts, **beginning_offsets(admin, commands), **list_offsets(admin, events)}
+    starts = {
+        **raw_starts,
+        **beginning_offsets(admin, commands),
+        **list_offsets(admin, [*events, *buckets]),
+    }
     return ReplayPlan(
         group=settings.app_id,
         from_ms=from_ms,
@@ -345,6 +359,16 @@ def rebuild(
             return f"{line} (re-derived events)", done >= events_total
 
         _follow(admin, plan.group, worker, worker_log, events, printer)
+        bucket_partitions = [p for p in plan.starts if p[0] == names.deliverability_buckets]
+        buckets_end = list_offsets(admin, bucket_partitions)
+        buckets_total = records_between(plan.starts, buckets_end)
+
+        def buckets(committed: Offsets) -> tuple[str, bool]:
+            done = records_done(plan.starts, buckets_end, committed)
+            line = format_progress("summed", done, buckets_total, time.monotonic() - started)
+            return f"{line} (deliverability buckets)", done >= buckets_total
+
+        _follow(admin, plan.group, worker, worker_log, buckets, printer)
 
 
 def _follow(

@@ -1,0 +1,135 @@
+"""Deliverability on the real broker: a campaign whose complaint rate crosses 0.30% for one
+sending domain raises exactly one CRITICAL alert for it and none for the others, its window goes
+CRITICAL and back to OK once the spike has left it (event time moving on with later mail), and
+`mailstream replay` rebuilds the same windows."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from mailstream.codec import codec_for
+from mailstream.connectors.base import Sample, SampleKind
+from mailstream.connectors.registry import get_provider
+from mailstream.settings import Settings
+from mailstream.streams.reader import latest_by_key, read_to_end, read_until
+from mailstream.topics import TopicNames
+from tests.integration.harness import running_worker, send_envelopes
+from tests.integration.test_replay import replay
+
+pytestmark = pytest.mark.kafka
+
+T0 = 1_700_000_000_000
+MINUTE = 60_000
+HOUR = 60 * MINUTE
+POLICY = """deliverability:
+  windows: [1h]
+  bucket_minutes: 5
+  minimum_volume: 200
+  recovery_ratio: 0.8
+  thresholds:
+    complaint_rate: {warn: 0.001, critical: 0.003}
+    hard_bounce_rate: {warn: 0.02, critical: 0.05}
+    block_rate: {warn: 0.02, critical: 0.05}
+"""
+RECORD = codec_for("deliverability")
+ALERT = codec_for("deliverability_alert")
+SPIKY = "spiky.example"
+CALM = "calm.example"
+
+
+def inboxroad(kind: SampleKind, domain: str, number: int, at: int) -> dict[str, Any]:
+    """An Inboxroad webhook of one message of `domain` (Inboxroad names the sender: orig)."""
+    address = f"r{number}@{domain}.to.example"
+    payload = get_provider("inboxroad").sample(
+        Sample(kind, address, f"{domain}-{number}@mail", at, f"{domain}-{kind}-{number}", "")
+    )
+    assert payload is not None
+    payload["orig"] = f"news@{domain}"
+    return {"provider": "inboxroad", "payload": payload}
+
+
+def campaign(domain: str, start: int, delivered: int, complaints: int, first: int = 0) -> list:
+    mail = [inboxroad("delivered", domain, first + n, start + n * 100) for n in range(delivered)]
+    return mail + [
+        inboxroad("complaint", domain, first + n, start + delivered * 100 + n)
+        for n in range(complaints)
+    ]
+
+
+def windows(settings: Settings, names: TopicNames) -> dict[str, dict[str, Any]]:
+    latest = latest_by_key((r.key, r.value) for r in read_to_end(settings, names.deliverability))
+    return {
+        orjson.loads(key)[1]: RECORD.decode(value)
+        for key, value in latest.items()
+        if value is not None
+    }
+
+
+def wait_for_window(settings: Settings, names: TopicNames, domain: str, **expected: Any) -> None:
+    """Until the domain's window record shows `expected` (status, counts.<name>)."""
+
+    def shows(records: list) -> bool:
+        latest = latest_by_key(records)
+        for key, value in latest.items():
+            if value is None or orjson.loads(key)[1] != domain:
+                continue
+            record = RECORD.decode(value)
+            seen = {"status": record["status"], **record["counts"]}
+            return all(seen[name] == want for name, want in expected.items())
+        return False
+
+    read_until(settings, names.deliverability, shows, timeout=120)
+
+
+def alerts(settings: Settings, names: TopicNames) -> list[dict[str, Any]]:
+    return [ALERT.decode(r.value) for r in read_to_end(settings, names.alerts) if r.value]
+
+
+def test_a_complaint_spike_goes_critical_once_and_back_to_ok_and_a_replay_agrees(
+    settings: Settings,
+    names: TopicNames,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    policy_file = tmp_path / "policy.yaml"
+    policy_file.write_text(POLICY)
+    settings = dataclasses.replace(
+        settings, policy_file=policy_file, deliverability_interval_seconds=0.5
+    )
+    monkeypatch.setenv("MAILSTREAM_POLICY_FILE", str(policy_file))
+    monkeypatch.setenv("MAILSTREAM_DELIVERABILITY_INTERVAL_SECONDS", "0.5")
+    with running_worker(settings, tmp_path / "worker.log"):
+        # 2 complaints in 500 deliveries (0.40%) for one domain, 1 in 1000 (0.10%) for the other
+        send_envelopes(settings, campaign(SPIKY, T0, 500, 2) + campaign(CALM, T0, 1000, 1))
+        wait_for_window(settings, names, SPIKY, status="CRITICAL", delivered=500, complaints=2)
+        wait_for_window(settings, names, CALM, status="WARN", delivered=1000, complaints=1)
+
+        later = T0 + 2 * HOUR  # the spike leaves the 1-hour window
+        send_envelopes(settings, campaign(CALM, later, 300, 0, first=1000))
+        wait_for_window(settings, names, SPIKY, status="OK", delivered=0, complaints=0)
+        wait_for_window(settings, names, CALM, status="OK", delivered=300)
+    live = windows(settings, names)
+
+    spiky = [
+        (a["previous_status"], a["status"]) for a in alerts(settings, names) if a["domain"] == SPIKY
+    ]
+    assert [change for change in spiky if change[1] == "CRITICAL"] in (
+        [("OK", "CRITICAL")],
+        [("WARN", "CRITICAL")],
+    )
+    assert spiky[-1][1] == "OK"
+    calm = [a["status"] for a in alerts(settings, names) if a["domain"] == CALM]
+    assert "CRITICAL" not in calm
+    assert live[SPIKY]["window_start"] == later - later % (5 * MINUTE) + 5 * MINUTE - HOUR
+
+    replay(capsys, tmp_path)
+    with running_worker(settings, tmp_path / "after-replay.log"):
+        wait_for_window(settings, names, CALM, status="OK", delivered=300)
+        wait_for_window(settings, names, SPIKY, status="OK", delivered=0)
+    assert windows(settings, names) == live
