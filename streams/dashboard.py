@@ -364,19 +364,23 @@ def plot_svg(
             f'<text x="{PLOT_LEFT + 6}" y="{top + 14}" class="axis-label" fill="{color}">'
             f"{_e(RATE_LABELS[rate])}</text>"
         )
-        for level, threshold, line_color in (
-            ("warn", warn, WARN_COLOR),
-            ("critical", critical, CRITICAL_COLOR),
+        label_gap = 0.0
+        if warn is not None and critical is not None:
+            # two thresholds close on this scale: their labels would print over each other
+            label_gap = max(0.0, 12 - (y_of(warn) - y_of(critical))) / 2
+        for level, threshold, line_color, nudge in (
+            ("warn", warn, WARN_COLOR, label_gap),
+            ("critical", critical, CRITICAL_COLOR, -label_gap),
         ):
             if threshold is None:
                 continue
-            y = f"{y_of(threshold):.1f}"
+            y = y_of(threshold)
             parts.append(
                 f'<line data-threshold="{rate}:{level}" x1="{PLOT_LEFT}"'
                 f' x2="{PLOT_LEFT + inner_width}"'
-                f' y1="{y}" y2="{y}" stroke="{line_color}" stroke-width="1.2"'
+                f' y1="{y:.1f}" y2="{y:.1f}" stroke="{line_color}" stroke-width="1.2"'
                 f' stroke-dasharray="{"5 4" if level == "warn" else "9 3"}"/>'
-                f'<text x="{PLOT_LEFT + inner_width + 6}" y="{float(y) + 4:.1f}" class="tick"'
+                f'<text x="{PLOT_LEFT + inner_width + 6}" y="{y + 4 + nudge:.1f}" class="tick"'
                 f' fill="{line_color}">{level} {_e(format_rate(threshold))}</text>'
             )
         points = [
@@ -542,7 +546,10 @@ def _recipient_answer(lookup: str, recipient: Mapping[str, Any] | None) -> str:
         if recipient.get("scope"):
             facts.append(("Scope", _e(f"{recipient.get('scope')} {recipient.get('tenant') or ''}")))
         facts.extend((_label(name), _e(recipient.get(name, 0))) for name in RECIPIENT_COUNTERS)
-        facts.extend((_label(name), _e(format_published_time(recipient.get(name)))) for name in RECIPIENT_TIMES)
+        facts.extend(
+            (_label(name), _e(format_published_time(recipient.get(name))))
+            for name in RECIPIENT_TIMES
+        )
         listed = "".join(f"<div><dt>{_e(term)}</dt><dd>{value}</dd></div>" for term, value in facts)
         events = list(recipient.get("events") or ())
         rows = [
