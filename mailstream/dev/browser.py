@@ -15,14 +15,18 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from mailstream.errors import ErrorKind, MailstreamError
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 PACKAGES = ("chromium", "chromium-driver")
 INSTALL_COMMAND = f"sudo apt-get update && sudo apt-get install -y {' '.join(PACKAGES)}"
 
 
-class BrowserError(RuntimeError):
+class BrowserError(MailstreamError, RuntimeError):
     """Headless Chromium is missing and could not be installed here."""
+
+    default_kind = ErrorKind.BROWSER_MISSING
 
 
 @dataclass(frozen=True)
