@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install test demo check constraints clean
+.PHONY: install browser test demo check constraints clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "mailstream needs Python >= 3.11")'
@@ -17,7 +17,11 @@ $(INSTALLED): pyproject.toml
 
 install: $(INSTALLED)
 
-test: $(INSTALLED)
+# Headless Chromium for the browser tests (Debian packages; installed as root, else a hint).
+browser: $(INSTALLED)
+	$(BIN)/python -m mailstream.dev.browser
+
+test: $(INSTALLED) browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # mypy follows imports by folder, so it reads the installed layout (connectors/ as

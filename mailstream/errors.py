@@ -44,6 +44,7 @@ class ErrorKind(enum.StrEnum):
     INVALID_QUERY = "invalid_query"  # a query parameter of the worker's web server
     BROKER_FAILED = "broker_failed"
     REGISTRY_FAILED = "registry_failed"  # the local schema registry (mailstream registry)
+    BROWSER_MISSING = "browser_missing"  # headless Chromium for the browser tests
     REGISTRY_UNAVAILABLE = "registry_unavailable"  # the configured schema registry
     REGISTRY_REFUSED = "registry_refused"  # a schema it refused (incompatible, unauthorized)
     REPLAY_FAILED = "replay_failed"

@@ -12,16 +12,20 @@ When a token is configured, every route of the worker's web server needs
 `Authorization: Bearer <token>`: the queries, and the views Faust serves on the same server
 (`/router/`, `/table/`, its index), which check nothing themselves. One aiohttp middleware
 checks every request before any route is looked up, so a route added later, or an unknown
-path, is refused the same way.
+path, is refused the same way. A browser, which cannot send that header on navigation, signs
+in at `/login` (the only route open without the token): the token, posted once, comes back as
+the `mailstream_token` cookie (HttpOnly, SameSite=Strict), which the middleware accepts in
+place of the header. A refused request whose Accept names text/html gets the sign-in form.
 """
 
 from __future__ import annotations
 
 import hmac
+import html
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 
 import faust
@@ -43,6 +47,8 @@ from mailstream.times import parse_duration_ms
 DEFAULT_COHORT_LIMIT = 100
 ERASED_ANSWER = {"erased": True, "suppressed": True}
 MAX_COHORT_LIMIT = 1000
+LOGIN_PATH = "/login"
+TOKEN_COOKIE = "mailstream_token"  # noqa: S105 (the cookie's name)
 
 
 class QueryError(MailstreamError, ValueError):
@@ -185,11 +191,47 @@ def bearer_token_refusal(presented: str, token: str) -> str | None:
     return "missing bearer token" if not presented else "wrong bearer token"
 
 
+def token_refusal(authorization: str, cookie: str | None, token: str) -> str | None:
+    """Why a request carries neither the bearer header nor the token cookie; None when it
+    carries the token. A header, when there is one, is judged alone."""
+    if authorization or cookie is None:
+        return bearer_token_refusal(authorization, token)
+    if hmac.compare_digest(cookie.encode(), token.encode()):
+        return None
+    return "wrong token cookie"
+
+
+def login_page(message: str | None = None) -> str:
+    """The sign-in form of `/login` (a browser cannot send the bearer header on navigation)."""
+    notice = f'<p class="notice">{html.escape(message)}</p>' if message else ""
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        "<title>mailstream · sign in</title><style>"
+        "body{font:15px system-ui,sans-serif;background:#f6f7f9;color:#1f2937;display:grid;"
+        "place-items:center;min-height:90vh;margin:0}"
+        "form{background:#fff;border:1px solid #e5e7eb;border-radius:8px;padding:24px;width:340px}"
+        "input{width:100%;padding:8px;margin:8px 0 14px;border:1px solid #d1d5db;border-radius:6px}"
+        "button{padding:8px 16px;border:0;border-radius:6px;background:#1f2937;color:#fff}"
+        ".notice{color:#991b1b}"
+        "</style></head><body>"
+        f'<form method="post" action="{LOGIN_PATH}"><h1>mailstream</h1>{notice}'
+        '<label for="token">Worker token</label>'
+        '<input id="token" name="token" type="password" autocomplete="current-password" required>'
+        '<button type="submit">Sign in</button></form></body></html>\n'
+    )
+
+
+def wants_html(request: aiohttp_web.Request) -> bool:
+    return "text/html" in request.headers.get("Accept", "")
+
+
 def require_bearer_token(app: faust.App, token: str | None) -> None:
     """With a token, every request to the worker's web server needs it (401 otherwise),
-    whatever the route; without one, nothing changes."""
+    whatever the route, in the `Authorization: Bearer` header or, from a browser signed in at
+    `/login`, in the `mailstream_token` cookie; without one, nothing changes."""
     if token is None:
         return
+    secret: str = token  # narrowed for the closures below
     server = app.web
     if not isinstance(server, AiohttpWeb):
         # fail closed: a web driver this function cannot guard must not serve unguarded
@@ -199,15 +241,48 @@ def require_bearer_token(app: faust.App, token: str | None) -> None:
     async def bearer_token_gate(
         request: aiohttp_web.Request, handler: Handler
     ) -> aiohttp_web.StreamResponse:
-        refusal = bearer_token_refusal(request.headers.get("Authorization", ""), token)
+        if request.path == LOGIN_PATH:
+            return await handler(request)
+        refusal = token_refusal(
+            request.headers.get("Authorization", ""), request.cookies.get(TOKEN_COOKIE), secret
+        )
         if refusal is None:
             return await handler(request)
-        response: aiohttp_web.StreamResponse = server.json(
-            {"error": refusal}, status=401, headers={"WWW-Authenticate": "Bearer"}
-        )
+        response: aiohttp_web.StreamResponse
+        if wants_html(request):
+            response = cast(
+                aiohttp_web.Response,
+                server.html(
+                    login_page("Sign in to see this page."),
+                    status=401,
+                    headers={"WWW-Authenticate": "Bearer"},
+                ),
+            )
+        else:
+            response = server.json(
+                {"error": refusal}, status=401, headers={"WWW-Authenticate": "Bearer"}
+            )
         return response
 
     server.web_app.middlewares.append(bearer_token_gate)
+
+    @app.page(LOGIN_PATH)
+    class LoginView(View):
+        async def get(self, request: Request) -> Response:
+            return self.html(login_page())
+
+        async def post(self, request: Request) -> Response:
+            form = await cast(aiohttp_web.Request, request).post()
+            presented = form.get("token")
+            if not isinstance(presented, str) or not hmac.compare_digest(
+                presented.encode(), secret.encode()
+            ):
+                return self.html(login_page("Wrong token."), status=401)
+            response = self.html("", status=303, headers={"Location": "/"})
+            cast(aiohttp_web.Response, response).set_cookie(
+                TOKEN_COOKIE, secret, httponly=True, samesite="Strict", path="/"
+            )
+            return response
 
 
 def add_queries(

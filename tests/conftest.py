@@ -1,5 +1,6 @@
 """Shared fixtures: one real Kafka cluster for the whole test session (and one real schema
-registry, started when a test first asks for it), and per test its own settings and topics."""
+registry, started when a test first asks for it), per test its own settings and topics, and one
+headless Chromium (tests/browser.py) for the browser tests."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from mailstream.dev.schema_registry import LocalRegistry
 from mailstream.settings import KafkaSettings, Settings
 from mailstream.streams.operations.processes import settings_env
 from mailstream.topics import TopicNames, create_topics, topic_specs
+from tests.browser import browser as browser  # the session's headless Chromium
 
 
 @pytest.fixture(scope="session")
