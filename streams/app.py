@@ -28,6 +28,8 @@ from mailstream.codec import service_codec
 from mailstream.connectors.registry import PROVIDERS
 from mailstream.policy import Policy
 from mailstream.settings import Settings
+from mailstream.streams.dashboard import add_dashboard
+from mailstream.streams.dashboard_sources import DashboardSources
 from mailstream.streams.deliverability import DeliverabilityWindows
 from mailstream.streams.metrics import WorkerMetrics, add_metrics_page
 from mailstream.streams.processors import build_processors
@@ -157,13 +159,20 @@ def create_app(settings: Settings, policy: Policy, *, web_enabled: bool = True) 
         await consumer.seek_before_resume(sources)
         metrics.rebalances.inc()
 
+    def lag() -> dict[tuple[str, int], int]:
+        return app.consumer.lag(sources) if isinstance(app.consumer, Consumer) else {}
+
     metrics.watch(
-        lambda: app.consumer.lag(sources) if isinstance(app.consumer, Consumer) else {},
+        lag,
         {"messages": lambda: len(messages), "recipients": lambda: len(recipients)},
         lambda: normalizer.erased_dropped + keeper.erased_dropped,
     )
     add_metrics_page(app, metrics)
     add_queries(app, recipients, processors.erased, settings.web_token)
+    dashboard = DashboardSources(
+        settings, policy.deliverability, recipients, processors.erased, lag
+    )
+    add_dashboard(app, dashboard.collect)
     if settings.sweep_interval_seconds > 0:
         add_inactivity_sweep(
             app,

@@ -3,8 +3,9 @@
 The state step publishes each bucket it counts into (mailstream.deliverability) on
 `email.deliverability.buckets`, one partition, so one agent sees every partition's buckets.
 `DeliverabilityWindows` keeps them in its table (the latest snapshot per bucket key: a repeat,
-or an older snapshot redelivered after a newer one, changes nothing) and, in memory, their sums per dimension and start and each window's running
-sum. The windows end at the end of the newest bucket counted anywhere (event time).
+or an older snapshot redelivered after a newer one, changes nothing) and, in memory, their
+sums per dimension and start and each window's running sum. The windows end at the end of
+the newest bucket counted anywhere (event time).
 
 Each bucket judges its dimension's windows, and an advance of the end judges every
 dimension's; a status change is stored in the table and written to `email.alerts` (at least

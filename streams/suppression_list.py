@@ -107,6 +107,17 @@ class SuppressionList:
             entry = _holding(scopes, tenant) if scopes else None
         return None if entry is None else str(entry["reason"])
 
+    def by_reason_and_scope(self) -> dict[tuple[str, str], int]:
+        """(reason, "global" or "tenant <id>") -> suppressed recipients."""
+        counts: dict[tuple[str, str], int] = {}
+        with self._lock:
+            for scopes in self._entries.values():
+                for tenant, entry in scopes.items():
+                    scope = "global" if tenant is None else f"tenant {tenant}"
+                    key = (str(entry.get("reason", UNREADABLE_REASON)), scope)
+                    counts[key] = counts.get(key, 0) + 1
+        return counts
+
     def __len__(self) -> int:
         """The number of addresses suppressed in some scope."""
         with self._lock:

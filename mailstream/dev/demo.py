@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import sys
 import tempfile
 import time
 import urllib.error
@@ -53,6 +54,17 @@ RULES_SHOWN = {
         for name in PROVIDERS
     },
 }
+DELIVERABILITY_COLUMNS = (
+    "provider",
+    "domain",
+    "window",
+    "delivered",
+    "human_opens",
+    "complaints",
+    "hard_bounces",
+    "complaint_rate",
+    "status",
+)
 STATE_COLUMNS = (
     "recipient",
     "status",
@@ -222,7 +234,9 @@ def run(args: argparse.Namespace) -> int:
         env = settings_env(settings)
         port = args.port or free_port()
         print("3. starting the worker and the ingest service", flush=True)
-        stack.enter_context(service(["worker", "--without-web"], env, root / "worker.log"))
+        web_port = free_port()
+        worker = ["worker", "--web-port", str(web_port)]
+        stack.enter_context(service(worker, env, root / "worker.log"))
         stack.enter_context(service(["ingest", "--port", str(port)], env, root / "ingest.log"))
         base = f"http://127.0.0.1:{port}"
         _wait_http(f"{base}/readyz", 60)
@@ -259,6 +273,11 @@ def run(args: argparse.Namespace) -> int:
             )
         if args.registry:
             _print_subjects(settings)
+        windows = _deliverability(settings)
+        _print_table("Deliverability (email.deliverability)", DELIVERABILITY_COLUMNS, windows)
+        print(f"Dashboard: http://127.0.0.1:{web_port}/ (served until the demo stops)")
+        if sys.stdin.isatty():
+            input("Press Enter to stop the demo. ")
         print()
         print("6. stopping everything the demo started")
     return 0
@@ -356,6 +375,29 @@ def _print_subjects(settings: Settings) -> None:
     print(render_table(("subject", "latest version", "compatibility"), rows))
 
 
+def _deliverability(settings: Settings) -> list[dict[str, Any]]:
+    """The windows of every provider the story used, once the worker has published them."""
+    from mailstream.policy import default_policy
+
+    names = TopicNames(settings.topic_prefix)
+    codec = service_codec(settings, "deliverability")
+    wanted = len(PROVIDERS) * len(default_policy().deliverability.windows)
+
+    def windows(records: Records) -> list[dict[str, Any]]:
+        latest = latest_by_key(records)
+        return [codec.decode(value) for value in latest.values() if value is not None]
+
+    records = read_until(settings, names.deliverability, lambda r: len(windows(r)) >= wanted, 60)
+    return [
+        {**window, **window["counts"], "complaint_rate": _percent(window["complaint_rate"])}
+        for window in windows(records)
+    ]
+
+
+def _percent(rate: float | None) -> str:
+    return "-" if rate is None else f"{rate:.2%}"
+
+
 def _dead_letters(settings: Settings) -> list[dict[str, Any]]:
     codec = service_codec(settings, "dead_letter")
     records = read_until(
@@ -365,7 +407,7 @@ def _dead_letters(settings: Settings) -> list[dict[str, Any]]:
 
 
 def _print_table(title: str, columns: tuple[str, ...], rows: Any) -> None:
-    ordered = sorted(rows, key=lambda row: str(row["recipient"]))
+    ordered = sorted(rows, key=lambda row: [str(row.get(column)) for column in columns])
     print(f"\n{title}")
     print(render_table(columns, [[str(row.get(column)) for column in columns] for row in ordered]))
     print()

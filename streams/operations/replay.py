@@ -4,8 +4,9 @@ Derived state is everything the worker computes: the Faust tables `messages`, `r
 and `deliverability` (with their changelog topics), `email.recipient-state`,
 `email.suppressions`, `email.suppressions.scoped`, `email.deliverability.buckets` and
 `email.deliverability` (the windows are published again by the next worker to start, from
-the rebuilt table). `email.alerts` is an audit trail: the rebuild may add to it. Its inputs are the raw topics and `email.commands` (operator
-decisions), both kept forever; replay reads them and never writes them.
+the rebuilt table). `email.alerts` is an audit trail: the rebuild may add to it. Its inputs
+are the raw topics and `email.commands` (operator decisions), both kept forever; replay reads
+them and never writes them.
 
 Erasures (`mailstream erase`) survive a replay: replay never tombstones, resets or deletes
 `email.erasures`, and its worker loads the erased hashes from it before processing anything,

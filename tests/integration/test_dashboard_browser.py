@@ -1,6 +1,6 @@
 """The dashboard in a real browser: headless Chromium signs in at /login with the token and
 reads the page the worker's web server serves (its real routes and token gate, on a real
-aiohttp server; fabricated data, so no broker). The screenshot is var/dashboard.png."""
+aiohttp server; fabricated data, so no broker). The screenshot is var/dashboard-fabricated.png."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from mailstream.dev.broker import free_port
 from tests.dashboards import ANN, HEALTHY, SPIKING, TOKEN, dashboard_app
 
 ROOT = Path(__file__).resolve().parents[2]
-SCREENSHOT = ROOT / "var" / "dashboard.png"
+SCREENSHOT = ROOT / "var" / "dashboard-fabricated.png"
 
 
 @pytest.fixture
