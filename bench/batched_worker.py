@@ -30,10 +30,14 @@ from mailstream.topics import create_topics, topic_specs
 BATCH_WITHIN_SECONDS = 0.01
 
 Process = Callable[[SourceRecord], list[Output]]
+Pending = Callable[[], list[Output]]
 
 
-def batched_agent(app: faust.App, name: str, process: Process, batch: int) -> None:
-    """Replace agent `name` of `app` by a batched one over the same topics."""
+def batched_agent(
+    app: faust.App, name: str, process: Process, batch: int, pending: Pending
+) -> None:
+    """Replace agent `name` of `app` by a batched one over the same topics; `pending` gives
+    what the batch leaves to publish once (the state step's deliverability buckets)."""
     original = app.agents.pop(name)
     send = _direct_send(app)
 
@@ -45,6 +49,7 @@ def batched_agent(app: faust.App, name: str, process: Process, batch: int) -> No
             for event in events:
                 _current_event.set(weakref.ref(event))
                 outputs.extend(process(source_record(event.message)))
+            outputs.extend(pending())
             await send(outputs)
 
     run.__name__ = name
@@ -62,15 +67,18 @@ def _direct_send(app: faust.App) -> Callable[[Sequence[Output]], Awaitable[None]
     return send
 
 
-def processors(app: faust.App, settings: Settings, policy: Policy) -> dict[str, Process]:
-    """The agents' per-record steps over the app's own tables, built as create_app builds them."""
+def processors(
+    app: faust.App, settings: Settings, policy: Policy
+) -> dict[str, tuple[Process, Pending]]:
+    """The agents' per-record steps over the app's own tables, built as create_app builds
+    them, with what each leaves to publish per batch."""
     built = build_processors(settings, policy)
     normalizer, keeper = built.normalizer, built.keeper
     messages = cast(RecordTable, app.tables["messages"])
     recipients = cast(RecordTable, app.tables["recipients"])
     return {
-        "normalize": lambda record: normalizer.process(record, messages),
-        "state": lambda record: keeper.process(record, recipients),
+        "normalize": (lambda record: normalizer.process(record, messages), list),
+        "state": (lambda record: keeper.process(record, recipients), keeper.take_bucket_snapshots),
     }
 
 
@@ -81,8 +89,8 @@ def main() -> None:
     app = create_app(settings, policy, web_enabled=False)
     batch = int(os.environ.get("BENCH_BATCH", "0"))
     if batch:
-        for name, process in processors(app, settings, policy).items():
-            batched_agent(app, name, process, batch)
+        for name, (process, pending) in processors(app, settings, policy).items():
+            batched_agent(app, name, process, batch, pending)
     worker = faust.Worker(app, loglevel="warning")
     worker.spinner = None  # as `mailstream worker` does
     worker.execute_from_commandline()

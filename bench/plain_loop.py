@@ -142,8 +142,10 @@ def run(settings: Settings) -> None:
                     _publish(producer, normalizer.process(record, messages))
             producer.poll(0)
             if time.monotonic() >= next_commit:
+                _publish(producer, keeper.take_bucket_snapshots())
                 _commit(producer, consumer)
                 next_commit = time.monotonic() + COMMIT_SECONDS
+        _publish(producer, keeper.take_bucket_snapshots())
         _commit(producer, consumer)
     finally:
         consumer.close()

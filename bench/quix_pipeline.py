@@ -177,13 +177,20 @@ def build(settings: Settings) -> Application:
             names.suppressions,
             names.scoped_suppressions,
             names.erasures,
+            names.deliverability_buckets,
         )
     }
     # Each raw topic has its own store: the Normalizer's table keys name the provider, so a
     # provider's entries are only ever read from its own topic.
     for provider in PROVIDERS:
         processed(source(names.raw(provider)), built.normalizer.process, outputs)
-    processed(source(names.events).concat(source(names.commands)), built.keeper.process, outputs)
+    keeper = built.keeper
+
+    def state(record: SourceRecord, table: Table) -> list[Output]:
+        # No hook before Quix's checkpoint: each event's bucket is published with it.
+        return keeper.process(record, table) + keeper.take_bucket_snapshots()
+
+    processed(source(names.events).concat(source(names.commands)), state, outputs)
     return app
 
 

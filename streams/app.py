@@ -104,11 +104,15 @@ def create_app(settings: Settings, policy: Policy, *, web_enabled: bool = True) 
     )
 
     async def publish(source: str, records: list[Output]) -> None:
+        """The outputs of one record of `source` (counted in the metrics), sent."""
+        metrics.count(source, records)
+        await send(records)
+
+    async def send(records: list[Output]) -> None:
         """Hand the outputs to the producer at once. Faust flushes it before every offset
         commit, so an input is never committed before its outputs are stored (at least once).
         `Topic.send` inside an agent would route each output through Faust's per-event
         attachment bookkeeping instead, at several times the cost (bench/e2e_bench.py)."""
-        metrics.count(source, records)
         for output in records:
             try:
                 delivery = await app.producer.send(
@@ -130,6 +134,14 @@ def create_app(settings: Settings, policy: Policy, *, web_enabled: bool = True) 
             record = source_record(event.message)
             await publish(record.topic, keeper.process(record, recipients))
 
+    async def publish_bucket_snapshots() -> None:
+        """Until none is left: nothing may be awaited between the last check and the
+        choice of the offsets to commit (streams/transport.py)."""
+        while snapshots := keeper.take_bucket_snapshots():
+            await send(snapshots)
+
+    transport.before_commit = publish_bucket_snapshots
+
     @app.agent(raw_topic(app, names.deliverability_buckets), name="deliverability")
     async def deliverability(stream: StreamT[bytes]) -> None:
         async for event in stream.events():
@@ -141,7 +153,7 @@ def create_app(settings: Settings, policy: Policy, *, web_enabled: bool = True) 
         if TP(names.deliverability_buckets, 0) not in app.consumer.assignment():
             windows.forget()  # another worker owns the buckets now
             return
-        await publish(names.deliverability, windows.publishable())
+        await send(windows.publishable())
 
     sources = {
         *(names.raw(p) for p in PROVIDERS),

@@ -14,8 +14,10 @@ address has (`is_bucket_key`). An event the timeline takes as new is counted in 
 and the bucket written before the recipient's entry: both go to the same changelog
 partition, in order, from the idempotent producer, so after a crash a stored entry means a
 stored bucket, and a bucket that already counted the event's offset (`offset`) is not counted
-again. Every event that counts republishes its bucket on email.deliverability.buckets, as
-the state is republished.
+again. The buckets an event counts in (or would have: a repeat) wait in `unpublished`, the
+latest snapshot per bucket, until `take_bucket_snapshots` before the next offset commit
+(streams/app.py): one record per bucket changed between commits, not one per event, and
+none of the events counted is committed before its bucket is published.
 
 An ERASE deletes the recipient's entry, tombstones its keys on the published topics and
 publishes an Erasure record (the address's keyed hash, who and when) on email.erasures. Every
@@ -96,6 +98,14 @@ class StateKeeper:
         self._erasure_codec = erasure_codec
         self._erased = erased
         self.erased_dropped: Counter[str] = Counter()  # source topic -> records dropped
+        self._unpublished: dict[bytes, dict[str, Any]] = {}  # bucket key -> latest snapshot
+
+    def take_bucket_snapshots(self) -> list[Output]:
+        """The deliverability buckets changed (or repeated) since the last call, for
+        email.deliverability.buckets; the caller publishes them before committing offsets."""
+        unpublished, self._unpublished = self._unpublished, {}
+        topic = self._names.deliverability_buckets
+        return [Output(topic, key, orjson.dumps(bucket)) for key, bucket in unpublished.items()]
 
     def process(self, record: SourceRecord, recipients: RecipientTable) -> list[Output]:
         try:
@@ -123,7 +133,7 @@ class StateKeeper:
         stored = recipients.get(key)
         before = Timeline.from_record(stored) if stored is not None else None
         after = add_event(before, event, self._policy)
-        counted = self._count(record, event, recipients, new=after is not before)
+        self._count(record, event, recipients, new=after is not before)
         if after is not before:
             recipients[key] = after.to_table_record()
         state = after.state
@@ -140,20 +150,19 @@ class StateKeeper:
             *self._suppression_changes(
                 key, before.state if before else None, state, event["event_id"]
             ),
-            *counted,
         ]
 
     def _count(
         self, record: SourceRecord, event: Mapping[str, Any], table: RecipientTable, *, new: bool
-    ) -> list[Output]:
-        """The snapshot of the event's deliverability bucket, counted in it first when `new`
-        (and not already counted from this offset); nothing for an event that counts for no
-        figure or is older than every window."""
+    ) -> None:
+        """Count the event in its deliverability bucket when `new` (and not already counted
+        from this offset), and mark the bucket unpublished; nothing for an event that counts
+        for no figure or is older than every window."""
         event_type = event["event_type"]
         opened = event_type == EventType.OPENED or event_type == EventType.CLICKED
         counter = counter_of(event, opened and is_machine(event, self._policy))
         if counter is None:
-            return []
+            return
         policy = self._policy.deliverability
         dimension = dimension_of(event, self._policy)
         start = bucket_start(event["occurred_at"], policy.bucket_ms)
@@ -162,12 +171,11 @@ class StateKeeper:
         if new and (bucket is None or bucket["start"] != start or bucket["offset"] < record.offset):
             bucket = count(bucket, record.partition, dimension, start, counter, event)
             if bucket is None:
-                return []
+                return
             bucket["offset"] = record.offset
             table[key] = bucket
-        if bucket is None or bucket["start"] != start:
-            return []
-        return [Output(self._names.deliverability_buckets, key, orjson.dumps(bucket))]
+        if bucket is not None and bucket["start"] == start:
+            self._unpublished[key] = bucket
 
     def _suppression_changes(
         self,

@@ -29,7 +29,7 @@ with the cause, and a restarted worker resumes from the last commit, before the 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from functools import partial
 from typing import Any
 
@@ -102,6 +102,14 @@ class Consumer(aiokafka.Consumer):
         for tp in self._never_committed_sources():
             await self._seek(tp, 0)  # the position only: records below the read offset are skipped
 
+    async def _commit_tps(self, tps: Iterable[TP], start_new_transaction: bool) -> bool:
+        """Faust picks the offsets to commit first thing in here, without waiting: whatever
+        `before_commit` sends is sent for every offset committed, and flushed before it."""
+        before_commit = self.transport.before_commit  # type: ignore[attr-defined]
+        if before_commit is not None:
+            await before_commit()
+        return bool(await super()._commit_tps(tps, start_new_transaction))
+
     async def _commit(self, offsets: Mapping[TP, int]) -> bool:
         """Called by Faust after its producer flush, so every earlier delivery is known."""
         deliveries: Deliveries = self.transport.deliveries  # type: ignore[attr-defined]
@@ -138,3 +146,6 @@ class Transport(aiokafka.Transport):
         super().__init__(url, app)
         self.kafka = kafka
         self.deliveries = Deliveries()
+        # Sends what must be stored before any offset is committed; returns once nothing is
+        # left to send (the worker's deliverability buckets).
+        self.before_commit: Callable[[], Awaitable[None]] | None = None

@@ -16,14 +16,18 @@ import pytest
 from confluent_kafka import Producer
 
 from mailstream.cli import main
+from mailstream.codec import codec_for
 from mailstream.connectors.base import Sample, SampleKind
 from mailstream.connectors.registry import PROVIDERS, get_provider
-from mailstream.connectors.samples import campaign_rounds
-from mailstream.policy import default_policy
+from mailstream.connectors.samples import campaign_rounds, raw_record
+from mailstream.policy import Policy, default_policy, load_policy
 from mailstream.recipient import RecipientState, apply
 from mailstream.settings import Settings
+from mailstream.streams.deliverability import DeliverabilityWindows
 from mailstream.streams.operations.processes import kill
-from mailstream.streams.reader import read_to_end
+from mailstream.streams.processors import build_processors
+from mailstream.streams.reader import latest_by_key, read_to_end, read_until
+from mailstream.streams.records import SourceRecord
 from mailstream.streams.simulate import parse_envelope
 from mailstream.topics import (
     Partition,
@@ -45,6 +49,17 @@ DAY = 24 * HOUR
 LIFTED = "lifted@example.com"
 RESET = "reset@example.com"
 OFFER = "https://example.com/offer"
+ALERT = codec_for("deliverability_alert")
+LONG_WINDOWS = """deliverability:
+  windows: [1h, 1d, 7d, 8w]
+  bucket_minutes: 5
+  minimum_volume: 1000
+  recovery_ratio: 0.8
+  thresholds:
+    complaint_rate: {warn: 0.001, critical: 0.003}
+    hard_bounce_rate: {warn: 0.02, critical: 0.05}
+    block_rate: {warn: 0.02, critical: 0.05}
+"""
 
 
 def webhook(kind: SampleKind, address: str, at: int, number: int) -> dict[str, Any]:
@@ -105,9 +120,15 @@ def test_live_replay_and_a_takeover_after_a_crash_publish_the_event_time_states(
     names: TopicNames,
     capsys: pytest.CaptureFixture[str],
     tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     envelopes = arrival(seed=11)
     expected = expected_states(envelopes)
+    # Windows reaching back past the campaign: the reset case's open, 40 days later, ends them.
+    policy_file = tmp_path / "policy.yaml"
+    policy_file.write_text(LONG_WINDOWS)
+    settings = dataclasses.replace(settings, policy_file=policy_file)
+    monkeypatch.setenv("MAILSTREAM_POLICY_FILE", str(policy_file))
     assert expected["soft@example.com"]["status"] == "ACTIVE"
     assert expected["cause@example.com"]["suppression_reason"] == "HARD_BOUNCE"
     # The reset happened in event-time order: the open scores first_open alone, the click's
@@ -116,9 +137,12 @@ def test_live_replay_and_a_takeover_after_a_crash_publish_the_event_time_states(
     assert expected[RESET]["score"] == weights.first_open
     assert expected[RESET]["clicks"] == 1 and expected[RESET]["opens"] == 1
     assert in_arrival_order(envelopes, RESET).score == weights.first_open + weights.click
+    windows = expected_windows(envelopes, load_policy(policy_file))
+    assert sum(window["counts"]["delivered"] for window in windows.values()) > 500
     with running_worker(settings, tmp_path / "live.log"):
         send_envelopes(settings, envelopes)
         wait_for_states(settings, names, expected)
+        wait_for_windows(settings, windows)
         assert main(["suppress", "remove", LIFTED, "--actor", "tester"]) == 0
         live, live_suppressions = published(settings, names)
     assert live[LIFTED]["status"] == "ACTIVE"
@@ -146,6 +170,52 @@ def test_live_replay_and_a_takeover_after_a_crash_publish_the_event_time_states(
     with running_worker(other, tmp_path / "takeover.log"):
         wait_for_states(other, TopicNames(other.topic_prefix), live)
         assert published(other, TopicNames(other.topic_prefix)) == (live, live_suppressions)
+        wait_for_windows(other, windows)  # no event lost or counted twice across the crash
+
+
+def expected_windows(
+    envelopes: list[dict[str, Any]], policy: Policy
+) -> dict[bytes, dict[str, Any]]:
+    """The deliverability windows of `envelopes` computed in-process by the worker's own
+    processors, on one partition, in arrival order: what any partitioning and interleaving
+    must publish."""
+    settings = Settings(partitions=1)
+    names = TopicNames()
+    built = build_processors(settings, policy)
+    windows = DeliverabilityWindows(
+        names, policy.deliverability, codec_for("deliverability"), ALERT
+    )
+    messages: dict[bytes, dict[str, Any]] = {}
+    recipients: dict[bytes, dict[str, Any]] = {}
+    buckets: dict[bytes, dict[str, Any]] = {}
+    offset = 0
+    for number, envelope in enumerate(envelopes):
+        raw = raw_record(names, envelope)
+        source = SourceRecord(raw.topic, 0, number, T0, raw.key, raw.value)
+        for output in built.normalizer.process(source, messages):
+            if output.topic == names.events:
+                event = SourceRecord(names.events, 0, offset, T0, output.key, output.value)
+                built.keeper.process(event, recipients)
+                offset += 1
+    for number, output in enumerate(built.keeper.take_bucket_snapshots()):
+        windows.process(
+            SourceRecord(output.topic, 0, number, T0, output.key, output.value), buckets
+        )
+    return {
+        output.key: codec_for("deliverability").decode(output.value or b"")
+        for output in windows.publishable()
+    }
+
+
+def wait_for_windows(settings: Settings, expected: dict[bytes, dict[str, Any]]) -> None:
+    topic = TopicNames(settings.topic_prefix).deliverability
+    decode = codec_for("deliverability").decode
+
+    def published(records: list[Any]) -> dict[bytes, dict[str, Any]]:
+        latest = latest_by_key(records)
+        return {key: decode(value) for key, value in latest.items() if value is not None}
+
+    read_until(settings, topic, lambda records: published(records) == expected, timeout=120)
 
 
 def in_arrival_order(envelopes: list[dict[str, Any]], recipient: str) -> RecipientState:

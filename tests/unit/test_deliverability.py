@@ -26,7 +26,7 @@ from mailstream.policy import Policy, default_policy
 from mailstream.streams.deliverability import DeliverabilityWindows
 from mailstream.streams.erasures import ErasedAddresses
 from mailstream.streams.recipients import StateKeeper
-from mailstream.streams.records import Output, SourceRecord
+from mailstream.streams.records import SourceRecord
 from mailstream.topics import TopicNames
 
 NAMES = TopicNames("t.")
@@ -83,8 +83,11 @@ def on_events(value: dict[str, Any], offset: int, partition: int = 0) -> SourceR
     )
 
 
-def buckets_of(outputs: list[Output]) -> list[Output]:
-    return [output for output in outputs if output.topic == NAMES.deliverability_buckets]
+def snapshots(processor: StateKeeper) -> list[dict[str, Any]]:
+    """The buckets waiting to be published, taken (as the worker does before a commit)."""
+    taken = processor.take_bucket_snapshots()
+    assert all(output.topic == NAMES.deliverability_buckets for output in taken)
+    return [orjson.loads(output.value or b"") for output in taken]
 
 
 def counts(table: Table) -> dict[int, dict[str, int]]:
@@ -105,15 +108,19 @@ def test_each_new_event_is_counted_once_and_every_repeat_republishes_its_bucket(
     table: Table = {}
     processor = keeper()
     for offset in range(3):
-        processor.process(on_events(event(EventType.DELIVERED, f"d{offset}"), offset), table)
-    redelivered = processor.process(on_events(event(EventType.DELIVERED, "d2"), 2), table)
-    repeated = processor.process(on_events(event(EventType.DELIVERED, "d1"), 3), table)
+        outputs = processor.process(
+            on_events(event(EventType.DELIVERED, f"d{offset}"), offset), table
+        )
+        assert all(output.topic != NAMES.deliverability_buckets for output in outputs)
+    (between_commits,) = snapshots(processor)  # one per bucket, not one per event
+    assert between_commits["counts"] == {"delivered": 3}
+    assert snapshots(processor) == []
 
+    processor.process(on_events(event(EventType.DELIVERED, "d2"), 2), table)  # redelivered
+    assert snapshots(processor) == [between_commits]
+    processor.process(on_events(event(EventType.DELIVERED, "d1"), 3), table)  # a repeat
+    assert snapshots(processor) == [between_commits]
     assert counts(table) == {T0 - T0 % (5 * MINUTE): {"delivered": 3}}
-    for outputs in (redelivered, repeated):
-        (snapshot,) = buckets_of(outputs)
-        assert snapshot.value is not None
-        assert orjson.loads(snapshot.value)["counts"] == {"delivered": 3}
 
 
 def test_a_crash_between_the_bucket_and_the_recipients_entry_does_not_count_twice() -> None:
@@ -169,8 +176,9 @@ def test_machine_opens_and_events_that_count_for_nothing_have_no_bucket() -> Non
     table: Table = {}
     processor = keeper()
     bot = event(EventType.OPENED, "o1", user_agent="Mozilla/5.0 (compatible; bingbot/2.0)")
-    assert buckets_of(processor.process(on_events(bot, 0), table)) == []
-    assert buckets_of(processor.process(on_events(event(EventType.SENT, "s1"), 1), table)) == []
+    processor.process(on_events(bot, 0), table)
+    processor.process(on_events(event(EventType.SENT, "s1"), 1), table)
+    assert snapshots(processor) == []
     assert counts(table) == {}
 
 
@@ -183,8 +191,9 @@ def test_a_bounce_keeps_its_reason_and_its_diagnostic_without_the_address() -> N
         bounce_reason="userunknown",
         diagnostic="550 5.1.1 <ann@example.com>: Recipient address rejected",
     )
-    (snapshot,) = buckets_of(keeper().process(on_events(bounce, 0), table))
-    bucket = orjson.loads(snapshot.value or b"")
+    processor = keeper()
+    processor.process(on_events(bounce, 0), table)
+    (bucket,) = snapshots(processor)
     assert bucket["reasons"] == {"userunknown": 1}
     assert [text for _, text in bucket["diagnostics"]] == [
         "550 5.1.1 <<address>>: Recipient address rejected"
@@ -261,14 +270,19 @@ class Pipeline:
             partition = zlib.crc32(each["recipient"].encode()) % 2
             offset = self.offsets[partition]
             self.offsets[partition] += 1
-            for output in buckets_of(
-                self.keeper.process(on_events(each, offset, partition), self.recipients)
-            ):
-                record = SourceRecord(
-                    output.topic, 0, len(self.snapshots), T0, output.key, output.value
-                )
-                self.snapshots.append(record)
-                self.deliver(record)
+            self.keeper.process(on_events(each, offset, partition), self.recipients)
+            if offset % 25 == 0:
+                self.commit()
+        self.commit()
+
+    def commit(self) -> None:
+        """The buckets published before a commit, each a record of the buckets topic."""
+        for output in self.keeper.take_bucket_snapshots():
+            record = SourceRecord(
+                output.topic, 0, len(self.snapshots), T0, output.key, output.value
+            )
+            self.snapshots.append(record)
+            self.deliver(record)
 
     def deliver(self, record: SourceRecord) -> None:
         for output in self.windows.process(record, self.table):

@@ -163,12 +163,11 @@ def on_commands_topic(value: OperatorCommand | bytes, offset: int = 0) -> Source
 
 
 def feed(processor: StateKeeper, recipients: Table, *events: Event) -> list[Output]:
-    """Every event through the keeper in order; the outputs of the last one but its
-    deliverability bucket (tests/unit/test_deliverability.py covers those)."""
+    """Every event through the keeper in order; the outputs of the last one."""
     outputs: list[Output] = []
     for offset, event in enumerate(events):
         outputs = processor.process(on_events_topic(event, offset), recipients)
-    return [output for output in outputs if output.topic != NAMES.deliverability_buckets]
+    return outputs
 
 
 def state_of(output: Output) -> dict[str, Any]:
