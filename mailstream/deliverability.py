@@ -5,7 +5,9 @@ Counting (the state step, streams/recipients.py): an event the recipient's timel
 new is added to its bucket, one bucket per (source partition, dimension, bucket of event
 time). Buckets sit in a ring of slots reaching back the longest window: an event older than its
 slot's bucket is too old for any window and is not counted; a newer one starts the slot
-afresh. Both keep the figures independent of arrival order.
+afresh. Both keep the figures independent of arrival order. An event dated more than
+MAX_CLOCK_SKEW_MS after the ingest received it is not counted (`too_far_ahead`): the windows
+end at the newest event, and one from a wrong clock would empty them all.
 
 Judging (streams/deliverability.py): the buckets of every partition summed per dimension, a
 window ending at the end of the newest bucket of any event counted (event time), its rates
@@ -44,6 +46,7 @@ UNKNOWN_REASON = "unknown"
 MAX_DIAGNOSTIC_CHARS = 200
 DIAGNOSTICS_PER_BUCKET = 3
 DIAGNOSTICS_PER_WINDOW = 5
+MAX_CLOCK_SKEW_MS = 15 * 60_000
 SERIES_POINTS = 24  # a window's series has about this many steps (at least one bucket each)
 # Keys of the buckets in the state table: no recipient address starts with a NUL byte.
 BUCKET_KEY_PREFIX = b"\x00deliverability"
@@ -75,6 +78,13 @@ def dimension_of(event: Mapping[str, Any], policy: Policy) -> Dimension:
         sending_domain(event.get("sender")),
         event["provider"],
     )
+
+
+def too_far_ahead(event: Mapping[str, Any]) -> bool:
+    """Whether the event is dated later than MAX_CLOCK_SKEW_MS after the ingest received it:
+    a wrong clock (or a forged date) that would move every window's end into the future."""
+    received_at = event.get("received_at")
+    return received_at is not None and event["occurred_at"] > received_at + MAX_CLOCK_SKEW_MS
 
 
 def counter_of(event: Mapping[str, Any], machine: bool) -> str | None:
@@ -160,7 +170,16 @@ def count(
 
 
 def mask_addresses(text: str) -> str:
-    return _ADDRESS.sub("<address>", text[: MAX_DIAGNOSTIC_CHARS * 2])[:MAX_DIAGNOSTIC_CHARS]
+    """`text` with every address masked, at most MAX_DIAGNOSTIC_CHARS long. A text cut short
+    loses its last, partial word: it could be the start of an address."""
+    masked = _ADDRESS.sub("<address>", _cut(text, MAX_DIAGNOSTIC_CHARS * 10))
+    return _cut(masked, MAX_DIAGNOSTIC_CHARS)
+
+
+def _cut(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    return text[:limit].rpartition(" ")[0]
 
 
 def latest_diagnostics(dated: Iterable[list[Any]], limit: int) -> list[list[Any]]:
@@ -200,16 +219,19 @@ def judge(
     counts: Mapping[str, int], previous: Status, policy: DeliverabilityPolicy
 ) -> tuple[Status, list[str]]:
     """The window's status and why. A rate at or above a level raises the status to it; a
-    status held before stays while the rate is at or above the level times recovery_ratio."""
+    status held before stays while the rate is at or above the level times recovery_ratio,
+    and while a rate has some volume but less than minimum_volume (an empty window is OK)."""
     rates = rates_of(counts)
     status = Status.OK
     findings = []
+    held = False
     for rate, levels in policy.thresholds:
         value = rates[rate]
         volume = _volume(rate, counts)
         if value is None or volume < policy.minimum_volume:
             if volume:
                 findings.append(f"{rate} not judged: volume {volume} < {policy.minimum_volume}")
+                held = True  # too little to judge is not a recovery; nothing at all is
             continue
         for level, threshold in ((Status.CRITICAL, levels.critical), (Status.WARN, levels.warn)):
             holds = _SEVERITY[previous] >= _SEVERITY[level]
@@ -223,6 +245,9 @@ def judge(
                 if _SEVERITY[level] > _SEVERITY[status]:
                     status = level
                 break
+    if held and _SEVERITY[previous] > _SEVERITY[status]:
+        findings.append(f"{previous.value} held: too little volume to judge a recovery")
+        status = previous
     return status, findings
 
 

@@ -34,6 +34,7 @@ from mailstream.streams.deliverability import DeliverabilityWindows
 from mailstream.streams.metrics import WorkerMetrics, add_metrics_page
 from mailstream.streams.processors import build_processors
 from mailstream.streams.queries import add_queries
+from mailstream.streams.reader import live_keys, read_to_end
 from mailstream.streams.records import Output, SourceRecord
 from mailstream.streams.sweep import add_inactivity_sweep
 from mailstream.streams.transport import Consumer, Transport
@@ -100,6 +101,7 @@ def create_app(settings: Settings, policy: Policy, *, web_enabled: bool = True) 
         policy.deliverability,
         service_codec(settings, "deliverability"),
         service_codec(settings, "deliverability_alert"),
+        service_codec(settings, "dead_letter"),
         metrics.registry,
     )
 
@@ -152,8 +154,8 @@ def create_app(settings: Settings, policy: Policy, *, web_enabled: bool = True) 
     async def publish_windows() -> None:
         if TP(names.deliverability_buckets, 0) not in app.consumer.assignment():
             windows.forget()  # another worker owns the buckets now
-            return
-        await send(windows.publishable())
+        elif windows.loaded:  # loaded once the table is recovered (below)
+            await send(windows.publishable())
 
     sources = {
         *(names.raw(p) for p in PROVIDERS),
@@ -170,14 +172,26 @@ def create_app(settings: Settings, policy: Policy, *, web_enabled: bool = True) 
             raise TypeError(f"the worker needs mailstream's consumer, not {type(consumer)}")
         await consumer.seek_before_resume(sources)
         metrics.rebalances.inc()
+        # The table is recovered by now; the partition may have been elsewhere in between.
+        windows.forget()
+        if TP(names.deliverability_buckets, 0) in consumer.assignment():
+            published = await asyncio.get_running_loop().run_in_executor(
+                None, read_to_end, settings, names.deliverability
+            )
+            await send([*windows.load(buckets), *windows.stale(live_keys(published))])
 
     def lag() -> dict[tuple[str, int], int]:
         return app.consumer.lag(sources) if isinstance(app.consumer, Consumer) else {}
 
     metrics.watch(
         lag,
-        {"messages": lambda: len(messages), "recipients": lambda: len(recipients)},
+        {
+            "messages": lambda: len(messages),
+            "recipients": lambda: len(recipients),  # with its deliverability buckets
+            "deliverability": lambda: len(buckets),
+        },
         lambda: normalizer.erased_dropped + keeper.erased_dropped,
+        lambda: keeper.uncounted,
     )
     add_metrics_page(app, metrics)
     add_queries(app, recipients, processors.erased, settings.web_token)

@@ -157,7 +157,10 @@ def _severity_order(record: Mapping[str, Any]) -> tuple[int, str, str, str, str]
 def format_time(epoch_ms: int | None) -> str:
     if epoch_ms is None:
         return NOTHING
-    return f"{datetime.fromtimestamp(epoch_ms / 1000, UTC):%Y-%m-%d %H:%M} UTC"
+    try:
+        return f"{datetime.fromtimestamp(epoch_ms / 1000, UTC):%Y-%m-%d %H:%M} UTC"
+    except (ValueError, OverflowError, OSError):  # beyond the years datetime knows
+        return f"{epoch_ms} ms"
 
 
 def format_published_time(value: object) -> str:
@@ -267,14 +270,19 @@ def _deliverability_table(records: Sequence[Mapping[str, Any]]) -> str:
 def _plots(
     records: Sequence[Mapping[str, Any]], thresholds: Mapping[str, tuple[float, float]]
 ) -> str:
-    """One card per (tenant, domain, provider), plotting its widest window."""
+    """One card per (tenant, domain, provider), plotting its widest window with at least two
+    steps of events (one step draws no line), else its widest."""
     groups: dict[str, list[Mapping[str, Any]]] = {}
     for record in records:
         groups.setdefault(_key(record, "tenant", "domain", "provider"), []).append(record)
     cards = []
     for key, windows in list(groups.items())[:MAX_PLOTS]:
         widest = max(
-            windows, key=lambda r: int(r.get("window_end", 0)) - int(r.get("window_start", 0))
+            windows,
+            key=lambda r: (
+                len(r.get("series") or ()) >= 2,
+                int(r.get("window_end", 0)) - int(r.get("window_start", 0)),
+            ),
         )
         statuses = " ".join(
             f'<span class="window">{_e(w.get("window"))} {_badge(w.get("status"))}</span>'
@@ -534,7 +542,11 @@ def _recipient_lookup(lookup: str | None, recipient: Mapping[str, Any] | None) -
 def _recipient_answer(lookup: str, recipient: Mapping[str, Any] | None) -> str:
     address = _e(lookup)
     if recipient is None:
-        inner = f'<p class="empty">No state for <b>{address}</b>.</p>'
+        inner = (
+            f'<p class="empty">No state for <b>{address}</b> on this worker (with several '
+            "workers, ask <code>/recipients/ADDRESS/</code>, routed to the one that owns "
+            "it).</p>"
+        )
     elif recipient.get("erased"):
         inner = f"<p><b>{address}</b> is erased {_badge('SUPPRESSED')}: nothing else is kept.</p>"
     else:

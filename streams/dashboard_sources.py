@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from mailstream.codec import service_codec
+from mailstream.deliverability import is_bucket_key
 from mailstream.errors import MailstreamError
 from mailstream.policy import DeliverabilityPolicy
 from mailstream.settings import Settings
@@ -48,12 +49,14 @@ class DashboardSources:
         self._letter_kinds: collections.Counter[str] = collections.Counter()
         self._followers: list[TopicFollower] = []
         self._suppressions: SuppressionList | None = None
+        self._starting = asyncio.Lock()
 
     async def collect(self, lookup: str | None) -> DashboardView:
+        async with self._starting:  # two first requests start the followers once
+            if self._suppressions is None:
+                loop = asyncio.get_running_loop()
+                self._suppressions = await loop.run_in_executor(None, self._start)
         suppressions = self._suppressions
-        if suppressions is None:
-            suppressions = await asyncio.get_running_loop().run_in_executor(None, self._start)
-            self._suppressions = suppressions
         with self._lock:
             windows = list(self._windows.values())
             alerts = list(reversed(self._alerts))
@@ -116,7 +119,8 @@ class DashboardSources:
         address = address.strip().lower()
         if self._erased.is_erased(address):
             return ERASED_ANSWER
-        stored = self._recipients.get(address.encode())
+        key = address.encode()
+        stored = None if is_bucket_key(key) else self._recipients.get(key)
         if stored is None:
             return None
         timeline = Timeline.from_record(stored)

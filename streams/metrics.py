@@ -38,6 +38,7 @@ EXPOSITION_TYPE = "; ".join(
 )
 Lag = Callable[[], Mapping[tuple[str, int], int]]
 Dropped = Callable[[], Mapping[str, int]]  # source topic -> records dropped
+Uncounted = Callable[[], Mapping[str, int]]  # reason -> events left out of deliverability
 ERASED = "erased"  # the reason label of records dropped because their recipient is erased
 
 
@@ -92,11 +93,15 @@ class WorkerMetrics:
         self._children: dict[tuple[int, str], Any] = {}
 
     def watch(
-        self, lag: Lag, tables: Mapping[str, Callable[[], int]], erased_dropped: Dropped
+        self,
+        lag: Lag,
+        tables: Mapping[str, Callable[[], int]],
+        erased_dropped: Dropped,
+        uncounted: Uncounted,
     ) -> None:
         """Read the consumer's lag, the tables' sizes and the processors' counts of records
         dropped for an erased recipient (they have no output to count) at every scrape."""
-        self.registry.register(_ScrapeTime(lag, tables, erased_dropped))
+        self.registry.register(_ScrapeTime(lag, tables, erased_dropped, uncounted))
 
     def count(self, source_topic: str, outputs: Iterable[Output]) -> None:
         self._child(self._records, source_topic).inc()
@@ -139,11 +144,16 @@ def add_metrics_page(app: faust.App, metrics: WorkerMetrics) -> None:
 
 class _ScrapeTime(Collector):
     def __init__(
-        self, lag: Lag, tables: Mapping[str, Callable[[], int]], erased_dropped: Dropped
+        self,
+        lag: Lag,
+        tables: Mapping[str, Callable[[], int]],
+        erased_dropped: Dropped,
+        uncounted: Uncounted,
     ) -> None:
         self._lag = lag
         self._tables = tables
         self._erased_dropped = erased_dropped
+        self._uncounted = uncounted
 
     def collect(self) -> Iterator[Metric]:
         lag = GaugeMetricFamily(
@@ -170,3 +180,12 @@ class _ScrapeTime(Collector):
         for topic, count in sorted(self._erased_dropped().items()):
             dropped.add_metric([topic, ERASED], count)
         yield dropped
+        uncounted = CounterMetricFamily(
+            "mailstream_worker_uncounted_events",
+            "Events left out of the deliverability figures (future: dated over 15 minutes "
+            "after their receipt)",
+            labels=["reason"],
+        )
+        for reason, count in sorted(self._uncounted().items()):
+            uncounted.add_metric([reason], count)
+        yield uncounted

@@ -186,6 +186,13 @@ def source_record(message: Message) -> SourceRecord:
     )
 
 
+def live_keys(records: Iterable[SourceRecord]) -> dict[bytes, int]:
+    """Key -> partition of every key of a compacted topic whose latest value is not a
+    tombstone."""
+    latest = latest_by_key((record.key, record) for record in records)
+    return {key: record.partition for key, record in latest.items() if record.value is not None}
+
+
 def latest_by_key(records: Iterable[tuple[bytes | None, Value]]) -> dict[bytes, Value]:
     """What a compacted topic converges to: the last value per key (a None value: a tombstone)."""
     latest: dict[bytes, Value] = {}

@@ -48,6 +48,7 @@ from mailstream.deliverability import (
     dimension_of,
     is_bucket_key,
     ring_slot,
+    too_far_ahead,
 )
 from mailstream.erasure import check_note, erasure_record, required_key
 from mailstream.errors import ErrorKind, MailstreamError
@@ -67,6 +68,7 @@ from mailstream.topics import TopicNames
 RecipientTable = MutableMapping[bytes, dict[str, Any]]
 LIFTED = "LIFTED"  # the metrics label of a suppression's tombstone
 ERASED = "ERASED"  # the metrics label of a suppression's tombstone by an erasure
+FUTURE = "future"  # the reason label of events dated too far after their receipt
 AuditHeaders = tuple[tuple[str, bytes], ...]
 
 
@@ -99,6 +101,7 @@ class StateKeeper:
         self._erased = erased
         self.erased_dropped: Counter[str] = Counter()  # source topic -> records dropped
         self._unpublished: dict[bytes, dict[str, Any]] = {}  # bucket key -> latest snapshot
+        self.uncounted: Counter[str] = Counter()  # reason -> events left out of the buckets
 
     def take_bucket_snapshots(self) -> list[Output]:
         """The deliverability buckets changed (or repeated) since the last call, for
@@ -127,18 +130,18 @@ class StateKeeper:
         if self._erased.is_erased(recipient):
             return self._dropped(record)
         key = recipient.encode()
+        if is_bucket_key(key):
+            return [self._dead_letter(record, ErrorKind.INVALID_VALUE, "not an address")]
         if record.key != key:
             message = f"an event for {recipient[:320]!r} keyed {(record.key or b'')[:320]!r}"
             return [self._dead_letter(record, ErrorKind.MISPLACED, message)]
         stored = recipients.get(key)
         before = Timeline.from_record(stored) if stored is not None else None
         after = add_event(before, event, self._policy)
-        self._count(record, event, recipients, new=after is not before)
-        if after is not before:
-            recipients[key] = after.to_table_record()
+        entry = after.to_table_record() if after is not before else None
         state = after.state
         late = before is not None and state.late_events > before.state.late_events
-        return [
+        outputs = [
             Output(
                 self._names.recipient_state,
                 key,
@@ -151,6 +154,12 @@ class StateKeeper:
                 key, before.state if before else None, state, event["event_id"]
             ),
         ]
+        # The writes last, once nothing can fail (a dead letter must leave no count behind),
+        # the bucket first (see the module's docstring).
+        self._count(record, event, recipients, new=entry is not None)
+        if entry is not None:
+            recipients[key] = entry
+        return outputs
 
     def _count(
         self, record: SourceRecord, event: Mapping[str, Any], table: RecipientTable, *, new: bool
@@ -162,6 +171,9 @@ class StateKeeper:
         opened = event_type == EventType.OPENED or event_type == EventType.CLICKED
         counter = counter_of(event, opened and is_machine(event, self._policy))
         if counter is None:
+            return
+        if too_far_ahead(event):
+            self.uncounted[FUTURE] += 1
             return
         policy = self._policy.deliverability
         dimension = dimension_of(event, self._policy)

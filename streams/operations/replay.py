@@ -3,8 +3,9 @@
 Derived state is everything the worker computes: the Faust tables `messages`, `recipients`
 and `deliverability` (with their changelog topics), `email.recipient-state`,
 `email.suppressions`, `email.suppressions.scoped`, `email.deliverability.buckets` and
-`email.deliverability` (the windows are published again by the next worker to start, from
-the rebuilt table). `email.alerts` is an audit trail: the rebuild may add to it. Its inputs
+`email.deliverability` (the rebuild's worker tombstones the windows its rebuilt table does
+not hold when it starts, and publishes the others as it sums them). `email.alerts` is an
+audit trail: the rebuild may add to it. Its inputs
 are the raw topics and `email.commands` (operator decisions), both kept forever; replay reads
 them and never writes them.
 
@@ -77,7 +78,7 @@ from mailstream.errors import ErrorKind, MailstreamError, TimeFormatError
 from mailstream.events import format_timestamp_ms
 from mailstream.settings import Settings
 from mailstream.streams.erasures import ErasedAddresses
-from mailstream.streams.reader import latest_by_key, read_to_end
+from mailstream.streams.reader import live_keys, read_to_end
 from mailstream.streams.records import SourceRecord
 from mailstream.text import log_tail
 from mailstream.times import parse_instant_ms
@@ -164,12 +165,6 @@ def format_summary(records: int, elapsed: float, recipients: int, tombstones: in
     )
 
 
-def live_keys(records: Iterable[SourceRecord]) -> dict[bytes, int]:
-    """Key -> partition of every key whose latest value is not a tombstone."""
-    latest = latest_by_key((record.key, record) for record in records)
-    return {key: record.partition for key, record in latest.items() if record.value is not None}
-
-
 def stale_keys(
     live_before: Mapping[bytes, int], written: Iterable[SourceRecord]
 ) -> dict[bytes, int]:
@@ -251,13 +246,7 @@ def plan_replay(admin: AdminClient, settings: Settings, from_ms: int | None) -> 
     commands = partitions_of(admin, [names.commands])
     events = partitions_of(admin, [names.events])
     buckets = partitions_of(admin, [names.deliverability_buckets])
-    published_topics = [
-        names.recipient_state,
-        names.suppressions,
-        names.scoped_suppressions,
-        names.deliverability_buckets,
-        names.deliverability,
-    ]
+    published_topics = [names.recipient_state, names.suppressions, names.scoped_suppressions]
     input_ends = list_offsets(admin, [*raw, *commands])
     raw_starts = (
         beginning_offsets(admin, raw) if from_ms is None else list_offsets(admin, raw, from_ms)

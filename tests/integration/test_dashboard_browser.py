@@ -14,6 +14,7 @@ import pytest
 from aiohttp import web
 from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.wait import WebDriverWait
 
@@ -43,6 +44,13 @@ def dashboard_url() -> Iterator[str]:
         loop.close()
 
 
+def submit(browser: WebDriver, field: WebElement) -> None:
+    """Submit `field`'s form and wait for the next page to replace it (the sign-in page is
+    itself a form: what the next page shows must not be looked for on the old one)."""
+    field.submit()
+    WebDriverWait(browser, 10).until(expected_conditions.staleness_of(field))
+
+
 def wait_for(browser: WebDriver, css: str) -> None:
     WebDriverWait(browser, 10).until(
         expected_conditions.presence_of_element_located((By.CSS_SELECTOR, css))
@@ -57,12 +65,12 @@ def test_a_person_signs_in_sees_the_spike_and_looks_up_a_recipient(
     # refused without the token: the 401 page is the sign-in form
     token_field = browser.find_element(By.ID, "token")
     token_field.send_keys("not-the-token")
-    token_field.submit()
+    submit(browser, token_field)
     wait_for(browser, ".notice")
     assert "Wrong token" in browser.find_element(By.CSS_SELECTOR, ".notice").text
     token_field = browser.find_element(By.ID, "token")
     token_field.send_keys(TOKEN)
-    token_field.submit()
+    submit(browser, token_field)
     wait_for(browser, "#deliverability")
     assert browser.current_url == f"{dashboard_url}/"
 
@@ -80,7 +88,7 @@ def test_a_person_signs_in_sees_the_spike_and_looks_up_a_recipient(
 
     address = browser.find_element(By.ID, "recipient-address")
     address.send_keys(ANN)
-    address.submit()
+    submit(browser, address)
     wait_for(browser, "#recipient")
     answer = browser.find_element(By.ID, "recipient")
     assert answer.is_displayed()

@@ -183,15 +183,16 @@ def expected_windows(
     names = TopicNames()
     built = build_processors(settings, policy)
     windows = DeliverabilityWindows(
-        names, policy.deliverability, codec_for("deliverability"), ALERT
+        names, policy.deliverability, codec_for("deliverability"), ALERT, codec_for("dead_letter")
     )
     messages: dict[bytes, dict[str, Any]] = {}
     recipients: dict[bytes, dict[str, Any]] = {}
     buckets: dict[bytes, dict[str, Any]] = {}
     offset = 0
+    received_at = int(time.time() * 1000)  # as the live run's records are stamped: now
     for number, envelope in enumerate(envelopes):
         raw = raw_record(names, envelope)
-        source = SourceRecord(raw.topic, 0, number, T0, raw.key, raw.value)
+        source = SourceRecord(raw.topic, 0, number, received_at, raw.key, raw.value)
         for output in built.normalizer.process(source, messages):
             if output.topic == names.events:
                 event = SourceRecord(names.events, 0, offset, T0, output.key, output.value)

@@ -27,6 +27,7 @@ from mailstream.policy import default_policy
 from mailstream.settings import Settings
 from mailstream.streams.app import create_app
 from mailstream.streams.operations.processes import settings_env
+from mailstream.streams.queries import LOGIN_PATH
 from mailstream.streams.reader import latest_by_key, read_until
 from mailstream.topics import TopicNames, create_topics, topic_specs
 from tests.integration.harness import running_worker, send_envelopes
@@ -300,7 +301,10 @@ def test_every_route_of_the_web_server_needs_the_token(
     assert {"/cohorts/", "/recipients/ann@example.com/"} <= served
     wait_for_web(base)
 
-    for method, path in [*routes, ("GET", "/no-such-route/"), ("POST", "/cohorts/")]:
+    assert LOGIN_PATH in served  # the one route open without a token: the sign-in form
+    assert request("POST", f"{base}{LOGIN_PATH}", None)[0] == 401
+    guarded = [(method, path) for method, path in routes if path != LOGIN_PATH]
+    for method, path in [*guarded, ("GET", "/no-such-route/"), ("POST", "/cohorts/")]:
         for token in (None, "wrong"):
             status, body = request(method, f"{base}{path}", token)
             assert status == 401, (method, path, token, status, body)

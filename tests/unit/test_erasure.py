@@ -155,7 +155,7 @@ def test_records_of_an_erased_recipient_produce_nothing_and_are_counted() -> Non
     assert processor.erased_dropped == {NAMES.events: 2, NAMES.commands: 1}
 
     metrics = WorkerMetrics(NAMES)
-    metrics.watch(lambda: {}, {}, lambda: processor.erased_dropped)
+    metrics.watch(lambda: {}, {}, lambda: processor.erased_dropped, dict)
     assert (
         metrics.registry.get_sample_value(
             "mailstream_worker_dropped_records_total",

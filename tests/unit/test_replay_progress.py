@@ -12,12 +12,12 @@ from mailstream.streams.operations.replay import (
     format_duration,
     format_progress,
     format_summary,
-    live_keys,
     records_between,
     records_done,
     stale_keys,
     time_argument,
 )
+from mailstream.streams.reader import live_keys
 from mailstream.streams.records import SourceRecord
 from mailstream.times import parse_instant_ms
 from mailstream.topics import changelog_topics
