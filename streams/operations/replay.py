@@ -71,6 +71,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
@@ -322,7 +323,8 @@ def reset(admin: AdminClient, settings: Settings, out: TextIO) -> None:
 def rebuild(
     admin: AdminClient, settings: Settings, plan: ReplayPlan, out: TextIO, worker_log: Path
 ) -> None:
-    """Run a worker until it has consumed the inputs and the events they produced."""
+    """Run a worker until it has consumed the inputs, the events they produced and the
+    deliverability buckets those filled."""
     from mailstream.streams.operations.processes import service, settings_env
 
     names = TopicNames(settings.topic_prefix)
@@ -332,33 +334,30 @@ def rebuild(
         ProgressPrinter(out, out.isatty()) as printer,
         service(["worker", "--without-web"], env, worker_log) as worker,
     ):
+        follow = partial(_follow, admin, plan.group, worker, worker_log, printer=printer)
+        follow(_progress(plan, plan.input_ends, "replayed", "", started))
+        # then what the rebuild derived: the events it re-normalized, the buckets they filled
+        for topic, label, note in (
+            (names.events, "applied", " (re-derived events)"),
+            (names.deliverability_buckets, "summed", " (deliverability buckets)"),
+        ):
+            end = list_offsets(admin, [p for p in plan.starts if p[0] == topic])
+            follow(_progress(plan, end, label, note, started))
 
-        def inputs(committed: Offsets) -> tuple[str, bool]:
-            done = records_done(plan.starts, plan.input_ends, committed)
-            line = format_progress("replayed", done, plan.total, time.monotonic() - started)
-            return line, done >= plan.total
 
-        _follow(admin, plan.group, worker, worker_log, inputs, printer)
-        event_partitions = [p for p in plan.starts if p[0] == names.events]
-        events_end = list_offsets(admin, event_partitions)
-        events_total = records_between(plan.starts, events_end)
+def _progress(
+    plan: ReplayPlan, end: Offsets, label: str, note: str, started: float
+) -> Callable[[Offsets], tuple[str, bool]]:
+    """The progress line of the group's consumption from the plan's starts to `end`, and
+    whether it got there."""
+    total = records_between(plan.starts, end)
 
-        def events(committed: Offsets) -> tuple[str, bool]:
-            done = records_done(plan.starts, events_end, committed)
-            line = format_progress("applied", done, events_total, time.monotonic() - started)
-            return f"{line} (re-derived events)", done >= events_total
+    def progress(committed: Offsets) -> tuple[str, bool]:
+        done = records_done(plan.starts, end, committed)
+        line = format_progress(label, done, total, time.monotonic() - started)
+        return f"{line}{note}", done >= total
 
-        _follow(admin, plan.group, worker, worker_log, events, printer)
-        bucket_partitions = [p for p in plan.starts if p[0] == names.deliverability_buckets]
-        buckets_end = list_offsets(admin, bucket_partitions)
-        buckets_total = records_between(plan.starts, buckets_end)
-
-        def buckets(committed: Offsets) -> tuple[str, bool]:
-            done = records_done(plan.starts, buckets_end, committed)
-            line = format_progress("summed", done, buckets_total, time.monotonic() - started)
-            return f"{line} (deliverability buckets)", done >= buckets_total
-
-        _follow(admin, plan.group, worker, worker_log, buckets, printer)
+    return progress
 
 
 def _follow(

@@ -32,16 +32,23 @@ pytestmark = pytest.mark.kafka
 T0 = 1_700_000_000_000
 MINUTE = 60_000
 HOUR = 60 * MINUTE
-POLICY = """deliverability:
-  windows: [1h, 1d]
+
+
+def deliverability_policy(windows: str, minimum_volume: int) -> str:
+    """A policy file's deliverability section: the default thresholds, these windows."""
+    return f"""deliverability:
+  windows: {windows}
   bucket_minutes: 5
-  minimum_volume: 200
+  minimum_volume: {minimum_volume}
   recovery_ratio: 0.8
   thresholds:
-    complaint_rate: {warn: 0.001, critical: 0.003}
-    hard_bounce_rate: {warn: 0.02, critical: 0.05}
-    block_rate: {warn: 0.02, critical: 0.05}
+    complaint_rate: {{warn: 0.001, critical: 0.003}}
+    hard_bounce_rate: {{warn: 0.02, critical: 0.05}}
+    block_rate: {{warn: 0.02, critical: 0.05}}
 """
+
+
+POLICY = deliverability_policy("[1h, 1d]", minimum_volume=200)
 RECORD = codec_for("deliverability")
 ALERT = codec_for("deliverability_alert")
 SPIKY = "spiky.example"

@@ -39,6 +39,7 @@ from mailstream.topics import (
     topic_specs,
 )
 from tests.integration.harness import running_worker, send_envelopes
+from tests.integration.test_deliverability import deliverability_policy
 from tests.integration.test_replay import expected_states, published, replay, wait_for_states
 
 pytestmark = pytest.mark.kafka
@@ -50,16 +51,7 @@ LIFTED = "lifted@example.com"
 RESET = "reset@example.com"
 OFFER = "https://example.com/offer"
 ALERT = codec_for("deliverability_alert")
-LONG_WINDOWS = """deliverability:
-  windows: [1h, 1d, 7d, 8w]
-  bucket_minutes: 5
-  minimum_volume: 1000
-  recovery_ratio: 0.8
-  thresholds:
-    complaint_rate: {warn: 0.001, critical: 0.003}
-    hard_bounce_rate: {warn: 0.02, critical: 0.05}
-    block_rate: {warn: 0.02, critical: 0.05}
-"""
+LONG_WINDOWS = deliverability_policy("[1h, 1d, 7d, 8w]", minimum_volume=1000)
 
 
 def webhook(kind: SampleKind, address: str, at: int, number: int) -> dict[str, Any]:
