@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -110,9 +111,11 @@ class DashboardSources:
             for topic in decoders
         ]
         suppressions = SuppressionList(self._settings)
-        for follower in self._followers:
-            follower.wait_until_caught_up(CATCH_UP_SECONDS)
-        suppressions.wait_until_caught_up(CATCH_UP_SECONDS)
+        waits = [follower.wait_until_caught_up for follower in self._followers]
+        for wait in [*waits, suppressions.wait_until_caught_up]:
+            # a long topic is still being read: the page shows what has been read so far
+            with contextlib.suppress(TimeoutError):
+                wait(CATCH_UP_SECONDS)
         return suppressions
 
     def _recipient(self, address: str) -> Mapping[str, Any] | None:
