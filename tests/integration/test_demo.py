@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -45,6 +46,12 @@ def test_demo_shows_every_rule_and_stops_what_it_started() -> None:
     assert "forged maileroo webhook: HTTP 401" in result.stdout
     assert "Dead letters (email.events.dlq): 1" in result.stdout
     assert "invalid_json" in result.stdout
+    # it ends with the deliverability table (a window per provider it posted through) and
+    # the dashboard's address
+    table = result.stdout.split("Deliverability (email.deliverability)")[1]
+    for provider in PROVIDERS:
+        assert f"\n{provider} " in table
+    assert re.search(r"Dashboard: http://127\.0\.0\.1:\d+/ ", table)
 
 
 def test_demo_with_the_registry_uses_the_confluent_format_and_prints_its_subjects() -> None:
