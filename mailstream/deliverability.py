@@ -63,7 +63,7 @@ class Status(enum.StrEnum):
     CRITICAL = "CRITICAL"
 
 
-_SEVERITY = {Status.OK: 0, Status.WARN: 1, Status.CRITICAL: 2}
+SEVERITY = {Status.OK: 0, Status.WARN: 1, Status.CRITICAL: 2}
 
 
 def sending_domain(sender: str | None) -> str:
@@ -198,21 +198,30 @@ def add_counts(total: Counts, counts: Mapping[str, int], sign: int = 1) -> None:
         total[name] = total.get(name, 0) + sign * value
 
 
+# rate -> (its numerator, whether its denominator is everything attempted or only delivered)
+_RATE_TERMS = {
+    "complaint_rate": ("complaints", False),
+    "hard_bounce_rate": ("hard_bounces", True),
+    "block_rate": ("blocks", True),
+}
+
+
 def rates_of(counts: Mapping[str, int]) -> dict[str, float | None]:
-    delivered = counts.get("delivered", 0)
-    attempted = delivered + sum(counts.get(name, 0) for name in _FAILURES)
+    volumes = _volumes(counts)
     return {
-        "complaint_rate": counts.get("complaints", 0) / delivered if delivered else None,
-        "hard_bounce_rate": counts.get("hard_bounces", 0) / attempted if attempted else None,
-        "block_rate": counts.get("blocks", 0) / attempted if attempted else None,
+        rate: counts.get(numerator, 0) / volumes[rate] if volumes[rate] else None
+        for rate, (numerator, _) in _RATE_TERMS.items()
     }
 
 
-def _volume(rate: str, counts: Mapping[str, int]) -> int:
+def _volumes(counts: Mapping[str, int]) -> dict[str, int]:
+    """Each rate's denominator: delivered, or delivered plus every failure (attempted)."""
     delivered = counts.get("delivered", 0)
-    if rate == "complaint_rate":
-        return delivered
-    return delivered + sum(counts.get(name, 0) for name in _FAILURES)
+    attempted = delivered + sum(counts.get(name, 0) for name in _FAILURES)
+    return {
+        rate: attempted if all_attempts else delivered
+        for rate, (_, all_attempts) in _RATE_TERMS.items()
+    }
 
 
 def judge(
@@ -222,19 +231,20 @@ def judge(
     status held before stays while the rate is at or above the level times recovery_ratio,
     and while a rate has some volume but less than minimum_volume (an empty window is OK)."""
     rates = rates_of(counts)
+    volumes = _volumes(counts)
     status = Status.OK
     findings = []
     held = False
     for rate, levels in policy.thresholds:
         value = rates[rate]
-        volume = _volume(rate, counts)
+        volume = volumes[rate]
         if value is None or volume < policy.minimum_volume:
             if volume:
                 findings.append(f"{rate} not judged: volume {volume} < {policy.minimum_volume}")
                 held = True  # too little to judge is not a recovery; nothing at all is
             continue
         for level, threshold in ((Status.CRITICAL, levels.critical), (Status.WARN, levels.warn)):
-            holds = _SEVERITY[previous] >= _SEVERITY[level]
+            holds = SEVERITY[previous] >= SEVERITY[level]
             if value >= threshold or (holds and value >= threshold * policy.recovery_ratio):
                 findings.append(
                     f"{rate} {value:.2%} >= {level.value.lower()} {threshold:.2%}"
@@ -242,10 +252,10 @@ def judge(
                     else f"{rate} {value:.2%} still above {threshold * policy.recovery_ratio:.2%}"
                     f" (recovery from {level.value.lower()} {threshold:.2%})"
                 )
-                if _SEVERITY[level] > _SEVERITY[status]:
+                if SEVERITY[level] > SEVERITY[status]:
                     status = level
                 break
-    if held and _SEVERITY[previous] > _SEVERITY[status]:
+    if held and SEVERITY[previous] > SEVERITY[status]:
         findings.append(f"{previous.value} held: too little volume to judge a recovery")
         status = previous
     return status, findings

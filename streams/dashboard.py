@@ -22,6 +22,9 @@ import faust
 from faust.web import Request, Response, View
 from faust.web.base import Web
 
+from mailstream.deliverability import rates_of
+from mailstream.policy import RATES
+
 MAX_DELIVERABILITY_ROWS = 200
 MAX_PLOTS = 50
 MAX_ALERTS = 50
@@ -33,7 +36,6 @@ TOP_BOUNCE_REASONS = 5
 LATEST_DIAGNOSTICS = 3
 
 NOTHING = "\u2014"  # an em dash: no value
-RATES = ("complaint_rate", "hard_bounce_rate", "block_rate")
 RATE_LABELS = {
     "complaint_rate": "Complaint rate",
     "hard_bounce_rate": "Hard bounce rate",
@@ -305,19 +307,6 @@ def _plots(
     )
 
 
-def point_rates(counts: Mapping[str, Any]) -> dict[str, float | None]:
-    """The rates of one series point, as the Deliverability record defines them."""
-    delivered = int(counts.get("delivered", 0))
-    hard = int(counts.get("hard_bounces", 0))
-    blocks = int(counts.get("blocks", 0))
-    attempted = delivered + hard + int(counts.get("soft_bounces", 0)) + blocks
-    return {
-        "complaint_rate": int(counts.get("complaints", 0)) / delivered if delivered else None,
-        "hard_bounce_rate": hard / attempted if attempted else None,
-        "block_rate": blocks / attempted if attempted else None,
-    }
-
-
 PLOT_WIDTH = 640
 PANEL_HEIGHT = 88
 PANEL_GAP = 26
@@ -339,7 +328,7 @@ def plot_svg(
     span = max(end - start, 1)
     inner_width = PLOT_WIDTH - PLOT_LEFT - PLOT_RIGHT
     height = PLOT_TOP + 3 * PANEL_HEIGHT + 2 * PANEL_GAP + PLOT_BOTTOM
-    rates = [(int(point["start"]), point_rates(point.get("counts") or {})) for point in series]
+    rates = [(int(point["start"]), rates_of(point.get("counts") or {})) for point in series]
 
     def x_of(moment: int) -> float:
         return PLOT_LEFT + inner_width * min(max(moment - start, 0), span) / span

@@ -32,6 +32,7 @@ from prometheus_client import CollectorRegistry, Gauge
 from mailstream.codec import AvroCodec
 from mailstream.deliverability import (
     COUNTERS,
+    SEVERITY,
     Counts,
     Dimension,
     Status,
@@ -241,7 +242,6 @@ class DeliverabilityWindows:
             if status is previous:
                 continue
             self._statuses[(dimension, name)] = status
-            self._changed.add(dimension)
             alert = alert_record(dimension, name, previous, status, self._end, counts, findings)
             table[_STATUS_KEY_PREFIX + record_key(dimension, name)] = {
                 "status": status.value,
@@ -273,8 +273,7 @@ class DeliverabilityWindows:
 
     def _export(self, dimension: Dimension, window: str, record: Mapping[str, Any]) -> None:
         labels = (*dimension, window)
-        severity = {Status.OK: 0, Status.WARN: 1, Status.CRITICAL: 2}
-        self._status.labels(*labels).set(severity[Status(record["status"])])
+        self._status.labels(*labels).set(SEVERITY[Status(record["status"])])
         for rate in RATES:
             value = record[rate]
             if value is not None:

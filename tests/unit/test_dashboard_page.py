@@ -8,13 +8,13 @@ from html.parser import HTMLParser
 import faust
 import pytest
 
+from mailstream.deliverability import rates_of
 from mailstream.streams.dashboard import (
     MAX_DEAD_LETTERS,
     MAX_DELIVERABILITY_ROWS,
     MAX_EVENTS,
     DashboardView,
     add_dashboard,
-    point_rates,
     render_page,
 )
 from tests.dashboards import (
@@ -188,13 +188,13 @@ def test_thresholds_are_dashed_lines_critical_above_warn() -> None:
 
 
 def test_points_without_volume_are_left_out_of_the_line() -> None:
-    assert point_rates({}) == {
+    assert rates_of({}) == {
         "complaint_rate": None,
         "hard_bounce_rate": None,
         "block_rate": None,
     }
     # attempted: 100 delivered + 6 hard + 2 soft bounces + 2 blocks
-    assert point_rates(counts(100, complaints=1, hard_bounces=6, blocks=2)) == {
+    assert rates_of(counts(100, complaints=1, hard_bounces=6, blocks=2)) == {
         "complaint_rate": 0.01,
         "hard_bounce_rate": pytest.approx(6 / 110),
         "block_rate": pytest.approx(2 / 110),
