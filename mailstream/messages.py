@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Literal
 
 from mailstream.events import EmailEvent, EventType
 from mailstream.policy import Policy
@@ -93,9 +93,8 @@ def route(
             return None, [event], []
         return None, [], [(event, UNRESOLVABLE)]
     current = info or MessageInfo()
-    updated = _record_sender(
-        _record_tenant(_record_delivery(_record_recipient(current, event), event), event), event
-    )
+    updated = _record_delivery(_record_recipient(current, event), event)
+    updated = _record_first(_record_first(updated, event, "tenant"), event, "sender")
     if updated.recipient is None:
         return _park(event, current, updated, policy)
     if updated.pending:
@@ -118,18 +117,15 @@ def _record_recipient(info: MessageInfo, event: EmailEvent) -> MessageInfo:
     return replace(info, recipient=recipient)
 
 
-def _record_tenant(info: MessageInfo, event: EmailEvent) -> MessageInfo:
-    tenant = event.get("tenant")
-    if info.tenant is not None or not tenant:
+def _record_first(
+    info: MessageInfo, event: EmailEvent, name: Literal["tenant", "sender"]
+) -> MessageInfo:
+    """`info` with the event's `name` unless it knows one already: the first one wins."""
+    value = event.get(name)
+    if getattr(info, name) is not None or not value:
         return info
-    return replace(info, tenant=tenant)
-
-
-def _record_sender(info: MessageInfo, event: EmailEvent) -> MessageInfo:
-    sender = event.get("sender")
-    if info.sender is not None or not sender:
-        return info
-    return replace(info, sender=sender)
+    first: dict[str, Any] = {name: value}
+    return replace(info, **first)
 
 
 def _record_delivery(info: MessageInfo, event: EmailEvent) -> MessageInfo:
