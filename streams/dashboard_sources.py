@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from mailstream.codec import service_codec
+from mailstream.commands import CommandError, normalize_address
 from mailstream.deliverability import is_bucket_key
 from mailstream.errors import MailstreamError
 from mailstream.policy import DeliverabilityPolicy
@@ -20,7 +21,7 @@ from mailstream.settings import Settings
 from mailstream.streams.dashboard import DashboardView
 from mailstream.streams.erasures import ErasedAddresses
 from mailstream.streams.follower import TopicFollower
-from mailstream.streams.queries import ERASED_ANSWER
+from mailstream.streams.queries import ERASED_ANSWER, rendered
 from mailstream.streams.suppression_list import SuppressionList
 from mailstream.timeline import Timeline
 from mailstream.topics import TopicNames
@@ -118,8 +119,13 @@ class DashboardSources:
                 wait(CATCH_UP_SECONDS)
         return suppressions
 
-    def _recipient(self, address: str) -> Mapping[str, Any] | None:
-        address = address.strip().lower()
+    def _recipient(self, lookup: str) -> Mapping[str, Any] | None:
+        """As `/recipients/{email}/` answers (from this worker's partitions), with the
+        recipient's recent events; None for no state, or for no address at all."""
+        try:
+            address = normalize_address(lookup)
+        except CommandError:
+            return None
         if self._erased.is_erased(address):
             return ERASED_ANSWER
         key = address.encode()
@@ -128,4 +134,4 @@ class DashboardSources:
             return None
         timeline = Timeline.from_record(stored)
         events = [entry for entry in timeline.log if "command" not in entry]
-        return {**timeline.state.to_record(), "events": events[::-1]}
+        return {**rendered(timeline.state), "events": events[::-1]}
