@@ -10,12 +10,13 @@ open within the window), highest score first, a page at a time (`limit`, default
 
 When a token is configured, every route of the worker's web server needs
 `Authorization: Bearer <token>`: the queries, and the views Faust serves on the same server
-(`/router/`, `/table/`, its index), which check nothing themselves. One aiohttp middleware
-checks every request before any route is looked up, so a route added later, or an unknown
-path, is refused the same way. A browser, which cannot send that header on navigation, signs
-in at `/login` (the only route open without the token): the token, posted once, comes back as
-the `mailstream_token` cookie (HttpOnly, SameSite=Strict), which the middleware accepts in
-place of the header. A refused request whose Accept names text/html gets the sign-in form.
+(`/router/`, `/table/`), which check nothing themselves, and the dashboard at `/`. One
+aiohttp middleware checks every request before any route is looked up, so a route added
+later, or an unknown path, is refused the same way. A browser, which cannot send that header
+on navigation, signs in at `/login` (the only route open without the token): the token,
+posted once, comes back as the `mailstream_token` cookie (HttpOnly, SameSite=Strict), which
+the middleware accepts in place of the header. A refused request whose Accept names
+text/html gets the sign-in form.
 """
 
 from __future__ import annotations
@@ -184,9 +185,14 @@ def _as_seen_by_tenant(state: RecipientState, tenant: str) -> dict[str, Any]:
     return public
 
 
+def presents(presented: str, secret: str) -> bool:
+    """Whether `presented` is `secret`, compared in constant time."""
+    return hmac.compare_digest(presented.encode(), secret.encode())
+
+
 def bearer_token_refusal(presented: str, token: str) -> str | None:
     """Why an `Authorization` header value does not carry `token`; None when it does."""
-    if hmac.compare_digest(presented.encode(), f"Bearer {token}".encode()):
+    if presents(presented, f"Bearer {token}"):
         return None
     return "missing bearer token" if not presented else "wrong bearer token"
 
@@ -196,7 +202,7 @@ def token_refusal(authorization: str, cookie: str | None, token: str) -> str | N
     carries the token. A header, when there is one, is judged alone."""
     if authorization or cookie is None:
         return bearer_token_refusal(authorization, token)
-    if hmac.compare_digest(cookie.encode(), token.encode()):
+    if presents(cookie, token):
         return None
     return "wrong token cookie"
 
@@ -274,9 +280,7 @@ def require_bearer_token(app: faust.App, token: str | None) -> None:
         async def post(self, request: Request) -> Response:
             form = await cast(aiohttp_web.Request, request).post()
             presented = form.get("token")
-            if not isinstance(presented, str) or not hmac.compare_digest(
-                presented.encode(), secret.encode()
-            ):
+            if not isinstance(presented, str) or not presents(presented, secret):
                 return self.html(login_page("Wrong token."), status=401)
             response = self.html("", status=303, headers={"Location": "/"})
             cast(aiohttp_web.Response, response).set_cookie(
