@@ -119,6 +119,25 @@ class Producer(aiokafka.Producer):
             else:
                 return future
 
+    async def send_output(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: HeadersArg | None,
+    ) -> None:
+        """An agent's output, with no future to settle: nothing awaits one, and a refusal
+        is recorded in the transport's `Deliveries` (flush raises it)."""
+        while True:
+            try:
+                self._produce(topic, key, value, None, None, headers, self._on_output_delivery)
+            except BufferError:
+                await asyncio.sleep(QUEUE_FULL_RETRY_SECONDS)
+            except KafkaException as error:
+                raise ProducerSendError(f"Error while sending: {error!r}") from error
+            else:
+                return
+
     async def send_and_wait(
         self,
         topic: str,
@@ -227,6 +246,10 @@ class Producer(aiokafka.Producer):
             exception = KafkaException(error)
             self._lost(str(message.topic()), exception)
             future.set_exception(exception)
+
+    def _on_output_delivery(self, error: KafkaError | None, message: Message) -> None:
+        if error is not None:
+            self._lost(str(message.topic()), KafkaException(error))
 
     def _on_changelog_delivery(
         self, fut: FutureMessage, error: KafkaError | None, message: Message
