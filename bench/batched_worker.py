@@ -23,7 +23,7 @@ from mailstream.connectors.registry import PROVIDERS
 from mailstream.policy import Policy, load_policy
 from mailstream.settings import Settings
 from mailstream.streams.app import RecordTable, create_app, source_record
-from mailstream.streams.processors import build_processors
+from mailstream.streams.processors import build_processors, collect_garbage_less
 from mailstream.streams.records import Output, SourceRecord
 from mailstream.topics import create_topics, topic_specs
 
@@ -93,6 +93,7 @@ def main() -> None:
             batched_agent(app, name, process, batch, pending)
     worker = faust.Worker(app, loglevel="warning")
     worker.spinner = None  # as `mailstream worker` does
+    collect_garbage_less()
     worker.execute_from_commandline()
 
 

@@ -32,7 +32,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from mailstream.connectors.registry import PROVIDERS
 from mailstream.policy import default_policy
 from mailstream.settings import Settings
-from mailstream.streams.processors import build_processors
+from mailstream.streams.processors import build_processors, collect_garbage_less
 from mailstream.streams.reader import source_record
 from mailstream.streams.records import Output
 from mailstream.topics import COMPACTED, TABLES, TopicNames, TopicSpec, create_topics
@@ -125,6 +125,7 @@ def run(settings: Settings) -> None:
         )
     )
     consumer.subscribe([*raw_topics, out.events, out.commands])
+    collect_garbage_less()  # as the worker does
     stopping: list[int] = []
     signal.signal(signal.SIGTERM, lambda number, _frame: stopping.append(number))
     next_commit = time.monotonic() + COMMIT_SECONDS

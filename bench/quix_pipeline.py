@@ -45,7 +45,7 @@ from quixstreams.models.serializers import SerializationContext, Serializer
 from mailstream.connectors.registry import PROVIDERS
 from mailstream.policy import default_policy
 from mailstream.settings import Settings
-from mailstream.streams.processors import build_processors
+from mailstream.streams.processors import build_processors, collect_garbage_less
 from mailstream.streams.records import Output, SourceRecord
 from mailstream.topics import TopicNames
 
@@ -195,4 +195,6 @@ def build(settings: Settings) -> Application:
 
 
 if __name__ == "__main__":
-    build(Settings.from_env()).run()
+    pipeline = build(Settings.from_env())
+    collect_garbage_less()  # as the worker does
+    pipeline.run()

@@ -31,6 +31,7 @@ def run(args: argparse.Namespace) -> int:
     from mailstream.settings import Settings
     from mailstream.streams.app import create_app
     from mailstream.streams.erasures import ErasedAddresses
+    from mailstream.streams.processors import collect_garbage_less
     from mailstream.topics import create_topics, topic_specs
 
     settings = Settings.from_env()
@@ -46,4 +47,5 @@ def run(args: argparse.Namespace) -> int:
     # At WARNING and above Faust's terminal spinner sets the root logger to DEBUG so that every
     # log record spins it: every debug call of aiokafka and Faust then builds a LogRecord.
     worker.spinner = None
+    collect_garbage_less()
     worker.execute_from_commandline()  # exits the process when the worker stops
