@@ -21,36 +21,26 @@ Faust commits an input's offset once its outputs are flushed, but aiokafka's flu
 report an output the broker refused (too large, not authorized, retries exhausted): the input
 would be committed and its outputs lost. The transport's producer (streams/producer.py, on
 librdkafka) records every refused record, an agent's output or a changelog record, in
-`Deliveries`, and its flush raises the first one; the consumer refuses to commit after one.
-Either way the worker stops with the cause, and a restarted worker resumes from the last
-commit, before the lost outputs.
+`Deliveries`, and its flush raises the first one; the agents also register each output's
+delivery, and the consumer refuses to commit after a failed one. Either way the worker stops
+with the cause, and a restarted worker resumes from the last commit, before the lost outputs.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import (
-    Awaitable,
-    Callable,
-    Collection,
-    Coroutine,
-    Iterable,
-    Mapping,
-)
-from typing import Any, cast
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
+from functools import partial
+from typing import Any
 
-from faust.transport.consumer import CONSUMER_FETCHING, ensure_TP
+from faust.transport.consumer import ensure_TP
 from faust.transport.drivers import aiokafka
-from faust.types import TP, AppT, Message
-from mode import Service, ServiceT
+from faust.types import TP, AppT
 from yarl import URL
 
 from mailstream.errors import ErrorKind, MailstreamError
 from mailstream.settings import KafkaSettings
 from mailstream.streams.producer import Producer
-
-YIELD_EVERY = 100  # records handed over between two turns of the event loop, as in Faust
 
 
 class OutputLost(MailstreamError):
@@ -60,10 +50,13 @@ class OutputLost(MailstreamError):
 
 
 class Deliveries:
-    """The first record the broker refused (an output or a changelog record), kept."""
+    """The outcome of every output the agents send; the first failure, kept."""
 
     def __init__(self) -> None:
         self.failure: OutputLost | None = None
+
+    def watch(self, topic: str, delivery: asyncio.Future[Any]) -> None:
+        delivery.add_done_callback(partial(self._done, topic))
 
     def refused(self, topic: str, error: BaseException) -> OutputLost:
         if self.failure is None:
@@ -73,6 +66,10 @@ class Deliveries:
                 "last commit"
             )
         return self.failure
+
+    def _done(self, topic: str, delivery: asyncio.Future[Any]) -> None:
+        if not delivery.cancelled() and delivery.exception() is not None:
+            self.refused(topic, delivery.exception() or RuntimeError("no exception"))
 
 
 class Consumer(aiokafka.Consumer):
@@ -104,69 +101,6 @@ class Consumer(aiokafka.Consumer):
                 self._committed_offset[tp] = offset or None
         for tp in self._never_committed_sources():
             await self._seek(tp, 0)  # the position only: records below the read offset are skipped
-
-    async def _drain_messages(self, fetcher: ServiceT) -> None:  # pragma: no cover
-        """Faust's loop (faust/transport/consumer.py), but a record is handed to the streams by
-        `_hand_over`: Faust's `wait_first` around each record ran four tasks per record (the
-        hand-over, the flow's, the consumer's stop and crash events), a tenth of the worker's
-        CPU, to hand over records that almost never wait (bench/e2e_bench.py)."""
-        getmany = self.getmany
-        consumer_should_stop = cast(Service, self)._stopped.is_set
-        fetcher_should_stop = cast(Service, fetcher)._stopped.is_set
-        get_read_offset = self._read_offset.__getitem__
-        set_read_offset = self._read_offset.__setitem__
-        acks_enabled_for = self.app.topics.acks_enabled_for
-        commit_every = self._commit_every
-        hand_over = self._hand_over
-        num_since_yield = 0
-        try:
-            while not (consumer_should_stop() or fetcher_should_stop()):
-                self.diag.set_flag(CONSUMER_FETCHING)
-                records = getmany(timeout=1.0)
-                await self.sleep(0)  # getmany can return at once, again and again
-                if not self.should_stop:
-                    async for tp, message in records:
-                        num_since_yield += 1
-                        if num_since_yield > YIELD_EVERY:
-                            await asyncio.sleep(0)
-                            num_since_yield = 0
-                        offset = message.offset
-                        read_offset = get_read_offset(tp)
-                        if read_offset is None or offset >= read_offset:
-                            if (
-                                read_offset
-                                and offset - read_offset > 1
-                                and acks_enabled_for(message.topic)
-                            ):
-                                await self._add_gap(tp, read_offset + 1, offset)
-                            if commit_every is not None and self._n_acked >= commit_every:
-                                self._n_acked = 0
-                                await self.commit()
-                            await hand_over(message)
-                            set_read_offset(tp, offset)
-                    self.diag.unset_flag(CONSUMER_FETCHING)
-        except self.consumer_stopped_errors:
-            if not self.transport.app.should_stop:
-                raise
-        except asyncio.CancelledError:
-            if not self.transport.app.should_stop:
-                raise
-        except Exception as error:
-            self.log.exception("Drain messages raised: %r", error)
-            raise
-        finally:
-            self.diag.unset_flag(CONSUMER_FETCHING)
-
-    async def _hand_over(self, message: Message) -> None:
-        """Faust's handler puts the record on its streams' queues, and waits only when one is
-        full or the flow is held: step it once here, and only if it waits, wait as Faust
-        does, for it or for the flow to be suspended (a rebalance), whichever comes first."""
-        handing_over = cast(Coroutine[Any, Any, None], self.callback(message))
-        try:
-            waiting_on = handing_over.send(None)
-        except StopIteration:
-            return
-        await self.wait_first(resumed(handing_over, waiting_on), self.suspend_flow.wait())
 
     async def _commit_tps(self, tps: Iterable[TP], start_new_transaction: bool) -> bool:
         """Faust picks the offsets to commit first thing in here, without waiting: whatever
@@ -202,30 +136,6 @@ class Consumer(aiokafka.Consumer):
             for tp in self.assignment()
             if tp.topic in self._sources and self._committed_offset[tp] is None
         ]
-
-
-async def resumed(coroutine: Coroutine[Any, Any, None], waiting_on: Any) -> None:
-    """Go on with `coroutine`, stepped by hand until it yielded `waiting_on`, as an asyncio
-    task would: wait until that future is done (its outcome is the coroutine's to take), step
-    again, until it returns. Cancelled, it cancels what the coroutine waits on and raises
-    the cancellation inside it."""
-    try:
-        while True:
-            if waiting_on is None:  # a bare yield
-                await asyncio.sleep(0)
-            else:
-                waiting_on._asyncio_future_blocking = False
-                await asyncio.wait([waiting_on])
-            waiting_on = coroutine.send(None)
-    except StopIteration:
-        return
-    except asyncio.CancelledError:
-        if waiting_on is not None:
-            waiting_on.cancel()
-        with contextlib.suppress(asyncio.CancelledError, StopIteration):
-            coroutine.throw(asyncio.CancelledError())
-        coroutine.close()
-        raise
 
 
 class Transport(aiokafka.Transport):
