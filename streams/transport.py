@@ -21,17 +21,14 @@ Faust commits an input's offset once its outputs are flushed, but aiokafka's flu
 report an output the broker refused (too large, not authorized, retries exhausted): the input
 would be committed and its outputs lost. The transport's producer (streams/producer.py, on
 librdkafka) records every refused record, an agent's output or a changelog record, in
-`Deliveries`, and its flush raises the first one; the agents also register each output's
-delivery, and the consumer refuses to commit after a failed one. Either way the worker stops
-with the cause, and a restarted worker resumes from the last commit, before the lost outputs.
+`Deliveries`, and its flush raises the first one; the consumer refuses to commit after one.
+Either way the worker stops with the cause, and a restarted worker resumes from the last
+commit, before the lost outputs.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
-from functools import partial
-from typing import Any
 
 from faust.transport.consumer import ensure_TP
 from faust.transport.drivers import aiokafka
@@ -50,13 +47,10 @@ class OutputLost(MailstreamError):
 
 
 class Deliveries:
-    """The outcome of every output the agents send; the first failure, kept."""
+    """The first record the broker refused (an output or a changelog record), kept."""
 
     def __init__(self) -> None:
         self.failure: OutputLost | None = None
-
-    def watch(self, topic: str, delivery: asyncio.Future[Any]) -> None:
-        delivery.add_done_callback(partial(self._done, topic))
 
     def refused(self, topic: str, error: BaseException) -> OutputLost:
         if self.failure is None:
@@ -66,10 +60,6 @@ class Deliveries:
                 "last commit"
             )
         return self.failure
-
-    def _done(self, topic: str, delivery: asyncio.Future[Any]) -> None:
-        if not delivery.cancelled() and delivery.exception() is not None:
-            self.refused(topic, delivery.exception() or RuntimeError("no exception"))
 
 
 class Consumer(aiokafka.Consumer):
