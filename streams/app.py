@@ -19,12 +19,10 @@ event when an agent runs concurrently (faust-streaming issue 606).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
 from typing import Any, cast
 
 import faust
 from faust.types import TP, StreamT, TableT, TopicT
-from mode import ServiceT
 
 from mailstream.codec import service_codec
 from mailstream.connectors.registry import PROVIDERS
@@ -47,16 +45,6 @@ from mailstream.topics import TABLES, TopicNames
 RecordTable = TableT[bytes, dict[str, Any]]
 
 
-class App(faust.App):
-    def on_init_dependencies(self) -> Iterable[ServiceT]:
-        """Without Faust's Monitor sensor: in-process counters that nothing here reads (the
-        worker's metrics are its own, streams/metrics.py), kept up in six calls per event,
-        about 2% of the worker's CPU (bench/e2e_bench.py)."""
-        dependencies = super().on_init_dependencies()
-        self.sensors.remove(self.monitor)
-        return dependencies
-
-
 def raw_topic(app: faust.App, *names: str) -> TopicT:
     """Topics of undecoded bytes: the processors decode (and dead-letter) themselves."""
     return app.topic(
@@ -68,7 +56,7 @@ def create_app(settings: Settings, policy: Policy, *, web_enabled: bool = True) 
     names = TopicNames(settings.topic_prefix)
     datadir = settings.data_dir / settings.app_id
     datadir.mkdir(parents=True, exist_ok=True)
-    app = App(
+    app = faust.App(
         settings.app_id,
         **settings.kafka.faust_broker_options(),
         autodiscover=False,
