@@ -229,6 +229,7 @@ class Settings:
     | MAILSTREAM_RAW_RETENTION_MS | -1 | retention of the raw topics (topics create); -1: forever |
     | MAILSTREAM_SWEEP_INTERVAL_SECONDS | 3600 | inactivity sweep period; 0 disables it |
     | MAILSTREAM_PRODUCER_LINGER_MS | 10 | how long the worker's producer waits to fill a batch |
+    | MAILSTREAM_CONSUMER_FETCH_MAX_WAIT_MS | 100 | longest the broker holds the worker's fetch |
     | MAILSTREAM_INGEST_* | see `IngestSettings` | webhook ingest: secrets, limits, dedupe |
     | MAILSTREAM_LOG_LEVEL | unset | DEBUG, INFO, WARNING or ERROR (worker WARNING, ingest INFO) |
     | MAILSTREAM_LOG_FORMAT | text | json: one JSON object per line (worker and ingest) |
@@ -251,11 +252,17 @@ class Settings:
     sweep_interval_seconds: int = 3600
     deliverability_interval_seconds: float = 5.0
     producer_linger_ms: int = 10
+    consumer_fetch_max_wait_ms: int = 100
     log_level: str | None = None
     log_format: str = "text"
     ingest: IngestSettings = field(default_factory=lambda: IngestSettings())
 
     def __post_init__(self) -> None:
+        if self.consumer_fetch_max_wait_ms < 0:
+            raise SettingsError(
+                f"{ENV_PREFIX}CONSUMER_FETCH_MAX_WAIT_MS={self.consumer_fetch_max_wait_ms}: "
+                "expected a number of milliseconds, 0 or more"
+            )
         if self.raw_retention_ms == 0 or self.raw_retention_ms < -1:
             raise SettingsError(
                 f"{ENV_PREFIX}RAW_RETENTION_MS={self.raw_retention_ms}: expected -1 (forever) "

@@ -74,7 +74,9 @@ def create_app(settings: Settings, policy: Policy, *, web_enabled: bool = True) 
         key_serializer="raw",
         value_serializer="raw",
     )
-    app.transport = transport = Transport(app.conf.broker_consumer, app, settings.kafka)
+    app.transport = transport = Transport(
+        app.conf.broker_consumer, app, settings.kafka, settings.consumer_fetch_max_wait_ms
+    )
     deliveries = transport.deliveries
     metrics = WorkerMetrics(names)
     processors = build_processors(settings, policy)

@@ -24,12 +24,22 @@ librdkafka) records every refused record, an agent's output or a changelog recor
 `Deliveries`, and its flush raises the first one; the consumer refuses to commit after one.
 Either way the worker stops with the cause, and a restarted worker resumes from the last
 commit, before the lost outputs.
+
+Faust builds the aiokafka consumer with `fetch_max_wait_ms=1500`, and aiokafka sends one fetch
+at a time to a broker, leaving out every partition whose fetched records the worker has not
+taken yet. When the worker is busy, that fetch names only partitions without new records, and
+the broker holds it the full 1.5 s while the busy partitions wait for it: the worker went idle
+with a backlog every 1.5 s, and at 1,700 raw records/s its latency grew to p50 5 s
+(bench/e2e_bench.py). The consumer thread builds the consumer with
+`MAILSTREAM_CONSUMER_FETCH_MAX_WAIT_MS` (100 ms) in its place.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
+from typing import cast
 
+from aiokafka import AIOKafkaConsumer
 from faust.transport.consumer import ensure_TP
 from faust.transport.drivers import aiokafka
 from faust.types import TP, AppT
@@ -62,8 +72,19 @@ class Deliveries:
         return self.failure
 
 
+class ConsumerThread(aiokafka.AIOKafkaConsumerThread):
+    def _create_worker_consumer(self, transport: aiokafka.Transport) -> AIOKafkaConsumer:
+        consumer = super()._create_worker_consumer(transport)
+        # Read by AIOKafkaConsumer.start() when it builds its fetcher, which has not happened yet.
+        consumer._fetch_max_wait_ms = cast(Transport, transport).fetch_max_wait_ms
+        return consumer
+
+
 class Consumer(aiokafka.Consumer):
     _sources: Collection[str] = ()
+
+    def _new_consumer_thread(self) -> aiokafka.AIOKafkaConsumerThread:
+        return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     async def seek_before_resume(self, sources: Collection[str]) -> None:
         """Seek to the committed offsets while the stream partitions are paused, resetting every
@@ -132,9 +153,12 @@ class Transport(aiokafka.Transport):
     Consumer = Consumer
     Producer = Producer
 
-    def __init__(self, url: list[URL], app: AppT, kafka: KafkaSettings) -> None:
+    def __init__(
+        self, url: list[URL], app: AppT, kafka: KafkaSettings, fetch_max_wait_ms: int
+    ) -> None:
         super().__init__(url, app)
         self.kafka = kafka
+        self.fetch_max_wait_ms = fetch_max_wait_ms
         self.deliveries = Deliveries()
         # Sends what must be stored before any offset is committed; returns once nothing is
         # left to send (the worker's deliverability buckets).

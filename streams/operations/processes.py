@@ -69,6 +69,7 @@ def settings_env(settings: object, base: dict[str, str] | None = None) -> dict[s
             "MAILSTREAM_DATA_DIR": str(settings.data_dir),
             "MAILSTREAM_SWEEP_INTERVAL_SECONDS": str(settings.sweep_interval_seconds),
             "MAILSTREAM_PRODUCER_LINGER_MS": str(settings.producer_linger_ms),
+            "MAILSTREAM_CONSUMER_FETCH_MAX_WAIT_MS": str(settings.consumer_fetch_max_wait_ms),
             "MAILSTREAM_RAW_RETENTION_MS": str(settings.raw_retention_ms),
         }
     )

@@ -87,6 +87,7 @@ def test_mutual_tls_passes_certificate_and_key(tmp_path: Path) -> None:
         ),
         ({"MAILSTREAM_KAFKA_SSL_CERT_FILE": "/c.pem"}, "SSL_KEY_FILE"),
         ({"MAILSTREAM_PARTITIONS": "many"}, "MAILSTREAM_PARTITIONS"),
+        ({"MAILSTREAM_CONSUMER_FETCH_MAX_WAIT_MS": "-1"}, "CONSUMER_FETCH_MAX_WAIT_MS"),
     ],
 )
 def test_bad_configuration_names_the_variable(env: dict[str, str], message: str) -> None:
