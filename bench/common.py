@@ -42,7 +42,7 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 # --- Machine and output -----------------------------------------------------------------------
 
 
-def machine_line() -> str:
+def machine_line(cluster: Cluster) -> str:
     cpu = next(
         (
             line.split(":", 1)[1].strip()
@@ -52,12 +52,20 @@ def machine_line() -> str:
         platform.processor() or "unknown CPU",
     )
     memory_kib = int(Path("/proc/meminfo").read_text().split()[1])
-    storage = "its log in memory (tmpfs)" if broker_in_memory() else "its log on disk"
     return (
         f"Machine: {os.cpu_count()} cores (nproc), {cpu}, {memory_kib / 2**20:.0f} GiB memory; "
-        f"Python {platform.python_version()}, Kafka {KAFKA_VERSION} (one local KRaft node, "
-        f"{storage}). Other jobs share this machine: figures are noisy."
+        f"Python {platform.python_version()}, {_broker(cluster)}. "
+        "Other jobs share this machine: figures are noisy."
     )
+
+
+def _broker(cluster: Cluster) -> str:
+    if cluster.local is None:
+        where = "a testcontainers container" if cluster.kind == "testcontainers" else "outside"
+        return f"Kafka at {cluster.bootstrap_servers} ({where})"
+    in_memory = cluster.local.directory.is_relative_to(MEMORY_DIRECTORY)
+    storage = "its log in memory (tmpfs)" if in_memory else "its log on disk"
+    return f"Kafka {KAFKA_VERSION} (one local KRaft node, {storage})"
 
 
 def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:

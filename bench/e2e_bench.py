@@ -398,12 +398,8 @@ def main() -> None:
         "the shipped worker and the plain loop always run",
     )
     args = parser.parse_args()
-    print(machine_line() + "\n")
     recipients = int(args.records / MESSAGES_PER_RECIPIENT / ENVELOPES_PER_MESSAGE) + 1
     envelopes = list(campaign(recipients, MESSAGES_PER_RECIPIENT, seed=17))
-    print(
-        f"Stream: {len(envelopes):,} raw records, {recipients:,} recipients, all three providers.\n"
-    )
     candidates = [
         pipeline
         for pipeline in pipelines()
@@ -414,6 +410,11 @@ def main() -> None:
     if any(pipeline.quix for pipeline in candidates):
         quix_python()  # before any clock starts: a first run installs the venv
     with bench_cluster() as cluster, tempfile.TemporaryDirectory(prefix="e2e-") as scratch:
+        print(machine_line(cluster) + "\n")
+        print(
+            f"Stream: {len(envelopes):,} raw records, {recipients:,} recipients, "
+            "all three providers.\n"
+        )
         work = Path(scratch)
         runs = [run_pipeline(cluster, pipeline, envelopes, work) for pipeline in candidates]
         tools = kafka_tools(cluster, raw_records(TopicNames(), envelopes), work)

@@ -172,8 +172,8 @@ def main() -> None:
     parser.add_argument("--recipients", type=int, default=100_000)
     parser.add_argument("--target-records", type=int, default=1_000_000)
     args = parser.parse_args()
-    print(machine_line() + "\n")
     with bench_cluster() as cluster, tempfile.TemporaryDirectory(prefix="replay-") as scratch:
+        print(machine_line(cluster) + "\n")
         results = [
             replay(cluster, store, args.recipients, Path(scratch) / store.rstrip(":/"))
             for store in STORES
